@@ -1,0 +1,66 @@
+"""The composition root: builds the Flask app from settings and registers the modules."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+from swagger_ui_bundle import swagger_ui_path
+
+from app import cli
+from app.config import Settings, load_settings, validate
+from app.errors import register_error_handlers
+from app.extensions import api, cors, jwt, limiter
+from app.gateway import setup as gateway
+from app.products import setup as products
+
+SWAGGER_UI_ASSETS = "/api/assets"
+
+
+def create_app(config: Settings | None = None) -> Flask:
+    settings = config or load_settings()
+    validate(settings)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    app = Flask(__name__, static_folder=str(swagger_ui_path), static_url_path=SWAGGER_UI_ASSETS)
+    app.config.from_mapping(flask_config(settings))
+    app.extensions["settings"] = settings
+
+    api.init_app(app)
+    api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
+    api.spec.components.security_scheme("serviceKey", {"type": "apiKey", "in": "header", "name": "X-Service-Key"})
+    jwt.init_app(app)
+    limiter.init_app(app)
+    cors.init_app(app, origins=list(settings.cors_origins), supports_credentials=True)
+    register_error_handlers(app)
+
+    products.init_app(app, settings)
+    gateway.init_app(app)
+    cli.init_app(app)
+    return app
+
+
+def flask_config(settings: Settings) -> dict[str, object]:
+    return {
+        "API_TITLE": "Storefront API",
+        "API_VERSION": "1",
+        "OPENAPI_VERSION": "3.0.3",
+        "OPENAPI_URL_PREFIX": "/api",
+        "OPENAPI_JSON_PATH": "openapi.json",
+        "OPENAPI_SWAGGER_UI_PATH": "/",
+        "OPENAPI_SWAGGER_UI_URL": SWAGGER_UI_ASSETS + "/",
+        "OPENAPI_SWAGGER_UI_CONFIG": {"persistAuthorization": True},
+        "API_SPEC_OPTIONS": {
+            "info": {
+                "description": "Products, cart and accounts behind one gateway. Errors are "
+                "`application/problem+json` with a machine-readable `code`."
+            }
+        },
+        "JWT_SECRET_KEY": settings.jwt_secret,
+        "JWT_ALGORITHM": "HS256",
+        "RATELIMIT_DEFAULT": f"{settings.throttle_limit} per {settings.throttle_ttl} seconds",
+        "RATELIMIT_STORAGE_URI": settings.redis_url or "memory://",
+        "RATELIMIT_HEADERS_ENABLED": True,
+        "SERVICE_API_KEYS": settings.service_api_keys,
+        "JSON_SORT_KEYS": False,
+    }

@@ -1,0 +1,170 @@
+"""Typed settings read from the environment, validated once at start-up.
+
+Variable names follow the original system's `.env` so existing deployments keep working.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from urllib.parse import quote, urlsplit
+
+from pymongo.errors import ConfigurationError, InvalidURI
+from pymongo.uri_parser import parse_uri
+
+DEVELOPMENT_JWT_SECRET = "dev-only-jwt-secret-change-me-in-production"
+ENVIRONMENTS = ("development", "test", "production")
+MIN_PRODUCTION_SECRET_LENGTH = 32
+
+
+class ConfigError(SystemExit):
+    """A bad setting. Subclasses SystemExit so that gunicorn, `flask` and `python` all stop
+    with this one line on stderr (exit status 1) instead of a traceback."""
+
+    def __init__(self, variable: str, problem: str):
+        super().__init__(f"Configuration error: {variable} {problem}")
+        self.variable = variable
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str = "development"
+    api_port: int = 3000
+    products_service_port: int = 3001
+    cart_service_port: int = 3002
+    mongodb_uri: str = "mongodb://127.0.0.1:27017/products"
+    database_url: str = "sqlite:///var/storefront.db"
+    jwt_secret: str = DEVELOPMENT_JWT_SECRET
+    throttle_ttl: int = 60
+    throttle_limit: int = 100
+    cors_origins: tuple[str, ...] = ("http://localhost:3000",)
+    redis_url: str | None = None
+    log_level: str = "INFO"
+    service_api_keys: tuple[str, ...] = ()
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    def override(self, **changes: object) -> Settings:
+        return replace(self, **changes)
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    reader = _Reader(env)
+    app_env = reader.choice("APP_ENV", ENVIRONMENTS, default=env.get("NODE_ENV", "development"))
+    settings = Settings(
+        env=app_env,
+        api_port=reader.port("API_PORT", 3000),
+        products_service_port=reader.port("PRODUCTS_SERVICE_PORT", 3001),
+        cart_service_port=reader.port("CART_SERVICE_PORT", 3002),
+        mongodb_uri=reader.mongodb_uri("MONGODB_URI", Settings.mongodb_uri),
+        database_url=_database_url(reader, production=app_env == "production"),
+        jwt_secret=env.get("JWT_SECRET", DEVELOPMENT_JWT_SECRET),
+        throttle_ttl=reader.integer("THROTTLE_TTL", 60, minimum=1),
+        throttle_limit=reader.integer("THROTTLE_LIMIT", 100, minimum=1),
+        cors_origins=reader.origins("CORS_ORIGINS", Settings.cors_origins),
+        redis_url=reader.url("REDIS_URL", schemes=("redis", "rediss", "unix")),
+        log_level=reader.choice(
+            "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), default="INFO", upper=True
+        ),
+        service_api_keys=tuple(key.strip() for key in env.get("SERVICE_API_KEY", "").split(",") if key.strip()),
+    )
+    validate(settings)
+    return settings
+
+
+def validate(settings: Settings) -> None:
+    """Rules that span variables; also applied to settings built by tests."""
+    if settings.is_production:
+        if settings.jwt_secret == DEVELOPMENT_JWT_SECRET:
+            raise ConfigError("JWT_SECRET", "is the development default; set a secret of your own")
+        if len(settings.jwt_secret) < MIN_PRODUCTION_SECRET_LENGTH:
+            raise ConfigError(
+                "JWT_SECRET", f"must be at least {MIN_PRODUCTION_SECRET_LENGTH} characters in production"
+            )
+        if settings.database_url.startswith("sqlite"):
+            raise ConfigError("DATABASE_URL", "must point at PostgreSQL in production (set DATABASE_URL or DB_HOST)")
+    elif not settings.jwt_secret:
+        raise ConfigError("JWT_SECRET", "must not be empty")
+
+
+def _database_url(reader: _Reader, *, production: bool) -> str:
+    url = reader.url("DATABASE_URL", schemes=("postgresql", "postgresql+psycopg2", "sqlite"))
+    if url:
+        return url
+    env = reader.env
+    if not env.get("DB_HOST"):
+        return Settings.database_url
+    user = quote(env.get("DB_USERNAME", "postgres"), safe="")
+    password = env.get("DB_PASSWORD", "")
+    credentials = f"{user}:{quote(password, safe='')}" if password else user
+    host = env["DB_HOST"]
+    port = reader.port("DB_PORT", 5432)
+    database = quote(env.get("DB_DATABASE", "storefront"), safe="")
+    return f"postgresql+psycopg2://{credentials}@{host}:{port}/{database}"
+
+
+@dataclass(frozen=True)
+class _Reader:
+    env: Mapping[str, str]
+
+    def _raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        return None if value is None or value.strip() == "" else value.strip()
+
+    def integer(self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(name, f"must be a whole number, got {raw!r}") from None
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            bounds = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+            raise ConfigError(name, f"must be {bounds}, got {value}")
+        return value
+
+    def port(self, name: str, default: int) -> int:
+        return self.integer(name, default, minimum=1, maximum=65535)
+
+    def choice(self, name: str, choices: tuple[str, ...], *, default: str, upper: bool = False) -> str:
+        raw = self._raw(name) or default
+        value = raw.upper() if upper else raw.lower()
+        if value not in choices:
+            raise ConfigError(name, f"must be one of {', '.join(choices)}, got {raw!r}")
+        return value
+
+    def url(self, name: str, *, schemes: tuple[str, ...]) -> str | None:
+        raw = self._raw(name)
+        if raw is None:
+            return None
+        parts = urlsplit(raw)
+        if parts.scheme not in schemes or not (parts.netloc or parts.path):
+            raise ConfigError(name, f"must be a URL starting with {' or '.join(s + '://' for s in schemes)}")
+        return raw
+
+    def mongodb_uri(self, name: str, default: str) -> str:
+        raw = self._raw(name) or default
+        try:
+            parsed = parse_uri(raw, validate=True, warn=False, connect_timeout=None)
+        except (InvalidURI, ConfigurationError, ValueError) as error:
+            raise ConfigError(name, f"is not a valid MongoDB URI ({error})") from None
+        if not parsed.get("database"):
+            raise ConfigError(name, "must name a database, e.g. mongodb://host:27017/products")
+        return raw
+
+    def origins(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        origins = tuple(origin.strip().rstrip("/") for origin in raw.split(",") if origin.strip())
+        for origin in origins:
+            parts = urlsplit(origin)
+            if origin == "*" or parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ConfigError(name, f"must list origins such as https://shop.example.com, got {origin!r}")
+        return origins
+

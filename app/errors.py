@@ -1,0 +1,151 @@
+"""The one error format of the whole app: RFC 9457 `application/problem+json`.
+
+Every error response is built here: domain errors raised by the modules, HTTP errors
+(404/405/415/429...), validation errors from webargs/marshmallow, JWT errors, and
+unexpected exceptions (500, logged with a traceback).
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from flask import Flask, Response, json, request
+from werkzeug.exceptions import HTTPException
+
+PROBLEM_MIMETYPE = "application/problem+json"
+logger = logging.getLogger(__name__)
+
+
+class DomainError(Exception):
+    """Base for the exceptions that modules raise through their interface.
+
+    `code` is the machine-readable name clients switch on; `status` is the HTTP status the
+    edge answers with. Subclasses set both as class attributes.
+    """
+
+    status: int = 400
+    code: str = "bad_request"
+
+    def __init__(self, detail: str, **extensions: Any):
+        super().__init__(detail)
+        self.detail = detail
+        self.extensions = extensions
+
+
+class ApiError(Exception):
+    """An error raised by the HTTP layer itself (preconditions, auth...)."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        *,
+        errors: dict[str, list[str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+        self.errors, self.headers = errors, headers or {}
+
+
+def problem(
+    status: int,
+    code: str,
+    detail: str | None = None,
+    *,
+    errors: dict[str, list[str]] | None = None,
+    headers: dict[str, str] | None = None,
+    **extensions: Any,
+) -> Response:
+    body: dict[str, Any] = {
+        "type": f"urn:storefront:problem:{code}",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail or HTTPStatus(status).description,
+        "instance": request.path,
+        "code": code,
+    }
+    if errors:
+        body["errors"] = errors
+    body.update(extensions)
+    response = Response(json.dumps(body), status=status, mimetype=PROBLEM_MIMETYPE)
+    response.headers.update(headers or {})
+    return response
+
+
+HTTP_ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    412: "precondition_failed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    428: "precondition_required",
+    429: "rate_limited",
+}
+
+
+def handle_http_exception(error: HTTPException) -> Response:
+    status = error.code or 500
+    data = getattr(error, "data", None) or {}
+    headers = dict(error.get_headers()) if status in (405, 429) else {}
+    headers.pop("Content-Type", None)
+    headers.update(data.get("headers") or {})
+    messages = data.get("messages")
+    if messages:
+        return _validation_problem(messages, headers)
+    if status == 429:
+        return problem(429, "rate_limited", f"Too many requests: limit is {error.description}.", headers=headers)
+    code = HTTP_ERROR_CODES.get(status, "http_error")
+    return problem(status, code, data.get("message") or error.description, headers=headers)
+
+
+def _validation_problem(messages: dict[str, Any], headers: dict[str, str]) -> Response:
+    """Flatten webargs' {location: {field: [msg]}} into {field: [msg]}."""
+    if messages.get("json") == ["Invalid JSON body."]:
+        return problem(400, "malformed_json", "The request body is not valid JSON.", headers=headers)
+    errors: dict[str, list[str]] = {}
+    for location_errors in messages.values():
+        _flatten(location_errors, "", errors)
+    return problem(400, "validation_error", "The request has invalid fields.", errors=errors, headers=headers)
+
+
+def _flatten(node: Any, prefix: str, into: dict[str, list[str]]) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _flatten(value, f"{prefix}.{key}" if prefix else str(key), into)
+    elif isinstance(node, list) and all(isinstance(item, str) for item in node):
+        into.setdefault(prefix or "_schema", []).extend(node)
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            _flatten(item, f"{prefix}.{index}", into)
+    else:
+        into.setdefault(prefix or "_schema", []).append(str(node))
+
+
+def handle_domain_error(error: DomainError) -> Response:
+    return problem(error.status, error.code, error.detail, **error.extensions)
+
+
+def handle_api_error(error: ApiError) -> Response:
+    return problem(error.status, error.code, error.detail, errors=error.errors, headers=error.headers)
+
+
+def handle_unexpected_error(error: Exception) -> Response:
+    logger.exception("Unhandled exception on %s %s", request.method, request.path)
+    return problem(500, "internal_error", "An unexpected error occurred; it has been logged.")
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(DomainError, handle_domain_error)
+    app.register_error_handler(ApiError, handle_api_error)
+    app.register_error_handler(Exception, handle_unexpected_error)

@@ -1,0 +1,51 @@
+"""Shared extension objects, created unbound and initialised by `create_app`."""
+
+import marshmallow as ma
+from flask_cors import CORS
+from flask_jwt_extended import JWTManager
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_smorest import Api, Blueprint
+from webargs.flaskparser import FlaskParser
+
+from app.errors import handle_http_exception
+
+
+class ProblemSchema(ma.Schema):
+    """The `application/problem+json` body every error response has (documentation only)."""
+
+    type = ma.fields.String(metadata={"example": "urn:storefront:problem:product_not_found"})
+    title = ma.fields.String(metadata={"example": "Not Found"})
+    status = ma.fields.Integer(metadata={"example": 404})
+    detail = ma.fields.String(metadata={"example": "No product with productId '42'."})
+    instance = ma.fields.String(metadata={"example": "/v1/products/42"})
+    code = ma.fields.String(metadata={"description": "Machine-readable error code", "example": "product_not_found"})
+    errors = ma.fields.Dict(
+        keys=ma.fields.String(),
+        values=ma.fields.List(ma.fields.String()),
+        metadata={"description": "Per-field messages (validation errors only)", "example": {"price": ["Not a valid price."]}},
+    )
+
+
+class StorefrontApi(Api):
+    ERROR_SCHEMA = ProblemSchema
+
+    def handle_http_exception(self, error):
+        return handle_http_exception(error)
+
+
+class ValidationParser(FlaskParser):
+    """Validation errors answer 400, as the original NestJS gateway's did."""
+
+    DEFAULT_VALIDATION_STATUS = 400
+
+
+class ApiBlueprint(Blueprint):
+    ARGUMENTS_PARSER = ValidationParser()
+    PAGINATION_ARGUMENTS_PARSER = ValidationParser()
+
+
+api = StorefrontApi()
+jwt = JWTManager()
+limiter = Limiter(key_func=get_remote_address)
+cors = CORS()

@@ -1,0 +1,30 @@
+"""HTTP mechanics of the public API: JSON bodies, ETags and preconditions."""
+
+from flask import request
+
+from app.errors import ApiError
+
+BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+def require_json_body() -> None:
+    """Refuse a request body that is not JSON with 415 instead of a confusing validation error."""
+    has_body = bool(request.content_length or request.mimetype)
+    if request.method in BODY_METHODS and has_body and not request.is_json:
+        raise ApiError(415, "unsupported_media_type", "Send the body as JSON (Content-Type: application/json).")
+
+
+def etag_of(version: int) -> str:
+    return f'"{version}"'
+
+
+def expected_version() -> int:
+    """The version named by If-Match: 428 when absent, 412 when it names no version."""
+    if not request.headers.get("If-Match"):
+        raise ApiError(428, "precondition_required", "Send If-Match with the ETag from your last read.")
+    tags = request.if_match.as_set()
+    if len(tags) == 1:
+        tag = next(iter(tags))
+        if tag.isdigit():
+            return int(tag)
+    raise ApiError(412, "precondition_failed", "If-Match must carry exactly one ETag from a previous read.")

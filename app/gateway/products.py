@@ -1,0 +1,118 @@
+"""Public catalog API: /v1/products."""
+
+from flask import request, url_for
+from flask.views import MethodView
+
+from app.extensions import ApiBlueprint
+from app.gateway.auth import BEARER, roles_required
+from app.gateway.http import etag_of, expected_version, require_json_body
+from app.gateway.schemas import (
+    ProductCreateSchema,
+    ProductPatchSchema,
+    ProductQuerySchema,
+    ProductSchema,
+    StockAdjustmentSchema,
+)
+from app.products import interface as products
+
+blp = ApiBlueprint(
+    "products", __name__, url_prefix="/v1/products", description="The catalog: browse, and (admins) manage products."
+)
+blp.before_request(require_json_body)
+
+ADMIN_ERRORS = ((401, "Missing, invalid or expired token"), (403, "Not an admin"))
+
+
+def _admin_docs(view):
+    view = blp.doc(security=BEARER)(view)
+    for status, description in ADMIN_ERRORS:
+        view = blp.alt_response(status, description=description)(view)
+    return view
+
+
+def _with_etag(product, status=200, **headers):
+    return product, status, {"ETag": etag_of(product.version), **headers}
+
+
+@blp.route("")
+class Products(MethodView):
+    @blp.arguments(ProductQuerySchema, location="query", as_kwargs=False)
+    @blp.response(200, ProductSchema(many=True))
+    @blp.paginate(page_size=20, max_page_size=100)
+    def get(self, query, pagination_parameters):
+        """List active products
+
+        Compatible with the original `GET /v1/products` (an array of products with
+        `productId` and `price` strings), now paged: `page`, `page_size` (default 20,
+        max 100); totals in the `X-Pagination` header.
+        """
+        filters, sort = query
+        page = products.list_products(
+            filters=filters, sort=sort, page=pagination_parameters.page, page_size=pagination_parameters.page_size
+        )
+        pagination_parameters.item_count = page.total
+        return list(page.items)
+
+    @roles_required("admin")
+    @blp.arguments(ProductCreateSchema)
+    @blp.response(201, ProductSchema, headers={"Location": {"schema": {"type": "string"}}})
+    @blp.alt_response(409, description="productId or SKU taken (`product_id_taken`, `sku_taken`)")
+    @_admin_docs
+    def post(self, draft):
+        """Create a product (admin)"""
+        product = products.create_product(draft=draft)
+        location = url_for("products.ProductById", product_id=product.product_id)
+        return _with_etag(product, 201, Location=location)
+
+
+@blp.route("/<string:product_id>")
+class ProductById(MethodView):
+    @blp.response(200, ProductSchema, headers={"ETag": {"schema": {"type": "string"}}})
+    @blp.alt_response(304, description="Not modified (If-None-Match)")
+    @blp.alt_response(404, description="Unknown product (`product_not_found`)")
+    def get(self, product_id):
+        """Get one product, with its ETag"""
+        product = products.get_product(product_id=product_id)
+        if request.if_none_match.contains(str(product.version)):
+            return "", 304, {"ETag": etag_of(product.version)}
+        return _with_etag(product)
+
+    @roles_required("admin")
+    @blp.arguments(ProductPatchSchema)
+    @blp.response(200, ProductSchema)
+    @blp.alt_response(404, description="Unknown product (`product_not_found`)")
+    @blp.alt_response(409, description="SKU taken (`sku_taken`)")
+    @blp.alt_response(412, description="If-Match is stale (`precondition_failed`)")
+    @blp.alt_response(428, description="If-Match is missing (`precondition_required`)")
+    @blp.doc(parameters=[{"in": "header", "name": "If-Match", "required": True, "schema": {"type": "string"}}])
+    @_admin_docs
+    def patch(self, changes, product_id):
+        """Change a product (admin); needs If-Match"""
+        product = products.update_product(product_id=product_id, changes=changes, expected_version=expected_version())
+        return _with_etag(product)
+
+    @roles_required("admin")
+    @blp.response(204)
+    @blp.alt_response(404, description="Unknown product (`product_not_found`)")
+    @_admin_docs
+    def delete(self, product_id):
+        """Archive a product (admin)
+
+        The product leaves the listing but its document is kept; PATCH
+        `{"status": "active"}` brings it back.
+        """
+        products.archive_product(product_id=product_id)
+
+
+@blp.route("/<string:product_id>/stock")
+class ProductStock(MethodView):
+    @roles_required("admin")
+    @blp.arguments(StockAdjustmentSchema)
+    @blp.response(200, ProductSchema)
+    @blp.alt_response(404, description="Unknown product (`product_not_found`)")
+    @blp.alt_response(409, description="Would drop below the reserved units (`stock_below_reserved`)")
+    @_admin_docs
+    def post(self, adjustment, product_id):
+        """Adjust on-hand stock (admin)"""
+        product = products.adjust_stock(product_id=product_id, **adjustment)
+        return _with_etag(product)

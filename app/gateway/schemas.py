@@ -1,0 +1,133 @@
+"""Request and response schemas of the public /v1 API."""
+
+import marshmallow as ma
+from marshmallow import validate
+
+from app.gateway.fields import Money, TrimmedString
+from app.products.interface import SORT_KEYS, ProductChanges, ProductDraft, ProductFilters
+
+PRODUCT_ID = validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$", error="Use 1-64 letters, digits, '_' or '-'.")
+SKU = validate.Regexp(r"^[A-Z0-9-]{3,32}$", error="Use 3-32 letters, digits or '-'.")
+CURRENCY = validate.Regexp(r"^[A-Z]{3}$", error="Use an ISO 4217 code such as USD.")
+MAX_STOCK = 1_000_000_000
+
+
+class SkuField(TrimmedString):
+    def _deserialize(self, value, attr, data, **kwargs):
+        return super()._deserialize(value, attr, data, **kwargs).upper()
+
+
+class CurrencyField(TrimmedString):
+    def _deserialize(self, value, attr, data, **kwargs):
+        return super()._deserialize(value, attr, data, **kwargs).upper()
+
+
+def _tags(**kwargs):
+    return ma.fields.List(
+        TrimmedString(validate=validate.Length(1, 50)),
+        validate=validate.Length(max=20),
+        metadata={"example": ["shoes", "running"]},
+        **kwargs,
+    )
+
+
+class ProductSchema(ma.Schema):
+    product_id = ma.fields.String(data_key="productId", metadata={"example": "42"})
+    sku = ma.fields.String(metadata={"example": "RUN-SHOE-42"})
+    name = ma.fields.String(metadata={"example": "Trail running shoe"})
+    description = ma.fields.String()
+    category = ma.fields.String(metadata={"example": "shoes"})
+    tags = ma.fields.List(ma.fields.String())
+    price = Money()
+    currency = ma.fields.String(metadata={"example": "USD"})
+    stock = ma.fields.Integer(metadata={"description": "Units on hand"})
+    reserved = ma.fields.Integer(metadata={"description": "Units held by carts"})
+    available = ma.fields.Integer(metadata={"description": "stock - reserved"})
+    status = ma.fields.String(metadata={"enum": ["active", "archived"]})
+    created_at = ma.fields.DateTime(data_key="createdAt")
+    updated_at = ma.fields.DateTime(data_key="updatedAt")
+    version = ma.fields.Integer(metadata={"description": "Bumped on every write; the ETag"})
+
+
+class ProductCreateSchema(ma.Schema):
+    product_id = TrimmedString(data_key="productId", validate=PRODUCT_ID, metadata={"description": "Generated if absent"})
+    sku = SkuField(required=True, validate=SKU, metadata={"example": "RUN-SHOE-42"})
+    name = TrimmedString(required=True, validate=validate.Length(1, 200), metadata={"example": "Trail running shoe"})
+    description = TrimmedString(load_default="", validate=validate.Length(max=5000))
+    category = TrimmedString(load_default="", validate=validate.Length(max=100), metadata={"example": "shoes"})
+    tags = _tags(load_default=())
+    price = Money(required=True)
+    currency = CurrencyField(load_default="USD", validate=CURRENCY)
+    stock = ma.fields.Integer(load_default=0, strict=True, validate=validate.Range(0, MAX_STOCK))
+
+    @ma.post_load
+    def to_draft(self, data, **kwargs):
+        return ProductDraft(**{**data, "tags": tuple(data["tags"])})
+
+
+class ProductPatchSchema(ma.Schema):
+    sku = SkuField(validate=SKU)
+    name = TrimmedString(validate=validate.Length(1, 200))
+    description = TrimmedString(validate=validate.Length(max=5000))
+    category = TrimmedString(validate=validate.Length(max=100))
+    tags = _tags()
+    price = Money()
+    currency = CurrencyField(validate=CURRENCY)
+    status = ma.fields.String(validate=validate.OneOf(["active", "archived"]))
+
+    @ma.validates_schema
+    def not_empty(self, data, **kwargs):
+        if not data:
+            raise ma.ValidationError("Send at least one field to change.")
+
+    @ma.post_load
+    def to_changes(self, data, **kwargs):
+        if "tags" in data:
+            data["tags"] = tuple(data["tags"])
+        return ProductChanges(**data)
+
+
+class StockAdjustmentSchema(ma.Schema):
+    delta = ma.fields.Integer(
+        required=True,
+        strict=True,
+        validate=[validate.Range(-MAX_STOCK, MAX_STOCK), validate.NoneOf([0], error="Must not be 0.")],
+        metadata={"example": -3},
+    )
+    reason = TrimmedString(required=True, validate=validate.Length(1, 200), metadata={"example": "damaged in transit"})
+
+
+class ProductQuerySchema(ma.Schema):
+    class Meta:
+        unknown = ma.EXCLUDE
+
+    q = TrimmedString(validate=validate.Length(1, 200), metadata={"description": "Words that must all appear in name or description"})
+    category = TrimmedString(validate=validate.Length(1, 100))
+    tag = TrimmedString(validate=validate.Length(1, 50))
+    min_price = Money()
+    max_price = Money()
+    in_stock = ma.fields.Boolean(metadata={"description": "Only products with available units (true) or none (false)"})
+    sort = ma.fields.String(load_default="-createdAt", validate=validate.OneOf(SORT_KEYS))
+
+    @ma.validates_schema
+    def price_range(self, data, **kwargs):
+        low, high = data.get("min_price"), data.get("max_price")
+        if low is not None and high is not None and low > high:
+            raise ma.ValidationError("Must not be greater than max_price.", "min_price")
+
+    @ma.post_load
+    def to_filters(self, data, **kwargs):
+        sort = data.pop("sort")
+        return ProductFilters(**data), sort
+
+
+class DependencySchema(ma.Schema):
+    status = ma.fields.String(metadata={"enum": ["ok", "down"]})
+    store = ma.fields.String(metadata={"example": "mongodb"})
+
+
+class HealthSchema(ma.Schema):
+    status = ma.fields.String(metadata={"enum": ["ok", "degraded"]})
+    timestamp = ma.fields.DateTime()
+    service = ma.fields.String(metadata={"example": "api-gateway"})
+    dependencies = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Nested(DependencySchema))

@@ -1,0 +1,146 @@
+"""The products module's public port: the only thing other modules may import from it.
+
+Functions take and return the frozen dataclasses below and raise the exceptions below;
+every call is written as if it could become a network call (see http_client.py later).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from app.products import catalog as _catalog
+from app.products import reservations as _reservations
+from app.products.database import ping as _ping
+from app.products.database import translate_store_errors as _translate_store_errors
+from app.products.dto import (
+    DEFAULT_SORT,
+    SORT_KEYS,
+    Product,
+    ProductChanges,
+    ProductDraft,
+    ProductFilters,
+    ProductPage,
+    StockReservation,
+)
+from app.products.errors import (
+    InsufficientStock,
+    ProductIdTaken,
+    ProductNotFound,
+    ProductsError,
+    ProductsUnavailable,
+    ReservationBusy,
+    ReservationConflict,
+    ReservationNotFound,
+    SkuTaken,
+    StockBelowReserved,
+    VersionMismatch,
+)
+
+__all__ = [
+    "DEFAULT_SORT",
+    "SORT_KEYS",
+    "InsufficientStock",
+    "Product",
+    "ProductChanges",
+    "ProductDraft",
+    "ProductFilters",
+    "ProductIdTaken",
+    "ProductNotFound",
+    "ProductPage",
+    "ProductsError",
+    "ProductsUnavailable",
+    "ReservationBusy",
+    "ReservationConflict",
+    "ReservationNotFound",
+    "SkuTaken",
+    "StockBelowReserved",
+    "StockReservation",
+    "VersionMismatch",
+    "adjust_stock",
+    "archive_product",
+    "commit_reservation",
+    "create_product",
+    "delete_all_products",
+    "get_product",
+    "get_products",
+    "import_products",
+    "is_available",
+    "list_products",
+    "release_reservation",
+    "reserve_stock",
+    "update_product",
+]
+
+
+@_translate_store_errors
+def get_product(*, product_id: str) -> Product:
+    return _catalog.get_product(product_id)
+
+
+@_translate_store_errors
+def get_products(*, product_ids: Iterable[str]) -> tuple[Product, ...]:
+    """The products that exist among `product_ids`, in the order asked for."""
+    return _catalog.get_products(product_ids)
+
+
+@_translate_store_errors
+def list_products(
+    *, filters: ProductFilters = ProductFilters(), sort: str = DEFAULT_SORT, page: int = 1, page_size: int = 20
+) -> ProductPage:
+    """Active products matching `filters`; `sort` is one of SORT_KEYS."""
+    return _catalog.list_products(filters, sort, page, page_size)
+
+
+@_translate_store_errors
+def create_product(*, draft: ProductDraft) -> Product:
+    return _catalog.create_product(draft)
+
+
+@_translate_store_errors
+def update_product(*, product_id: str, changes: ProductChanges, expected_version: int) -> Product:
+    """Apply `changes` only if the product is still at `expected_version` (else VersionMismatch)."""
+    return _catalog.update_product(product_id, changes, expected_version)
+
+
+@_translate_store_errors
+def archive_product(*, product_id: str) -> Product:
+    return _catalog.archive_product(product_id)
+
+
+@_translate_store_errors
+def adjust_stock(*, product_id: str, delta: int, reason: str) -> Product:
+    """Change on-hand stock; raises StockBelowReserved rather than drop below the reserved units."""
+    return _catalog.adjust_stock(product_id, delta, reason)
+
+
+@_translate_store_errors
+def reserve_stock(*, product_id: str, quantity: int, reservation_id: str, expires_at: datetime) -> StockReservation:
+    """Hold exactly `quantity` units for `reservation_id` (idempotent; 0 holds none)."""
+    return _reservations.reserve_stock(product_id, quantity, reservation_id, expires_at)
+
+
+@_translate_store_errors
+def release_reservation(*, reservation_id: str) -> StockReservation:
+    return _reservations.release_reservation(reservation_id)
+
+
+@_translate_store_errors
+def commit_reservation(*, reservation_id: str) -> StockReservation:
+    return _reservations.commit_reservation(reservation_id)
+
+
+@_translate_store_errors
+def import_products(*, drafts: Iterable[ProductDraft]) -> int:
+    """Bulk insert for seeding: skips drafts whose productId or SKU exists; returns the count inserted."""
+    return _catalog.import_products(drafts)
+
+
+@_translate_store_errors
+def delete_all_products() -> int:
+    return _catalog.delete_all_products()
+
+
+def is_available() -> bool:
+    """Whether the products store answers (for health checks)."""
+    return _ping()

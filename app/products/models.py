@@ -1,0 +1,97 @@
+"""mongoengine documents of the products module (private to the module).
+
+Indexes are declared here but created explicitly by `ensure_indexes()` at start-up
+(`auto_create_index` is off), so that no request pays for index checks.
+"""
+
+from datetime import UTC, datetime
+
+from mongoengine import DateTimeField, Document, IntField, ListField, StringField
+
+PRODUCT_STATUSES = ("active", "archived")
+RESERVATION_STATUSES = ("active", "released", "committed")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Product(Document):
+    product_id = StringField(required=True)
+    sku = StringField(required=True)
+    name = StringField(required=True)
+    description = StringField(default="")
+    category = StringField(default="")
+    tags = ListField(StringField())
+    keywords = ListField(StringField())
+    price_cents = IntField(required=True, min_value=0)
+    currency = StringField(default="USD")
+    stock = IntField(default=0, min_value=0)
+    reserved = IntField(default=0, min_value=0)
+    status = StringField(default="active", choices=PRODUCT_STATUSES)
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+    version = IntField(default=1)
+    # Ids of reservation steps applied to `reserved`/`stock` whose reservation record is
+    # not finalised yet; makes each step apply at most once (see reservations.py).
+    pending_steps = ListField(StringField())
+
+    meta = {
+        "collection": "products",
+        "auto_create_index": False,
+        "indexes": [
+            {"fields": ["product_id"], "unique": True},
+            {"fields": ["sku"], "unique": True},
+            {"fields": ["status", "price_cents"]},
+            {"fields": ["status", "name"]},
+            {"fields": ["status", "-created_at"]},
+            {"fields": ["category"]},
+            {"fields": ["tags"]},
+            {"fields": ["keywords"]},
+        ],
+    }
+
+
+class Reservation(Document):
+    """Stock held for a cart line; its own document so that it can change atomically."""
+
+    reservation_id = StringField(required=True)
+    product_id = StringField(required=True)
+    quantity = IntField(required=True, min_value=0)
+    status = StringField(default="active", choices=RESERVATION_STATUSES)
+    expires_at = DateTimeField(required=True)
+    version = IntField(default=1)
+    # The step in flight, e.g. {"step": "<id>", "delta": 3}; None when idle.
+    pending_step = StringField(null=True)
+    pending_delta = IntField(default=0)
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+    meta = {
+        "collection": "reservations",
+        "auto_create_index": False,
+        "indexes": [
+            {"fields": ["reservation_id"], "unique": True},
+            {"fields": ["product_id", "status"]},
+            {"fields": ["status", "expires_at"]},
+        ],
+    }
+
+
+class StockMovement(Document):
+    """Audit trail of manual stock adjustments."""
+
+    product_id = StringField(required=True)
+    delta = IntField(required=True)
+    reason = StringField(required=True)
+    stock_after = IntField(required=True)
+    created_at = DateTimeField(default=utcnow)
+
+    meta = {
+        "collection": "stock_movements",
+        "auto_create_index": False,
+        "indexes": [{"fields": ["product_id", "-created_at"]}],
+    }
+
+
+DOCUMENTS = (Product, Reservation, StockMovement)

@@ -1,0 +1,252 @@
+"""Stock reservations: atomic, idempotent by reservation id, and safe if a process dies.
+
+MongoDB has no multi-document transaction we can rely on (see shared MONGO.md), so a
+reservation changes in three single-document steps:
+
+1. claim: a compare-and-set on the reservation's `version` records the step in flight
+   (`pending_step`, `pending_delta`), so only one caller drives a reservation at a time;
+2. apply: one conditional update of the product moves its counters and records the step
+   id in `pending_steps`; the `$nin` guard makes a step apply at most once;
+3. finalise: the reservation takes its new quantity or status and forgets the step, then
+   the step id is pulled from the product.
+
+A step left pending longer than STALE_AFTER (its process died) is recovered by the next
+caller: it fences the step on the product (records the id without applying it, unless it
+was applied) and finalises the reservation according to what really happened.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from app.products.catalog import collection as products
+from app.products.dto import StockReservation
+from app.products.errors import (
+    InsufficientStock,
+    ProductNotFound,
+    ReservationBusy,
+    ReservationConflict,
+    ReservationNotFound,
+)
+from app.products.models import Reservation, utcnow
+
+STALE_AFTER = timedelta(seconds=30)
+WAIT_SECONDS = 0.01
+MAX_ROUNDS = 300
+
+
+def reservations():
+    return Reservation._get_collection()
+
+
+def reserve_stock(product_id: str, quantity: int, reservation_id: str, expires_at: datetime) -> StockReservation:
+    """Make reservation `reservation_id` hold exactly `quantity` units of `product_id`.
+
+    Calling it again with the same arguments changes nothing; a new quantity reserves or
+    releases only the difference.
+    """
+    expires = _naive_utc(expires_at)
+    for _ in range(MAX_ROUNDS):
+        current = reservations().find_one({"reservation_id": reservation_id})
+        if current is None:
+            claimed = _create_claimed(reservation_id, product_id, quantity, expires)
+        else:
+            _check_open(current, product_id)
+            if current["pending_step"]:
+                _wait_or_recover(current)
+                continue
+            delta = quantity - current["quantity"]
+            if delta == 0:
+                return _to_dto(_touch(current, expires))
+            claimed = _claim(current, "reserve", delta, {"expires_at": expires})
+        if claimed is not None:
+            return _drive(claimed)
+    raise ReservationBusy(f"Reservation {reservation_id!r} is busy; try again.")
+
+
+def release_reservation(reservation_id: str) -> StockReservation:
+    """Give the reserved units back. Releasing a released reservation changes nothing."""
+    return _close(reservation_id, "release", "released")
+
+
+def commit_reservation(reservation_id: str) -> StockReservation:
+    """Turn the reservation into a stock decrement (a sale). Idempotent."""
+    return _close(reservation_id, "commit", "committed")
+
+
+def _close(reservation_id: str, kind: str, final_status: str) -> StockReservation:
+    for _ in range(MAX_ROUNDS):
+        current = reservations().find_one({"reservation_id": reservation_id})
+        if current is None:
+            raise ReservationNotFound(f"No reservation {reservation_id!r}.", reservationId=reservation_id)
+        if current["status"] == final_status:
+            return _to_dto(current)
+        _check_open(current, current["product_id"])
+        if current["pending_step"]:
+            _wait_or_recover(current)
+            continue
+        claimed = _claim(current, kind, -current["quantity"], {})
+        if claimed is not None:
+            return _drive(claimed)
+    raise ReservationBusy(f"Reservation {reservation_id!r} is busy; try again.")
+
+
+def _check_open(current: dict[str, Any], product_id: str) -> None:
+    if current["product_id"] != product_id:
+        raise ReservationConflict(
+            f"Reservation {current['reservation_id']!r} belongs to product {current['product_id']!r}.",
+            reservationId=current["reservation_id"],
+        )
+    if current["status"] != "active":
+        raise ReservationConflict(
+            f"Reservation {current['reservation_id']!r} is already {current['status']}.",
+            reservationId=current["reservation_id"],
+        )
+
+
+def _create_claimed(reservation_id: str, product_id: str, quantity: int, expires: datetime) -> dict | None:
+    now = utcnow()
+    document = {
+        "reservation_id": reservation_id,
+        "product_id": product_id,
+        "quantity": 0,
+        "status": "active",
+        "expires_at": expires,
+        "version": 1,
+        "pending_step": _step_id("reserve", reservation_id, 1),
+        "pending_delta": quantity,
+        "created_at": now,
+        "updated_at": now,
+    }
+    try:
+        reservations().insert_one(document)
+    except DuplicateKeyError:
+        return None
+    return document
+
+
+def _claim(current: dict[str, Any], kind: str, delta: int, extra: dict[str, Any]) -> dict | None:
+    version = current["version"] + 1
+    return reservations().find_one_and_update(
+        {"reservation_id": current["reservation_id"], "version": current["version"], "pending_step": None},
+        {
+            "$set": {
+                "version": version,
+                "pending_step": _step_id(kind, current["reservation_id"], version),
+                "pending_delta": delta,
+                "updated_at": utcnow(),
+                **extra,
+            }
+        },
+        return_document=ReturnDocument.AFTER,
+    )
+
+
+def _step_id(kind: str, reservation_id: str, version: int) -> str:
+    return f"{kind}:{version}:{reservation_id}"
+
+
+def _kind(step: str) -> str:
+    return step.partition(":")[0]
+
+
+def _drive(claimed: dict[str, Any]) -> StockReservation:
+    step, delta, product_id = claimed["pending_step"], claimed["pending_delta"], claimed["product_id"]
+    if _apply(step, product_id, delta):
+        return _to_dto(_finalise(claimed, applied=True))
+    product = products().find_one({"product_id": product_id}, {"status": 1, "stock": 1, "reserved": 1, "pending_steps": 1})
+    if product is not None and step in (product.get("pending_steps") or ()):
+        # Fenced by a recovering caller, which finalises the reservation.
+        return _to_dto(reservations().find_one({"reservation_id": claimed["reservation_id"]}))
+    _finalise(claimed, applied=False)
+    if product is None or product["status"] != "active":
+        raise ProductNotFound(f"No product with productId {product_id!r}.", productId=product_id)
+    available = product["stock"] - product["reserved"]
+    raise InsufficientStock(
+        f"Only {available} of product {product_id!r} available; {delta} more requested.",
+        productId=product_id,
+        available=available,
+        requested=claimed["quantity"] + delta,
+    )
+
+
+def _apply(step: str, product_id: str, delta: int) -> bool:
+    """Apply a step's effect on the product's counters, at most once."""
+    condition: dict[str, Any] = {"product_id": product_id, "pending_steps": {"$nin": [step]}}
+    if _kind(step) == "commit":
+        condition.update(reserved={"$gte": -delta}, stock={"$gte": -delta})
+        increments = {"stock": delta, "reserved": delta}
+    elif delta > 0:
+        condition.update(status="active", **{"$expr": {"$gte": [{"$subtract": ["$stock", "$reserved"]}, delta]}})
+        increments = {"reserved": delta}
+    else:
+        condition.update(reserved={"$gte": -delta})
+        increments = {"reserved": delta}
+    result = products().update_one(
+        condition,
+        {"$inc": {**increments, "version": 1}, "$set": {"updated_at": utcnow()}, "$push": {"pending_steps": step}},
+    )
+    return result.modified_count == 1
+
+
+def _finalise(claimed: dict[str, Any], *, applied: bool) -> dict[str, Any]:
+    step = claimed["pending_step"]
+    changes: dict[str, Any] = {"pending_step": None, "pending_delta": 0, "updated_at": utcnow()}
+    kind = _kind(step)
+    if applied and kind == "reserve":
+        changes["quantity"] = claimed["quantity"] + claimed["pending_delta"]
+    elif applied:
+        changes["status"] = "released" if kind == "release" else "committed"
+    if not applied and kind == "reserve" and claimed["quantity"] == 0:
+        reservations().delete_one({"reservation_id": claimed["reservation_id"], "pending_step": step})
+        final = None
+    else:
+        final = reservations().find_one_and_update(
+            {"reservation_id": claimed["reservation_id"], "pending_step": step},
+            {"$set": changes, "$inc": {"version": 1}},
+            return_document=ReturnDocument.AFTER,
+        )
+    products().update_one({"product_id": claimed["product_id"]}, {"$pull": {"pending_steps": step}})
+    return final or reservations().find_one({"reservation_id": claimed["reservation_id"]}) or claimed
+
+
+def _wait_or_recover(current: dict[str, Any]) -> None:
+    if utcnow() - current["updated_at"] < STALE_AFTER:
+        time.sleep(WAIT_SECONDS)
+        return
+    step, product_id = current["pending_step"], current["product_id"]
+    fence = products().update_one(
+        {"product_id": product_id, "pending_steps": {"$nin": [step]}}, {"$push": {"pending_steps": step}}
+    )
+    applied = fence.matched_count == 0 and products().count_documents({"product_id": product_id}, limit=1) == 1
+    _finalise(current, applied=applied)
+
+
+def _touch(current: dict[str, Any], expires: datetime) -> dict[str, Any]:
+    if current["expires_at"] == expires:
+        return current
+    reservations().update_one(
+        {"reservation_id": current["reservation_id"]}, {"$set": {"expires_at": expires, "updated_at": utcnow()}}
+    )
+    return {**current, "expires_at": expires}
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        return moment
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def _to_dto(raw: dict[str, Any]) -> StockReservation:
+    return StockReservation(
+        reservation_id=raw["reservation_id"],
+        product_id=raw["product_id"],
+        quantity=raw["quantity"],
+        status=raw["status"],
+        expires_at=raw["expires_at"].replace(tzinfo=UTC),
+    )
