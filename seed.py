@@ -53,7 +53,9 @@ def seed(count: int, *, show_progress: bool = True) -> int:
     inserted = 0
     with click.progressbar(length=count, label="Seeding products", hidden=not show_progress) as bar:
         for batch in batches(count):
-            existing = {product.product_id for product in products.get_products(product_ids=[d.product_id for d in batch])}
+            existing = {
+                product.product_id for product in products.get_products(product_ids=[d.product_id for d in batch])
+            }
             inserted += products.import_products(drafts=[draft for draft in batch if draft.product_id not in existing])
             bar.update(len(batch))
     return inserted

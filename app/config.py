@@ -13,7 +13,7 @@ from urllib.parse import quote, urlsplit
 from pymongo.errors import ConfigurationError, InvalidURI
 from pymongo.uri_parser import parse_uri
 
-DEVELOPMENT_JWT_SECRET = "dev-only-jwt-secret-change-me-in-production"
+DEVELOPMENT_JWT_SECRET = "dev-only-jwt-secret-change-me-in-production"  # noqa: S105 (refused in production)
 ENVIRONMENTS = ("development", "test", "production")
 MIN_PRODUCTION_SECRET_LENGTH = 32
 
@@ -82,9 +82,7 @@ def validate(settings: Settings) -> None:
         if settings.jwt_secret == DEVELOPMENT_JWT_SECRET:
             raise ConfigError("JWT_SECRET", "is the development default; set a secret of your own")
         if len(settings.jwt_secret) < MIN_PRODUCTION_SECRET_LENGTH:
-            raise ConfigError(
-                "JWT_SECRET", f"must be at least {MIN_PRODUCTION_SECRET_LENGTH} characters in production"
-            )
+            raise ConfigError("JWT_SECRET", f"must be at least {MIN_PRODUCTION_SECRET_LENGTH} characters in production")
         if settings.database_url.startswith("sqlite"):
             raise ConfigError("DATABASE_URL", "must point at PostgreSQL in production (set DATABASE_URL or DB_HOST)")
     elif not settings.jwt_secret:
@@ -167,4 +165,3 @@ class _Reader:
             if origin == "*" or parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ConfigError(name, f"must list origins such as https://shop.example.com, got {origin!r}")
         return origins
-

@@ -23,7 +23,10 @@ class ProblemSchema(ma.Schema):
     errors = ma.fields.Dict(
         keys=ma.fields.String(),
         values=ma.fields.List(ma.fields.String()),
-        metadata={"description": "Per-field messages (validation errors only)", "example": {"price": ["Not a valid price."]}},
+        metadata={
+            "description": "Per-field messages (validation errors only)",
+            "example": {"price": ["Not a valid price."]},
+        },
     )
 
 

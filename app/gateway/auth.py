@@ -28,7 +28,9 @@ def roles_required(*roles: str):
 
 @jwt.unauthorized_loader
 def _missing_token(reason: str):
-    return problem(401, "token_missing", "An access token is required (Authorization: Bearer ...).", headers=_challenge())
+    return problem(
+        401, "token_missing", "An access token is required (Authorization: Bearer ...).", headers=_challenge()
+    )
 
 
 @jwt.invalid_token_loader

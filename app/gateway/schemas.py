@@ -50,7 +50,9 @@ class ProductSchema(ma.Schema):
 
 
 class ProductCreateSchema(ma.Schema):
-    product_id = TrimmedString(data_key="productId", validate=PRODUCT_ID, metadata={"description": "Generated if absent"})
+    product_id = TrimmedString(
+        data_key="productId", validate=PRODUCT_ID, metadata={"description": "Generated if absent"}
+    )
     sku = SkuField(required=True, validate=SKU, metadata={"example": "RUN-SHOE-42"})
     name = TrimmedString(required=True, validate=validate.Length(1, 200), metadata={"example": "Trail running shoe"})
     description = TrimmedString(load_default="", validate=validate.Length(max=5000))
@@ -101,7 +103,9 @@ class ProductQuerySchema(ma.Schema):
     class Meta:
         unknown = ma.EXCLUDE
 
-    q = TrimmedString(validate=validate.Length(1, 200), metadata={"description": "Words that must all appear in name or description"})
+    q = TrimmedString(
+        validate=validate.Length(1, 200), metadata={"description": "Words that must all appear in name or description"}
+    )
     category = TrimmedString(validate=validate.Length(1, 100))
     tag = TrimmedString(validate=validate.Length(1, 50))
     min_price = Money()

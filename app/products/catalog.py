@@ -28,20 +28,15 @@ from app.products.errors import (
     VersionMismatch,
 )
 from app.products.models import Product as ProductDocument
-from app.products.models import Reservation, StockMovement, utcnow
+from app.products.models import Reservation, StockMovement, all_of, stamped, utcnow
 from app.products.money import to_cents, to_decimal
 
 # Fields a DTO needs; everything else (keywords, pending steps) stays in the store.
-PROJECTION = {
-    "_id": 0,
-    **dict.fromkeys(
-        (
-            "product_id sku name description category tags price_cents currency "
-            "stock reserved status created_at updated_at version"
-        ).split(),
-        1,
-    ),
-}
+DTO_FIELDS = [
+    *("product_id", "sku", "name", "description", "category", "tags", "price_cents", "currency"),
+    *("stock", "reserved", "status", "created_at", "updated_at", "version"),
+]
+PROJECTION = {"_id": 0, **dict.fromkeys(DTO_FIELDS, 1)}
 SORTS = {
     "price": [("price_cents", 1), ("product_id", 1)],
     "-price": [("price_cents", -1), ("product_id", 1)],
@@ -113,10 +108,8 @@ def list_products(filters: ProductFilters, sort: str, page: int, page_size: int)
         .limit(page_size)
     )
     items = tuple(to_dto(raw) for raw in cursor)
-    if page == 1 and len(items) < page_size:
-        total = len(items)  # the whole result fits on this page: no count round trip
-    else:
-        total = collection().count_documents(query)
+    fits_on_first_page = page == 1 and len(items) < page_size  # then no count round trip
+    total = len(items) if fits_on_first_page else collection().count_documents(query)
     return ProductPage(items=items, total=total, page=page, page_size=page_size)
 
 
@@ -136,10 +129,9 @@ def _listing_query(filters: ProductFilters) -> dict[str, Any]:
         price["$lte"] = to_cents(filters.max_price)
     if price:
         query["price_cents"] = price
-    if filters.in_stock is True:
-        query["$expr"] = {"$gt": ["$stock", "$reserved"]}
-    elif filters.in_stock is False:
-        query["$expr"] = {"$lte": ["$stock", "$reserved"]}
+    if filters.in_stock is not None:
+        comparison = "$gt" if filters.in_stock else "$lte"
+        return all_of(query, {"$expr": {comparison: ["$stock", "$reserved"]}})
     return query
 
 
@@ -194,7 +186,7 @@ def update_product(product_id: str, changes: ProductChanges, expected_version: i
     try:
         raw = collection().find_one_and_update(
             {"product_id": product_id, "version": expected_version},
-            {"$set": {**updates, "updated_at": utcnow()}, "$inc": {"version": 1}},
+            stamped({"$set": updates, "$inc": {"version": 1}}),
             projection=PROJECTION,
             return_document=ReturnDocument.AFTER,
         )
@@ -225,7 +217,9 @@ def _changed_fields(current: Product, changes: ProductChanges) -> dict[str, Any]
     if changes.price is not None and changes.price != current.price:
         updates["price_cents"] = to_cents(changes.price)
     if "name" in updates or "description" in updates:
-        updates["keywords"] = keywords_of(updates.get("name", current.name), updates.get("description", current.description))
+        updates["keywords"] = keywords_of(
+            updates.get("name", current.name), updates.get("description", current.description)
+        )
     return updates
 
 
@@ -233,7 +227,7 @@ def archive_product(product_id: str) -> Product:
     """Hide the product from the catalog; the document is kept. Archiving twice is a no-op."""
     raw = collection().find_one_and_update(
         {"product_id": product_id, "status": {"$ne": "archived"}},
-        {"$set": {"status": "archived", "updated_at": utcnow()}, "$inc": {"version": 1}},
+        stamped({"$set": {"status": "archived"}, "$inc": {"version": 1}}),
         projection=PROJECTION,
         return_document=ReturnDocument.AFTER,
     )
@@ -243,8 +237,8 @@ def archive_product(product_id: str) -> Product:
 def adjust_stock(product_id: str, delta: int, reason: str) -> Product:
     """Change on-hand stock by `delta`; never below what carts have reserved."""
     raw = collection().find_one_and_update(
-        {"product_id": product_id, "$expr": {"$gte": [{"$add": ["$stock", delta]}, "$reserved"]}},
-        {"$inc": {"stock": delta, "version": 1}, "$set": {"updated_at": utcnow()}},
+        all_of({"product_id": product_id}, {"$expr": {"$gte": [{"$add": ["$stock", delta]}, "$reserved"]}}),
+        stamped({"$inc": {"stock": delta, "version": 1}}),
         projection=PROJECTION,
         return_document=ReturnDocument.AFTER,
     )

@@ -37,6 +37,8 @@ from app.products.errors import (
     VersionMismatch,
 )
 
+_NO_FILTERS = ProductFilters()
+
 __all__ = [
     "DEFAULT_SORT",
     "SORT_KEYS",
@@ -86,7 +88,7 @@ def get_products(*, product_ids: Iterable[str]) -> tuple[Product, ...]:
 
 @_translate_store_errors
 def list_products(
-    *, filters: ProductFilters = ProductFilters(), sort: str = DEFAULT_SORT, page: int = 1, page_size: int = 20
+    *, filters: ProductFilters = _NO_FILTERS, sort: str = DEFAULT_SORT, page: int = 1, page_size: int = 20
 ) -> ProductPage:
     """Active products matching `filters`; `sort` is one of SORT_KEYS."""
     return _catalog.list_products(filters, sort, page, page_size)

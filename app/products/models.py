@@ -6,7 +6,7 @@ Indexes are declared here but created explicitly by `ensure_indexes()` at start-
 
 from datetime import UTC, datetime
 
-from mongoengine import DateTimeField, Document, IntField, ListField, StringField
+from mongoengine import DateTimeField, Document, IntField, ListField, LongField, StringField
 
 PRODUCT_STATUSES = ("active", "archived")
 RESERVATION_STATUSES = ("active", "released", "committed")
@@ -14,6 +14,34 @@ RESERVATION_STATUSES = ("active", "released", "committed")
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def stamped(update: dict) -> dict:
+    """`update` that also sets `updated_at` to the server's clock.
+
+    Uses `$currentDate`, never `$set` of a datetime: nx-27017 stores a datetime sent with
+    `$set` as a string (pinned in tests/integration/test_store_operators.py).
+    """
+    return {**update, "$currentDate": {"updated_at": True}}
+
+
+def all_of(*conditions: dict) -> dict:
+    """A filter matching every condition, always under `$and`.
+
+    nx-27017 ignores the other top-level fields of an update's filter that has `$expr`
+    (pinned in tests/integration/test_store_operators.py); under `$and` they hold.
+    """
+    return {"$and": list(conditions)}
+
+
+def to_epoch_ms(moment: datetime) -> int:
+    """Datetimes that change after insert are kept as epoch milliseconds (see `stamped`)."""
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return int(aware.timestamp() * 1000)
+
+
+def from_epoch_ms(milliseconds: int) -> datetime:
+    return datetime.fromtimestamp(milliseconds / 1000, UTC)
 
 
 class Product(Document):
@@ -59,11 +87,12 @@ class Reservation(Document):
     product_id = StringField(required=True)
     quantity = IntField(required=True, min_value=0)
     status = StringField(default="active", choices=RESERVATION_STATUSES)
-    expires_at = DateTimeField(required=True)
+    expires_at_ms = LongField(required=True)
     version = IntField(default=1)
-    # The step in flight, e.g. {"step": "<id>", "delta": 3}; None when idle.
+    # The step in flight and the change it makes to `quantity`; None when idle.
     pending_step = StringField(null=True)
     pending_delta = IntField(default=0)
+    pending_since_ms = LongField(default=0)
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
 
@@ -73,7 +102,7 @@ class Reservation(Document):
         "indexes": [
             {"fields": ["reservation_id"], "unique": True},
             {"fields": ["product_id", "status"]},
-            {"fields": ["status", "expires_at"]},
+            {"fields": ["status", "expires_at_ms"]},
         ],
     }
 

@@ -18,7 +18,7 @@ was applied) and finalises the reservation according to what really happened.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ReturnDocument
@@ -33,7 +33,7 @@ from app.products.errors import (
     ReservationConflict,
     ReservationNotFound,
 )
-from app.products.models import Reservation, utcnow
+from app.products.models import Reservation, all_of, from_epoch_ms, stamped, to_epoch_ms, utcnow
 
 STALE_AFTER = timedelta(seconds=30)
 WAIT_SECONDS = 0.01
@@ -50,7 +50,7 @@ def reserve_stock(product_id: str, quantity: int, reservation_id: str, expires_a
     Calling it again with the same arguments changes nothing; a new quantity reserves or
     releases only the difference.
     """
-    expires = _naive_utc(expires_at)
+    expires = to_epoch_ms(expires_at)
     for _ in range(MAX_ROUNDS):
         current = reservations().find_one({"reservation_id": reservation_id})
         if current is None:
@@ -63,7 +63,7 @@ def reserve_stock(product_id: str, quantity: int, reservation_id: str, expires_a
             delta = quantity - current["quantity"]
             if delta == 0:
                 return _to_dto(_touch(current, expires))
-            claimed = _claim(current, "reserve", delta, {"expires_at": expires})
+            claimed = _claim(current, "reserve", delta, {"expires_at_ms": expires})
         if claimed is not None:
             return _drive(claimed)
     raise ReservationBusy(f"Reservation {reservation_id!r} is busy; try again.")
@@ -109,17 +109,18 @@ def _check_open(current: dict[str, Any], product_id: str) -> None:
         )
 
 
-def _create_claimed(reservation_id: str, product_id: str, quantity: int, expires: datetime) -> dict | None:
+def _create_claimed(reservation_id: str, product_id: str, quantity: int, expires: int) -> dict | None:
     now = utcnow()
     document = {
         "reservation_id": reservation_id,
         "product_id": product_id,
         "quantity": 0,
         "status": "active",
-        "expires_at": expires,
+        "expires_at_ms": expires,
         "version": 1,
         "pending_step": _step_id("reserve", reservation_id, 1),
         "pending_delta": quantity,
+        "pending_since_ms": to_epoch_ms(now),
         "created_at": now,
         "updated_at": now,
     }
@@ -134,15 +135,17 @@ def _claim(current: dict[str, Any], kind: str, delta: int, extra: dict[str, Any]
     version = current["version"] + 1
     return reservations().find_one_and_update(
         {"reservation_id": current["reservation_id"], "version": current["version"], "pending_step": None},
-        {
-            "$set": {
-                "version": version,
-                "pending_step": _step_id(kind, current["reservation_id"], version),
-                "pending_delta": delta,
-                "updated_at": utcnow(),
-                **extra,
+        stamped(
+            {
+                "$set": {
+                    "version": version,
+                    "pending_step": _step_id(kind, current["reservation_id"], version),
+                    "pending_delta": delta,
+                    "pending_since_ms": to_epoch_ms(utcnow()),
+                    **extra,
+                }
             }
-        },
+        ),
         return_document=ReturnDocument.AFTER,
     )
 
@@ -159,7 +162,9 @@ def _drive(claimed: dict[str, Any]) -> StockReservation:
     step, delta, product_id = claimed["pending_step"], claimed["pending_delta"], claimed["product_id"]
     if _apply(step, product_id, delta):
         return _to_dto(_finalise(claimed, applied=True))
-    product = products().find_one({"product_id": product_id}, {"status": 1, "stock": 1, "reserved": 1, "pending_steps": 1})
+    product = products().find_one(
+        {"product_id": product_id}, {"status": 1, "stock": 1, "reserved": 1, "pending_steps": 1}
+    )
     if product is not None and step in (product.get("pending_steps") or ()):
         # Fenced by a recovering caller, which finalises the reservation.
         return _to_dto(reservations().find_one({"reservation_id": claimed["reservation_id"]}))
@@ -182,21 +187,22 @@ def _apply(step: str, product_id: str, delta: int) -> bool:
         condition.update(reserved={"$gte": -delta}, stock={"$gte": -delta})
         increments = {"stock": delta, "reserved": delta}
     elif delta > 0:
-        condition.update(status="active", **{"$expr": {"$gte": [{"$subtract": ["$stock", "$reserved"]}, delta]}})
+        condition.update(status="active")
         increments = {"reserved": delta}
     else:
         condition.update(reserved={"$gte": -delta})
         increments = {"reserved": delta}
+    available = {"$expr": {"$gte": [{"$subtract": ["$stock", "$reserved"]}, max(delta, 0)]}}
     result = products().update_one(
-        condition,
-        {"$inc": {**increments, "version": 1}, "$set": {"updated_at": utcnow()}, "$push": {"pending_steps": step}},
+        all_of(condition, available),
+        stamped({"$inc": {**increments, "version": 1}, "$push": {"pending_steps": step}}),
     )
     return result.modified_count == 1
 
 
 def _finalise(claimed: dict[str, Any], *, applied: bool) -> dict[str, Any]:
     step = claimed["pending_step"]
-    changes: dict[str, Any] = {"pending_step": None, "pending_delta": 0, "updated_at": utcnow()}
+    changes: dict[str, Any] = {"pending_step": None, "pending_delta": 0}
     kind = _kind(step)
     if applied and kind == "reserve":
         changes["quantity"] = claimed["quantity"] + claimed["pending_delta"]
@@ -208,7 +214,7 @@ def _finalise(claimed: dict[str, Any], *, applied: bool) -> dict[str, Any]:
     else:
         final = reservations().find_one_and_update(
             {"reservation_id": claimed["reservation_id"], "pending_step": step},
-            {"$set": changes, "$inc": {"version": 1}},
+            stamped({"$set": changes, "$inc": {"version": 1}}),
             return_document=ReturnDocument.AFTER,
         )
     products().update_one({"product_id": claimed["product_id"]}, {"$pull": {"pending_steps": step}})
@@ -216,7 +222,7 @@ def _finalise(claimed: dict[str, Any], *, applied: bool) -> dict[str, Any]:
 
 
 def _wait_or_recover(current: dict[str, Any]) -> None:
-    if utcnow() - current["updated_at"] < STALE_AFTER:
+    if utcnow() - from_epoch_ms(current["pending_since_ms"]).replace(tzinfo=None) < STALE_AFTER:
         time.sleep(WAIT_SECONDS)
         return
     step, product_id = current["pending_step"], current["product_id"]
@@ -227,19 +233,13 @@ def _wait_or_recover(current: dict[str, Any]) -> None:
     _finalise(current, applied=applied)
 
 
-def _touch(current: dict[str, Any], expires: datetime) -> dict[str, Any]:
-    if current["expires_at"] == expires:
+def _touch(current: dict[str, Any], expires: int) -> dict[str, Any]:
+    if current["expires_at_ms"] == expires:
         return current
     reservations().update_one(
-        {"reservation_id": current["reservation_id"]}, {"$set": {"expires_at": expires, "updated_at": utcnow()}}
+        {"reservation_id": current["reservation_id"]}, stamped({"$set": {"expires_at_ms": expires}})
     )
-    return {**current, "expires_at": expires}
-
-
-def _naive_utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None:
-        return moment
-    return moment.astimezone(UTC).replace(tzinfo=None)
+    return {**current, "expires_at_ms": expires}
 
 
 def _to_dto(raw: dict[str, Any]) -> StockReservation:
@@ -248,5 +248,5 @@ def _to_dto(raw: dict[str, Any]) -> StockReservation:
         product_id=raw["product_id"],
         quantity=raw["quantity"],
         status=raw["status"],
-        expires_at=raw["expires_at"].replace(tzinfo=UTC),
+        expires_at=from_epoch_ms(raw["expires_at_ms"]),
     )

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs and starts Storefront on its embedded default: no servers needed.
+# Products live in an embedded MongoDB-compatible server (nx-27017, data in var/mongo),
+# the catalog is seeded (idempotent), and gunicorn serves http://localhost:${API_PORT:-3000}.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/bootstrap.sh
+
+[ -f .env ] && set -a && source .env && set +a
+export API_PORT=${API_PORT:-3000}
+EMBEDDED_MONGO_PORT=${EMBEDDED_MONGO_PORT:-27017}
+export MONGODB_URI=${MONGODB_URI:-mongodb://127.0.0.1:${EMBEDDED_MONGO_PORT}/products}
+
+mkdir -p var/mongo
+.venv/bin/nx-27017 --data-dir var/mongo --port "$EMBEDDED_MONGO_PORT" \
+  --log-file var/nx-27017.log --pid-file var/nx-27017.pid &
+mongo_pid=$!
+trap 'kill "$mongo_pid" 2>/dev/null || true' EXIT
+.venv/bin/python - <<PY
+import time, pymongo, sys
+client = pymongo.MongoClient("$MONGODB_URI", serverSelectionTimeoutMS=200)
+for _ in range(100):
+    try:
+        client.admin.command("ping"); sys.exit(0)
+    except pymongo.errors.PyMongoError:
+        time.sleep(0.1)
+sys.exit("embedded MongoDB did not start; see var/nx-27017.log (is port $EMBEDDED_MONGO_PORT taken? set EMBEDDED_MONGO_PORT)")
+PY
+
+.venv/bin/flask --app wsgi seed
+echo "Storefront on http://localhost:${API_PORT}/v1/products  (docs: http://localhost:${API_PORT}/api)"
+.venv/bin/gunicorn --config gunicorn.conf.py wsgi:app
