@@ -1,0 +1,145 @@
+"""The app as operators run it: gunicorn serving wsgi:app, over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import TEST_SECRET
+from tests.mongo_server import MongoServer, free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def mongo(tmp_path_factory) -> Iterator[MongoServer]:
+    """A Mongo server of this module's own, so that stopping it affects no other test."""
+    server = MongoServer(tmp_path_factory.mktemp("e2e-mongo"), free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def base_url(mongo, tmp_path_factory) -> Iterator[str]:
+    port = free_port()
+    environment = {
+        **os.environ,
+        "APP_ENV": "development",
+        "MONGODB_URI": mongo.uri,
+        "JWT_SECRET": TEST_SECRET,
+        "THROTTLE_LIMIT": "40",
+        "THROTTLE_TTL": "60",
+        "CORS_ORIGINS": "https://shop.example.com",
+        "LOG_LEVEL": "WARNING",
+    }
+    subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", "seed", "--count", "30"],
+        cwd=REPO,
+        env=environment,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
+    with log.open("w") as log_file:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "1",
+                "--access-logfile",
+                "-",
+                "wsgi:app",
+            ],
+            cwd=REPO,
+            env=environment,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_until_serving(url, server, log)
+            yield url
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+def _wait_until_serving(url: str, server: subprocess.Popen, log: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"gunicorn exited: {log.read_text()}")
+        try:
+            requests.get(f"{url}/v1/health", timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    raise RuntimeError(f"gunicorn did not serve within {timeout}s: {log.read_text()}")
+
+
+def test_original_clients_still_list_products(base_url):
+    response = requests.get(f"{base_url}/v1/products", params={"page_size": 100}, timeout=5)
+    assert response.status_code == 200
+    body = response.json()
+    assert isinstance(body, list)
+    assert len(body) == 30
+    assert all(isinstance(item["productId"], str) and isinstance(item["price"], str) for item in body)
+
+
+def test_cors_allows_only_configured_origins(base_url):
+    preflight = {"Access-Control-Request-Method": "GET"}
+    allowed = requests.options(
+        f"{base_url}/v1/products", headers={"Origin": "https://shop.example.com", **preflight}, timeout=5
+    )
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://shop.example.com"
+    assert allowed.headers["Access-Control-Allow-Credentials"] == "true"
+    refused = requests.options(
+        f"{base_url}/v1/products", headers={"Origin": "https://evil.example", **preflight}, timeout=5
+    )
+    assert "Access-Control-Allow-Origin" not in refused.headers
+
+
+def test_store_outage_is_a_clear_503_and_recovers(base_url, mongo):
+    mongo.stop()
+    try:
+        health = requests.get(f"{base_url}/v1/health", timeout=10)
+        assert health.status_code == 503
+        assert health.json()["status"] == "degraded"
+        assert health.json()["dependencies"]["productsService"]["status"] == "down"
+        listing = requests.get(f"{base_url}/v1/products", timeout=10)
+        assert listing.status_code == 503
+        assert listing.headers["Content-Type"] == "application/problem+json"
+        assert listing.json()["code"] == "dependency_unavailable"
+    finally:
+        mongo.start()
+    assert requests.get(f"{base_url}/v1/health", timeout=10).json()["status"] == "ok"
+
+
+def test_rate_limit_answers_429_problem_with_retry_after(base_url):
+    statuses = []
+    for _ in range(60):
+        response = requests.get(f"{base_url}/v1/products/1", timeout=5)
+        statuses.append(response.status_code)
+        if response.status_code == 429:
+            break
+    assert statuses[-1] == 429, statuses
+    assert response.headers["Content-Type"] == "application/problem+json"
+    assert response.json()["code"] == "rate_limited"
+    assert int(response.headers["Retry-After"]) > 0
+    assert response.headers["X-RateLimit-Limit"] == "40"

@@ -1,0 +1,108 @@
+"""Settings: defaults, the original system's variable names, and one clear line per bad value."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.config import DEVELOPMENT_JWT_SECRET, ConfigError, load_settings
+
+STRONG_SECRET = "s" * 40
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_are_for_development():
+    settings = load_settings({})
+    assert settings.env == "development"
+    assert settings.api_port == 3000
+    assert settings.jwt_secret == DEVELOPMENT_JWT_SECRET
+    assert (settings.throttle_ttl, settings.throttle_limit) == (60, 100)
+
+
+def test_original_variable_names_are_read():
+    settings = load_settings(
+        {
+            "NODE_ENV": "production",
+            "JWT_SECRET": STRONG_SECRET,
+            "API_PORT": "8080",
+            "MONGODB_URI": "mongodb://mongodb:27017/products",
+            "DB_HOST": "postgres",
+            "DB_PORT": "5433",
+            "DB_USERNAME": "shop",
+            "DB_PASSWORD": "p@ss word",
+            "DB_DATABASE": "cart",
+            "THROTTLE_TTL": "30",
+            "THROTTLE_LIMIT": "5",
+            "CORS_ORIGINS": "https://shop.example.com, http://localhost:3000/",
+            "SERVICE_API_KEY": "new-key, old-key",
+        }
+    )
+    assert settings.is_production
+    assert settings.api_port == 8080
+    assert settings.database_url == "postgresql+psycopg2://shop:p%40ss%20word@postgres:5433/cart"
+    assert settings.cors_origins == ("https://shop.example.com", "http://localhost:3000")
+    assert settings.service_api_keys == ("new-key", "old-key")
+    assert (settings.throttle_ttl, settings.throttle_limit) == (30, 5)
+
+
+def test_database_url_wins_over_db_parts():
+    settings = load_settings({"DATABASE_URL": "postgresql://u@h/db", "DB_HOST": "ignored"})
+    assert settings.database_url == "postgresql://u@h/db"
+
+
+@pytest.mark.parametrize(
+    ("environment", "variable"),
+    [
+        ({"API_PORT": "abc"}, "API_PORT"),
+        ({"API_PORT": "70000"}, "API_PORT"),
+        ({"DB_HOST": "h", "DB_PORT": "x"}, "DB_PORT"),
+        ({"THROTTLE_LIMIT": "0"}, "THROTTLE_LIMIT"),
+        ({"MONGODB_URI": "http://not-mongo"}, "MONGODB_URI"),
+        ({"MONGODB_URI": "mongodb://localhost:27017"}, "MONGODB_URI"),
+        ({"DATABASE_URL": "mysql://x/y"}, "DATABASE_URL"),
+        ({"REDIS_URL": "localhost:6379"}, "REDIS_URL"),
+        ({"CORS_ORIGINS": "*"}, "CORS_ORIGINS"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+        ({"APP_ENV": "staging"}, "APP_ENV"),
+        ({"APP_ENV": "production", "DB_HOST": "db"}, "JWT_SECRET"),
+        ({"APP_ENV": "production", "DB_HOST": "db", "JWT_SECRET": "short"}, "JWT_SECRET"),
+        ({"APP_ENV": "production", "JWT_SECRET": STRONG_SECRET}, "DATABASE_URL"),
+    ],
+)
+def test_bad_values_name_the_variable(environment, variable):
+    with pytest.raises(ConfigError) as raised:
+        load_settings(environment)
+    assert raised.value.variable == variable
+    assert str(raised.value.code).startswith(f"Configuration error: {variable} ")
+
+
+def test_start_up_stops_with_one_line_naming_the_variable(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", "import wsgi"],
+        cwd=REPO,
+        env={"PATH": "/usr/bin:/bin", "API_PORT": "not-a-port", "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "Configuration error: API_PORT must be a whole number, got 'not-a-port'"
+    ]
+
+
+def test_production_refuses_the_development_secret_at_start_up(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", "import wsgi"],
+        cwd=REPO,
+        env={"PATH": "/usr/bin:/bin", "APP_ENV": "production", "DB_HOST": "db", "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "JWT_SECRET is the development default" in result.stderr
+    assert "Traceback" not in result.stderr
