@@ -61,8 +61,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         products_service_port=reader.port("PRODUCTS_SERVICE_PORT", 3001),
         cart_service_port=reader.port("CART_SERVICE_PORT", 3002),
         mongodb_uri=reader.mongodb_uri("MONGODB_URI", Settings.mongodb_uri),
-        database_url=_database_url(reader, production=app_env == "production"),
-        jwt_secret=env.get("JWT_SECRET", DEVELOPMENT_JWT_SECRET),
+        database_url=_database_url(reader),
+        jwt_secret=reader.text("JWT_SECRET") or DEVELOPMENT_JWT_SECRET,
         throttle_ttl=reader.integer("THROTTLE_TTL", 60, minimum=1),
         throttle_limit=reader.integer("THROTTLE_LIMIT", 100, minimum=1),
         cors_origins=reader.origins("CORS_ORIGINS", Settings.cors_origins),
@@ -70,7 +70,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         log_level=reader.choice(
             "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), default="INFO", upper=True
         ),
-        service_api_keys=tuple(key.strip() for key in env.get("SERVICE_API_KEY", "").split(",") if key.strip()),
+        service_api_keys=tuple(key.strip() for key in (reader.text("SERVICE_API_KEY") or "").split(",") if key.strip()),
     )
     validate(settings)
     return settings
@@ -85,23 +85,19 @@ def validate(settings: Settings) -> None:
             raise ConfigError("JWT_SECRET", f"must be at least {MIN_PRODUCTION_SECRET_LENGTH} characters in production")
         if settings.database_url.startswith("sqlite"):
             raise ConfigError("DATABASE_URL", "must point at PostgreSQL in production (set DATABASE_URL or DB_HOST)")
-    elif not settings.jwt_secret:
-        raise ConfigError("JWT_SECRET", "must not be empty")
 
 
-def _database_url(reader: _Reader, *, production: bool) -> str:
+def _database_url(reader: _Reader) -> str:
+    """DATABASE_URL, else one built from the original system's DB_* variables."""
     url = reader.url("DATABASE_URL", schemes=("postgresql", "postgresql+psycopg2", "sqlite"))
-    if url:
-        return url
-    env = reader.env
-    if not env.get("DB_HOST"):
-        return Settings.database_url
-    user = quote(env.get("DB_USERNAME", "postgres"), safe="")
-    password = env.get("DB_PASSWORD", "")
+    host = reader.text("DB_HOST")
+    if url or not host:
+        return url or Settings.database_url
+    user = quote(reader.text("DB_USERNAME") or "postgres", safe="")
+    password = reader.text("DB_PASSWORD")
     credentials = f"{user}:{quote(password, safe='')}" if password else user
-    host = env["DB_HOST"]
     port = reader.port("DB_PORT", 5432)
-    database = quote(env.get("DB_DATABASE", "storefront"), safe="")
+    database = quote(reader.text("DB_DATABASE") or "storefront", safe="")
     return f"postgresql+psycopg2://{credentials}@{host}:{port}/{database}"
 
 
@@ -109,12 +105,13 @@ def _database_url(reader: _Reader, *, production: bool) -> str:
 class _Reader:
     env: Mapping[str, str]
 
-    def _raw(self, name: str) -> str | None:
+    def text(self, name: str) -> str | None:
+        """The variable's value, None when unset or blank."""
         value = self.env.get(name)
         return None if value is None or value.strip() == "" else value.strip()
 
     def integer(self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
-        raw = self._raw(name)
+        raw = self.text(name)
         if raw is None:
             return default
         try:
@@ -130,14 +127,14 @@ class _Reader:
         return self.integer(name, default, minimum=1, maximum=65535)
 
     def choice(self, name: str, choices: tuple[str, ...], *, default: str, upper: bool = False) -> str:
-        raw = self._raw(name) or default
+        raw = self.text(name) or default
         value = raw.upper() if upper else raw.lower()
         if value not in choices:
             raise ConfigError(name, f"must be one of {', '.join(choices)}, got {raw!r}")
         return value
 
     def url(self, name: str, *, schemes: tuple[str, ...]) -> str | None:
-        raw = self._raw(name)
+        raw = self.text(name)
         if raw is None:
             return None
         parts = urlsplit(raw)
@@ -146,7 +143,7 @@ class _Reader:
         return raw
 
     def mongodb_uri(self, name: str, default: str) -> str:
-        raw = self._raw(name) or default
+        raw = self.text(name) or default
         try:
             parsed = parse_uri(raw, validate=True, warn=False, connect_timeout=None)
         except (InvalidURI, ConfigurationError, ValueError) as error:
@@ -156,7 +153,7 @@ class _Reader:
         return raw
 
     def origins(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-        raw = self._raw(name)
+        raw = self.text(name)
         if raw is None:
             return default
         origins = tuple(origin.strip().rstrip("/") for origin in raw.split(",") if origin.strip())

@@ -14,6 +14,7 @@ status is non-zero only when the benchmark itself could not run. See bench/READM
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -139,10 +140,8 @@ class Processes:
 
 def _signal_group(process: subprocess.Popen, signum: int) -> None:
     """Signal the process group that `start_new_session` made for this process (its pgid is its pid)."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def free_port() -> int:
@@ -300,27 +299,26 @@ def judge(results: list[Result]) -> None:
 # --- report ----------------------------------------------------------------------------------
 
 
-def verdict(passed: bool | None, text: str) -> str:
-    return "" if passed is None else f"{'PASS' if passed else 'MISS'} ({text})"
+def verdict(passed: bool | None, target: str) -> str:
+    return "" if passed is None else f"{'PASS' if passed else 'MISS'} ({target})"
 
 
 def table(results: list[Result]) -> str:
-    header = f"{'endpoint':<34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs hello':>9}  targets"
-    lines = [header, "-" * (len(header) + 40)]
+    header = f"{'endpoint':<40} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs hello':>9}  targets"
+    lines = [header, "-" * (len(header) + 50)]
     for result in results:
         path = result.url.split("/", 3)[3]
         name = f"{result.endpoint} GET /{path}"
         ratio = f"{result.ratio_to_hello:.1%}" if result.ratio_to_hello is not None else "-"
-        marks = [
-            verdict(result.ratio_pass, f">= {result.ratio_target:.0%}" if result.ratio_target else ""),
-            verdict(result.p99_pass, f"p99 <= {result.p99_target_ms:g} ms"),
-        ]
+        marks = []
+        if result.ratio_target is not None:
+            marks.append(verdict(result.ratio_pass, f">= {result.ratio_target:.0%} of hello"))
+        if result.p99_target_ms is not None:
+            marks.append(verdict(result.p99_pass, f"p99 <= {result.p99_target_ms:g} ms"))
         if result.non_2xx_3xx or result.socket_errors:
             marks.append(f"!! {result.non_2xx_3xx} non-2xx, {result.socket_errors} socket errors")
-        lines.append(
-            f"{name:<34} {result.requests_per_sec:>9.1f} {result.p50_ms:>8.2f} {result.p99_ms:>8.2f} {ratio:>9}  "
-            + "  ".join(mark for mark in marks if mark)
-        )
+        row = f"{name:<40} {result.requests_per_sec:>9.1f} {result.p50_ms:>8.2f} {result.p99_ms:>8.2f} {ratio:>9}"
+        lines.append("  ".join([row, *marks]))
     return "\n".join(lines)
 
 

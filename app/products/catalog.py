@@ -44,6 +44,7 @@ SORTS = {
     "-createdAt": [("created_at", -1), ("product_id", 1)],
 }
 WORD = re.compile(r"\w+")
+DUPLICATE_KEY = 11000
 
 
 def collection():
@@ -263,7 +264,9 @@ def import_products(drafts: Iterable[ProductDraft]) -> int:
     try:
         return len(collection().insert_many(documents, ordered=False).inserted_ids)
     except BulkWriteError as error:
-        return error.details.get("nInserted", 0)
+        if any(write_error["code"] != DUPLICATE_KEY for write_error in error.details["writeErrors"]):
+            raise
+        return error.details["nInserted"]
 
 
 def delete_all_products() -> int:
