@@ -1,10 +1,13 @@
 """HTTP mechanics of the public API: JSON bodies, ETags and preconditions."""
 
+import re
+
 from flask import request
 
 from app.errors import ApiError
 
 BODY_METHODS = {"POST", "PUT", "PATCH"}
+VERSION_TAG = re.compile(r"[0-9]{1,15}")
 
 
 def require_json_body() -> None:
@@ -25,6 +28,6 @@ def expected_version() -> int:
     tags = request.if_match.as_set()
     if len(tags) == 1:
         tag = next(iter(tags))
-        if tag.isdigit():
+        if VERSION_TAG.fullmatch(tag):
             return int(tag)
     raise ApiError(412, "precondition_failed", "If-Match must carry exactly one ETag from a previous read.")

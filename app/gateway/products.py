@@ -3,6 +3,7 @@
 from flask import request, url_for
 from flask.views import MethodView
 
+from app.errors import ApiError
 from app.extensions import ApiBlueprint
 from app.gateway.auth import BEARER, roles_required
 from app.gateway.http import etag_of, expected_version, require_json_body
@@ -20,6 +21,7 @@ blp = ApiBlueprint(
 )
 blp.before_request(require_json_body)
 
+MAX_PAGE = 10_000  # deeper than this, narrow the listing with filters
 ADMIN_ERRORS = ((401, "Missing, invalid or expired token"), (403, "Not an admin"))
 
 
@@ -47,6 +49,13 @@ class Products(MethodView):
         max 100); totals in the `X-Pagination` header.
         """
         filters, sort = query
+        if pagination_parameters.page > MAX_PAGE:
+            raise ApiError(
+                400,
+                "validation_error",
+                "The request has invalid fields.",
+                errors={"page": [f"Must be at most {MAX_PAGE}."]},
+            )
         page = products.list_products(
             filters=filters, sort=sort, page=pagination_parameters.page, page_size=pagination_parameters.page_size
         )
@@ -73,7 +82,7 @@ class ProductById(MethodView):
     def get(self, product_id):
         """Get one product, with its ETag"""
         product = products.get_product(product_id=product_id)
-        if request.if_none_match.contains(str(product.version)):
+        if request.if_none_match.contains_weak(str(product.version)):
             return "", 304, {"ETag": etag_of(product.version)}
         return _with_etag(product)
 

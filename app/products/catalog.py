@@ -122,7 +122,7 @@ def _listing_query(filters: ProductFilters) -> dict[str, Any]:
     if filters.category:
         query["category"] = filters.category.strip().lower()
     if filters.tag:
-        query["tags"] = filters.tag.strip().lower()
+        query["tags"] = {"$all": [filters.tag.strip().lower()]}  # equality on an array misses on nx-27017
     price: dict[str, int] = {}
     if filters.min_price is not None:
         price["$gte"] = to_cents(filters.min_price)
@@ -184,6 +184,10 @@ def update_product(product_id: str, changes: ProductChanges, expected_version: i
     updates = _changed_fields(current, changes)
     if not updates:
         return current
+    if "sku" in updates and collection().count_documents({"sku": updates["sku"]}, limit=1):
+        # Checked first because nx-27017's find_one_and_update returns None on a duplicate
+        # key instead of raising; on MongoDB the unique index below still settles races.
+        raise SkuTaken(f"SKU {updates['sku']!r} is already taken.", sku=updates["sku"])
     try:
         raw = collection().find_one_and_update(
             {"product_id": product_id, "version": expected_version},

@@ -13,7 +13,9 @@ RESERVATION_STATUSES = ("active", "released", "committed")
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
+    """Naive UTC, truncated to the millisecond MongoDB stores, so a written value reads back equal."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 def stamped(update: dict) -> dict:

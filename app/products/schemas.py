@@ -1,7 +1,11 @@
 """Schemas of the products service API (/internal/products): the interface's DTOs on the wire."""
 
+from datetime import UTC, datetime, timedelta
+
 import marshmallow as ma
 from marshmallow import validate
+
+MAX_HOLD = timedelta(days=365)
 
 
 class ProductRecordSchema(ma.Schema):
@@ -25,6 +29,11 @@ class ReserveSchema(ma.Schema):
     product_id = ma.fields.String(required=True, validate=validate.Length(1, 64))
     quantity = ma.fields.Integer(required=True, strict=True, validate=validate.Range(0, 1_000_000))
     expires_at = ma.fields.AwareDateTime(required=True)
+
+    @ma.validates("expires_at")
+    def within_a_year(self, value: datetime, **kwargs) -> None:
+        if value > datetime.now(UTC) + MAX_HOLD:
+            raise ma.ValidationError(f"Must be within {MAX_HOLD.days} days from now.")
 
 
 class ReservationSchema(ma.Schema):
