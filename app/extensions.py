@@ -1,14 +1,17 @@
 """Shared extension objects, created unbound and initialised by `create_app`."""
 
+from http import HTTPStatus
+
 import marshmallow as ma
 from flask_cors import CORS
 from flask_jwt_extended import JWTManager
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_smorest import Api, Blueprint
+from flask_smorest.utils import prepare_response
 from webargs.flaskparser import FlaskParser
 
-from app.errors import handle_http_exception
+from app.errors import PROBLEM_MIMETYPE, handle_http_exception
 
 
 class ProblemSchema(ma.Schema):
@@ -36,6 +39,16 @@ class StorefrontApi(Api):
     def handle_http_exception(self, error):
         return handle_http_exception(error)
 
+    def _register_responses(self):
+        """flask-smorest's default error responses, documented as problem+json."""
+        for status in [*HTTPStatus, None]:
+            name = status.name if status else "DEFAULT_ERROR"
+            response = {"description": status.phrase if status else "Error (problem+json)"}
+            if status is None or status >= 400:
+                response["schema"] = ProblemSchema
+            prepare_response(response, self.spec, PROBLEM_MIMETYPE if "schema" in response else "application/json")
+            self.spec.components.response(name, response, lazy=True)
+
 
 class ValidationParser(FlaskParser):
     """Validation errors answer 400, as the original NestJS gateway's did."""
@@ -46,6 +59,10 @@ class ValidationParser(FlaskParser):
 class ApiBlueprint(Blueprint):
     ARGUMENTS_PARSER = ValidationParser()
     PAGINATION_ARGUMENTS_PARSER = ValidationParser()
+
+    def problem_response(self, status: int, description: str):
+        """Document an error outcome of a view (its body is a problem+json document)."""
+        return self.alt_response(status, schema=ProblemSchema, description=description, content_type=PROBLEM_MIMETYPE)
 
 
 api = StorefrontApi()

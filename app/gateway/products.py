@@ -28,7 +28,7 @@ ADMIN_ERRORS = ((401, "Missing, invalid or expired token"), (403, "Not an admin"
 def _admin_docs(view):
     view = blp.doc(security=BEARER)(view)
     for status, description in ADMIN_ERRORS:
-        view = blp.alt_response(status, description=description)(view)
+        view = blp.problem_response(status, description)(view)
     return view
 
 
@@ -65,7 +65,7 @@ class Products(MethodView):
     @roles_required("admin")
     @blp.arguments(ProductCreateSchema)
     @blp.response(201, ProductSchema, headers={"Location": {"schema": {"type": "string"}}})
-    @blp.alt_response(409, description="productId or SKU taken (`product_id_taken`, `sku_taken`)")
+    @blp.problem_response(409, "productId or SKU taken (`product_id_taken`, `sku_taken`)")
     @_admin_docs
     def post(self, draft):
         """Create a product (admin)"""
@@ -78,7 +78,7 @@ class Products(MethodView):
 class ProductById(MethodView):
     @blp.response(200, ProductSchema, headers={"ETag": {"schema": {"type": "string"}}})
     @blp.alt_response(304, description="Not modified (If-None-Match)")
-    @blp.alt_response(404, description="Unknown product (`product_not_found`)")
+    @blp.problem_response(404, "Unknown product (`product_not_found`)")
     def get(self, product_id):
         """Get one product, with its ETag"""
         product = products.get_product(product_id=product_id)
@@ -89,10 +89,10 @@ class ProductById(MethodView):
     @roles_required("admin")
     @blp.arguments(ProductPatchSchema)
     @blp.response(200, ProductSchema)
-    @blp.alt_response(404, description="Unknown product (`product_not_found`)")
-    @blp.alt_response(409, description="SKU taken (`sku_taken`)")
-    @blp.alt_response(412, description="If-Match is stale (`precondition_failed`)")
-    @blp.alt_response(428, description="If-Match is missing (`precondition_required`)")
+    @blp.problem_response(404, "Unknown product (`product_not_found`)")
+    @blp.problem_response(409, "SKU taken (`sku_taken`)")
+    @blp.problem_response(412, "If-Match is stale (`precondition_failed`)")
+    @blp.problem_response(428, "If-Match is missing (`precondition_required`)")
     @blp.doc(parameters=[{"in": "header", "name": "If-Match", "required": True, "schema": {"type": "string"}}])
     @_admin_docs
     def patch(self, changes, product_id):
@@ -102,7 +102,7 @@ class ProductById(MethodView):
 
     @roles_required("admin")
     @blp.response(204)
-    @blp.alt_response(404, description="Unknown product (`product_not_found`)")
+    @blp.problem_response(404, "Unknown product (`product_not_found`)")
     @_admin_docs
     def delete(self, product_id):
         """Archive a product (admin)
@@ -118,8 +118,8 @@ class ProductStock(MethodView):
     @roles_required("admin")
     @blp.arguments(StockAdjustmentSchema)
     @blp.response(200, ProductSchema)
-    @blp.alt_response(404, description="Unknown product (`product_not_found`)")
-    @blp.alt_response(409, description="Would drop below the reserved units (`stock_below_reserved`)")
+    @blp.problem_response(404, "Unknown product (`product_not_found`)")
+    @blp.problem_response(409, "Would drop below the reserved units (`stock_below_reserved`)")
     @_admin_docs
     def post(self, adjustment, product_id):
         """Adjust on-hand stock (admin)"""

@@ -34,7 +34,7 @@ def require_service_key() -> None:
 @blp.route("/<string:product_id>")
 class ProductRecord(MethodView):
     @blp.response(200, ProductRecordSchema)
-    @blp.alt_response(404, description="`product_not_found`")
+    @blp.problem_response(404, "`product_not_found`")
     @blp.doc(security=SERVICE_KEY)
     def get(self, product_id):
         """Get one product, archived ones included"""
@@ -45,8 +45,8 @@ class ProductRecord(MethodView):
 class ReservationById(MethodView):
     @blp.arguments(ReserveSchema)
     @blp.response(200, ReservationSchema)
-    @blp.alt_response(404, description="`product_not_found`")
-    @blp.alt_response(409, description="`insufficient_stock`, `reservation_conflict` or `reservation_busy`")
+    @blp.problem_response(404, "`product_not_found`")
+    @blp.problem_response(409, "`insufficient_stock`, `reservation_conflict` or `reservation_busy`")
     @blp.doc(security=SERVICE_KEY)
     def put(self, reservation, reservation_id):
         """Hold exactly `quantity` units for this reservation (idempotent)"""
@@ -56,7 +56,7 @@ class ReservationById(MethodView):
 @blp.route("/reservations/<string:reservation_id>/release")
 class ReservationRelease(MethodView):
     @blp.response(200, ReservationSchema)
-    @blp.alt_response(404, description="`reservation_not_found`")
+    @blp.problem_response(404, "`reservation_not_found`")
     @blp.doc(security=SERVICE_KEY)
     def post(self, reservation_id):
         """Release the reserved units (idempotent)"""
@@ -66,8 +66,8 @@ class ReservationRelease(MethodView):
 @blp.route("/reservations/<string:reservation_id>/commit")
 class ReservationCommit(MethodView):
     @blp.response(200, ReservationSchema)
-    @blp.alt_response(404, description="`reservation_not_found`")
-    @blp.alt_response(409, description="`reservation_conflict` (already released)")
+    @blp.problem_response(404, "`reservation_not_found`")
+    @blp.problem_response(409, "`reservation_conflict` (already released)")
     @blp.doc(security=SERVICE_KEY)
     def post(self, reservation_id):
         """Turn the reservation into a sale (idempotent)"""

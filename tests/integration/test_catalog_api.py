@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import os
 import re
 import time
 from datetime import UTC, datetime, timedelta, timezone
@@ -23,7 +22,6 @@ PROBLEM = "application/problem+json"
 SERVICE_HEADERS = {"X-Service-Key": "test-service-key"}
 OTHER_SECRET = "another-secret-that-is-also-long-enough-for-hs256-987654321"
 MISSING = object()
-ON_NX = not os.environ.get("MONGODB_URI")  # the suite's own nx-27017, not a real MongoDB
 _skus = itertools.count(1)
 
 
