@@ -24,6 +24,7 @@ def create_app(config: Settings | None = None) -> Flask:
 
     app = Flask(__name__, static_folder=str(swagger_ui_path), static_url_path=SWAGGER_UI_ASSETS)
     app.config.from_mapping(flask_config(settings))
+    app.json.sort_keys = False
     app.extensions["settings"] = settings
 
     api.init_app(app)
@@ -62,5 +63,4 @@ def flask_config(settings: Settings) -> dict[str, object]:
         "RATELIMIT_STORAGE_URI": settings.redis_url or "memory://",
         "RATELIMIT_HEADERS_ENABLED": True,
         "SERVICE_API_KEYS": settings.service_api_keys,
-        "JSON_SORT_KEYS": False,
     }

@@ -13,7 +13,7 @@ export MONGODB_URI=${MONGODB_URI:-mongodb://127.0.0.1:${EMBEDDED_MONGO_PORT}/pro
 
 mkdir -p var/mongo
 .venv/bin/nx-27017 --data-dir var/mongo --port "$EMBEDDED_MONGO_PORT" \
-  --log-file var/nx-27017.log --pid-file var/nx-27017.pid &
+  --log-file var/nx-27017.log --pid-file var/nx-27017.pid >/dev/null 2>&1 &
 mongo_pid=$!
 trap 'kill "$mongo_pid" 2>/dev/null || true' EXIT
 .venv/bin/python - <<PY
