@@ -25,6 +25,7 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from app.products.catalog import collection as products
+from app.products.catalog import exists
 from app.products.dto import StockReservation
 from app.products.errors import (
     InsufficientStock,
@@ -229,7 +230,7 @@ def _wait_or_recover(current: dict[str, Any]) -> None:
     fence = products().update_one(
         {"product_id": product_id, "pending_steps": {"$nin": [step]}}, {"$push": {"pending_steps": step}}
     )
-    applied = fence.matched_count == 0 and products().count_documents({"product_id": product_id}, limit=1) == 1
+    applied = fence.matched_count == 0 and exists({"product_id": product_id})
     _finalise(current, applied=applied)
 
 
