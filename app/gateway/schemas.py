@@ -4,7 +4,7 @@ import marshmallow as ma
 from marshmallow import validate
 
 from app.gateway.fields import Money, TrimmedString
-from app.products.interface import SORT_KEYS, ProductChanges, ProductDraft, ProductFilters
+from app.products.interface import DEFAULT_SORT, SORT_KEYS, ProductChanges, ProductDraft, ProductFilters
 
 PRODUCT_ID = validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$", error="Use 1-64 letters, digits, '_' or '-'.")
 SKU = validate.Regexp(r"^[A-Z0-9-]{3,32}$", error="Use 3-32 letters, digits or '-'.")
@@ -111,7 +111,7 @@ class ProductQuerySchema(ma.Schema):
     min_price = Money()
     max_price = Money()
     in_stock = ma.fields.Boolean(metadata={"description": "Only products with available units (true) or none (false)"})
-    sort = ma.fields.String(load_default="-createdAt", validate=validate.OneOf(SORT_KEYS))
+    sort = ma.fields.String(load_default=DEFAULT_SORT, validate=validate.OneOf(SORT_KEYS))
 
     @ma.validates_schema
     def price_range(self, data, **kwargs):

@@ -13,7 +13,6 @@ from pymongo import ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from app.products.dto import (
-    DEFAULT_SORT,
     Product,
     ProductChanges,
     ProductDraft,
@@ -41,7 +40,9 @@ SORTS = {
     "price": [("price_cents", 1), ("product_id", 1)],
     "-price": [("price_cents", -1), ("product_id", 1)],
     "name": [("name", 1), ("product_id", 1)],
-    "-createdAt": [("created_at", -1), ("product_id", 1)],
+    # _id (an ObjectId) grows with insertion time and is always indexed: creation order for free.
+    "createdAt": [("_id", 1)],
+    "-createdAt": [("_id", -1)],
 }
 WORD = re.compile(r"\w+")
 DUPLICATE_KEY = 11000
@@ -101,13 +102,7 @@ def get_products(product_ids: Iterable[str]) -> tuple[Product, ...]:
 
 def list_products(filters: ProductFilters, sort: str, page: int, page_size: int) -> ProductPage:
     query = _listing_query(filters)
-    cursor = (
-        collection()
-        .find(query, PROJECTION)
-        .sort(SORTS.get(sort, SORTS[DEFAULT_SORT]))
-        .skip((page - 1) * page_size)
-        .limit(page_size)
-    )
+    cursor = collection().find(query, PROJECTION).sort(SORTS[sort]).skip((page - 1) * page_size).limit(page_size)
     items = tuple(to_dto(raw) for raw in cursor)
     fits_on_first_page = page == 1 and len(items) < page_size  # then no count round trip
     total = len(items) if fits_on_first_page else count(query)

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-SORT_KEYS = ("price", "-price", "name", "-createdAt")
-DEFAULT_SORT = "-createdAt"
+SORT_KEYS = ("createdAt", "-createdAt", "price", "-price", "name")
+DEFAULT_SORT = "createdAt"  # oldest first: the original system's listing order
 
 
 @dataclass(frozen=True)

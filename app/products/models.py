@@ -74,7 +74,6 @@ class Product(Document):
             {"fields": ["sku"], "unique": True},
             {"fields": ["status", "price_cents"]},
             {"fields": ["status", "name"]},
-            {"fields": ["status", "-created_at"]},
             {"fields": ["category"]},
             {"fields": ["tags"]},
             {"fields": ["keywords"]},

@@ -463,6 +463,7 @@ def fruit(client, admin_headers) -> None:
         pytest.param("-price", ["z", "x", "y"], id="-price"),
         pytest.param("name", ["y", "z", "x"], id="name"),
         pytest.param("-createdAt", ["z", "y", "x"], id="-createdAt"),
+        pytest.param("createdAt", ["x", "y", "z"], id="createdAt"),
     ],
 )
 def test_list_sorts(client, sort, expected):
@@ -470,8 +471,8 @@ def test_list_sorts(client, sort, expected):
 
 
 @pytest.mark.usefixtures("fruit")
-def test_list_newest_first_by_default(client):
-    assert listed_ids(client) == ["z", "y", "x"]
+def test_list_oldest_first_by_default_like_the_original(client):
+    assert listed_ids(client) == ["x", "y", "z"]
 
 
 # --- GET /v1/products/<id> -----------------------------------------------------------------
