@@ -10,7 +10,7 @@ from swagger_ui_bundle import swagger_ui_path
 from app import cli
 from app.config import Settings, load_settings, validate
 from app.errors import register_error_handlers
-from app.extensions import api, cors, jwt, limiter
+from app.extensions import api, cache, cors, jwt, limiter
 from app.gateway import setup as gateway
 from app.products import setup as products
 
@@ -32,6 +32,7 @@ def create_app(config: Settings | None = None) -> Flask:
     api.spec.components.security_scheme("serviceKey", {"type": "apiKey", "in": "header", "name": "X-Service-Key"})
     jwt.init_app(app)
     limiter.init_app(app)
+    cache.init_app(app)
     cors.init_app(app, origins=list(settings.cors_origins), supports_credentials=True)
     register_error_handlers(app)
 
@@ -63,4 +64,7 @@ def flask_config(settings: Settings) -> dict[str, object]:
         "RATELIMIT_STORAGE_URI": settings.redis_url or "memory://",
         "RATELIMIT_HEADERS_ENABLED": True,
         "SERVICE_API_KEYS": settings.service_api_keys,
+        "CACHE_TYPE": "SimpleCache" if settings.catalog_cache_ttl else "NullCache",
+        "CACHE_DEFAULT_TIMEOUT": settings.catalog_cache_ttl,
+        "CACHE_NO_NULL_WARNING": True,
     }

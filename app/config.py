@@ -42,6 +42,7 @@ class Settings:
     redis_url: str | None = None
     log_level: str = "INFO"
     service_api_keys: tuple[str, ...] = ()
+    catalog_cache_ttl: int = 2
 
     @property
     def is_production(self) -> bool:
@@ -70,6 +71,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         log_level=reader.choice(
             "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), default="INFO", upper=True
         ),
+        catalog_cache_ttl=reader.integer("CATALOG_CACHE_TTL", 2, minimum=0, maximum=3600),
         service_api_keys=tuple(key.strip() for key in (reader.text("SERVICE_API_KEY") or "").split(",") if key.strip()),
     )
     validate(settings)

@@ -3,6 +3,7 @@
 from http import HTTPStatus
 
 import marshmallow as ma
+from flask_caching import Cache
 from flask_cors import CORS
 from flask_jwt_extended import JWTManager
 from flask_limiter import Limiter
@@ -69,3 +70,4 @@ api = StorefrontApi()
 jwt = JWTManager()
 limiter = Limiter(key_func=get_remote_address)
 cors = CORS()
+cache = Cache()

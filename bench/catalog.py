@@ -44,12 +44,14 @@ WRK_THREADS = 2
 WRK_CONNECTIONS = 16
 WARMUP_SECONDS = 2
 STOP_TIMEOUT = 8.0  # seconds a process gets between SIGTERM and SIGKILL
+BUSY_WARNING = 0.25  # warn when the machine is this busy before the benchmark starts
 
 # The one gunicorn configuration used for BOTH apps, chosen by measuring on the 2-core
-# machine (see bench/README.md). Everything is on the command line: gunicorn gets an empty
-# config file so that the repository's gunicorn.conf.py (access log on stdout, 5 workers...)
-# does not leak in, and GUNICORN_CMD_ARGS is removed from its environment.
-DEFAULT_WORKERS = 2
+# machine (see bench/README.md): 4 sync workers let the catalog overlap its MongoDB round
+# trips and cost the hello app nothing. Everything is on the command line: gunicorn gets an
+# empty config file so that the repository's gunicorn.conf.py (access log on stdout, workers
+# sized from the CPU count...) does not leak in, and GUNICORN_CMD_ARGS is removed.
+DEFAULT_WORKERS = 4
 DEFAULT_WORKER_CLASS = "sync"
 DEFAULT_THREADS = 1
 
@@ -144,6 +146,23 @@ def _signal_group(process: subprocess.Popen, signum: int) -> None:
         os.killpg(process.pid, signum)
 
 
+def cpu_busy(seconds: float = 1.0) -> float | None:
+    """The fraction of the machine's CPU time that was busy over `seconds` (None off Linux)."""
+
+    def sample() -> tuple[int, int]:
+        values = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return values[3] + values[4], sum(values)  # idle + iowait, total
+
+    try:
+        idle_before, total_before = sample()
+        time.sleep(seconds)
+        idle_after, total_after = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    elapsed = total_after - total_before
+    return 1 - (idle_after - idle_before) / elapsed if elapsed else None
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
@@ -233,8 +252,8 @@ def check(endpoint: Endpoint, url: str) -> None:
             body = response.read()
     except OSError as error:
         raise BenchError(f"{endpoint.name}: GET {url} failed: {error}") from error
-    if endpoint.name == "listing" and len(json.loads(body)) != 20:
-        raise BenchError(f"listing: expected 20 products from {url}, got {len(json.loads(body))}")
+    if endpoint.name == "listing" and (count := len(json.loads(body))) != 20:
+        raise BenchError(f"listing: expected 20 products from {url}, got {count}")
 
 
 # --- wrk -------------------------------------------------------------------------------------
@@ -322,11 +341,26 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def code_version() -> dict[str, object]:
+    """The commit measured, and whether the app's files had uncommitted changes."""
+
+    def git(*args: str) -> str | None:
+        try:
+            completed = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return completed.stdout.strip() if completed.returncode == 0 else None
+
+    status = git("status", "--porcelain", "--", "app", "wsgi.py", "seed.py")
+    return {"commit": git("rev-parse", "HEAD"), "app_modified": None if status is None else bool(status)}
+
+
 def write_json(results: list[Result], settings: dict[str, object]) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "benchmark": "catalog",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "code": code_version(),
         "machine": {
             "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
             "cpu_count": os.cpu_count(),
@@ -376,10 +410,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     signal.signal(signal.SIGTERM, _exit_on_signal)
     signal.signal(signal.SIGHUP, _exit_on_signal)
-    workdir = Path(tempfile.mkdtemp(prefix="bench-catalog-"))
-    processes = Processes()
+    busy = cpu_busy()
+    if busy is not None and busy > BUSY_WARNING:
+        print(f"warning: the CPU was {busy:.0%} busy before the benchmark started; expect lower, noisier numbers")
     settings = gunicorn_args(options)
-    ok = False
+    processes = Processes()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-catalog-"))
+    keep_logs = True  # for a failure, to investigate
     try:
         print(f"Starting nx-27017 and seeding {PRODUCTS} products...")
         mongo_uri = start_mongo(processes, workdir)
@@ -407,20 +444,25 @@ def main(argv: list[str] | None = None) -> int:
                 "warmup_s": WARMUP_SECONDS,
                 "products": PRODUCTS,
                 "store": "nx-27017 --db memory",
+                "cpu_busy_before": None if busy is None else round(busy, 3),
                 "app_env": APP_ENV,
             },
         )
         print(f"\nWrote {RESULTS.relative_to(ROOT)}")
-        ok = True
+        keep_logs = False
     except BenchError as error:
         print(f"benchmark failed: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        keep_logs = False
+        return 130
     finally:
         processes.stop_all()
-        if ok:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
+        if keep_logs:
             print(f"logs kept in {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

@@ -31,7 +31,7 @@ def mongo_uri(tmp_path_factory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def settings(mongo_uri):
     return load_settings({"APP_ENV": "test", "MONGODB_URI": mongo_uri, "JWT_SECRET": TEST_SECRET}).override(
-        throttle_limit=1_000_000, service_api_keys=("test-service-key",)
+        throttle_limit=1_000_000, service_api_keys=("test-service-key",), catalog_cache_ttl=0
     )
 
 

@@ -1,11 +1,12 @@
 """Public catalog API: /v1/products."""
 
-from flask import request, url_for
+from flask import url_for
 from flask.views import MethodView
 
 from app.errors import ApiError
 from app.extensions import ApiBlueprint
 from app.gateway.auth import BEARER, roles_required
+from app.gateway.caching import after_catalog_request, public_cache
 from app.gateway.http import etag_of, expected_version, require_json_body
 from app.gateway.schemas import (
     ProductCreateSchema,
@@ -20,6 +21,7 @@ blp = ApiBlueprint(
     "products", __name__, url_prefix="/v1/products", description="The catalog: browse, and (admins) manage products."
 )
 blp.before_request(require_json_body)
+blp.after_request(after_catalog_request)
 
 MAX_PAGE = 10_000  # deeper than this, narrow the listing with filters
 ADMIN_ERRORS = ((401, "Missing, invalid or expired token"), (403, "Not an admin"))
@@ -38,6 +40,7 @@ def _with_etag(product, status=200, **headers):
 
 @blp.route("")
 class Products(MethodView):
+    @public_cache
     @blp.arguments(ProductQuerySchema, location="query", as_kwargs=False)
     @blp.response(200, ProductSchema(many=True))
     @blp.paginate(page_size=20, max_page_size=100)
@@ -76,15 +79,13 @@ class Products(MethodView):
 
 @blp.route("/<string:product_id>")
 class ProductById(MethodView):
+    @public_cache
     @blp.response(200, ProductSchema, headers={"ETag": {"schema": {"type": "string"}}})
     @blp.alt_response(304, description="Not modified (If-None-Match)")
     @blp.problem_response(404, "Unknown product (`product_not_found`)")
     def get(self, product_id):
         """Get one product, with its ETag"""
-        product = products.get_product(product_id=product_id)
-        if request.if_none_match.contains_weak(str(product.version)):
-            return "", 304, {"ETag": etag_of(product.version)}
-        return _with_etag(product)
+        return _with_etag(products.get_product(product_id=product_id))
 
     @roles_required("admin")
     @blp.arguments(ProductPatchSchema)
