@@ -60,6 +60,7 @@ APP_ENV = {
     "LOG_LEVEL": "WARNING",
     "THROTTLE_LIMIT": "1000000000",  # rate limiting must not interfere
     "THROTTLE_TTL": "60",
+    "CATALOG_CACHE_TTL": "2",  # the default: anonymous reads micro-cached per worker
     "JWT_SECRET": "bench-only-jwt-secret-not-used-by-these-endpoints",
 }
 DROPPED_ENV = ("GUNICORN_CMD_ARGS", "REDIS_URL", "SERVICE_API_KEY")
@@ -68,7 +69,7 @@ DROPPED_ENV = ("GUNICORN_CMD_ARGS", "REDIS_URL", "SERVICE_API_KEY")
 @dataclass(frozen=True)
 class Endpoint:
     name: str
-    server: str  # "hello" or "catalog"
+    server: str  # "hello", "catalog", or "uncached" (the catalog with CATALOG_CACHE_TTL=0)
     path: str
     min_ratio: float | None = None  # of hello's req/s
     max_p99_ms: float | None = None
@@ -78,6 +79,9 @@ ENDPOINTS = (
     Endpoint("hello", "hello", "/"),
     Endpoint("listing", "catalog", "/v1/products?page_size=20", min_ratio=0.15, max_p99_ms=50.0),
     Endpoint("detail", "catalog", "/v1/products/500", min_ratio=0.30, max_p99_ms=50.0),
+    # The same reads with the micro-cache off: every request queries the store (no targets).
+    Endpoint("listing-uncached", "uncached", "/v1/products?page_size=20"),
+    Endpoint("detail-uncached", "uncached", "/v1/products/500"),
 )
 
 
@@ -323,7 +327,7 @@ def verdict(passed: bool | None, target: str) -> str:
 
 
 def table(results: list[Result]) -> str:
-    header = f"{'endpoint':<40} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs hello':>9}  targets"
+    header = f"{'endpoint':<48} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs hello':>9}  targets"
     lines = [header, "-" * (len(header) + 50)]
     for result in results:
         path = result.url.split("/", 3)[3]
@@ -336,7 +340,7 @@ def table(results: list[Result]) -> str:
             marks.append(verdict(result.p99_pass, f"p99 <= {result.p99_target_ms:g} ms"))
         if result.non_2xx_3xx or result.socket_errors:
             marks.append(f"!! {result.non_2xx_3xx} non-2xx, {result.socket_errors} socket errors")
-        row = f"{name:<40} {result.requests_per_sec:>9.1f} {result.p50_ms:>8.2f} {result.p99_ms:>8.2f} {ratio:>9}"
+        row = f"{name:<48} {result.requests_per_sec:>9.1f} {result.p50_ms:>8.2f} {result.p99_ms:>8.2f} {ratio:>9}"
         lines.append("  ".join([row, *marks]))
     return "\n".join(lines)
 
@@ -427,6 +431,9 @@ def main(argv: list[str] | None = None) -> int:
         servers = {
             "catalog": start_gunicorn(processes, "catalog", "wsgi:app", ROOT, settings, env, workdir),
             "hello": start_gunicorn(processes, "hello", "hello_app:app", BENCH, settings, env, workdir),
+            "uncached": start_gunicorn(
+                processes, "uncached", "wsgi:app", ROOT, settings, {**env, "CATALOG_CACHE_TTL": "0"}, workdir
+            ),
         }
         results = []
         for endpoint in ENDPOINTS:
