@@ -14,7 +14,7 @@ import click
 
 from app.products import interface as products
 
-BATCH_SIZE = 1000
+BATCH_SIZE = 5000
 CATEGORIES = {
     "electronics": ("Headphones", "Speaker", "Charger", "Keyboard", "Mouse", "Webcam", "Monitor", "Router"),
     "home": ("Lamp", "Mug", "Blanket", "Vase", "Cushion", "Clock", "Kettle", "Shelf"),

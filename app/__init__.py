@@ -25,7 +25,6 @@ def create_app(config: Settings | None = None) -> Flask:
     app = Flask(__name__, static_folder=str(swagger_ui_path), static_url_path=SWAGGER_UI_ASSETS)
     app.config.from_mapping(flask_config(settings))
     app.json.sort_keys = False
-    app.extensions["settings"] = settings
 
     api.init_app(app)
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
@@ -36,8 +35,8 @@ def create_app(config: Settings | None = None) -> Flask:
     cors.init_app(app, origins=list(settings.cors_origins), supports_credentials=True)
     register_error_handlers(app)
 
-    products.init_app(app, settings)
-    gateway.init_app(app)
+    products.register(settings)
+    gateway.register()
     cli.init_app(app)
     return app
 

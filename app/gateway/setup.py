@@ -1,11 +1,9 @@
-"""Wires the public gateway into an app; called by the composition root only."""
-
-from flask import Flask
+"""Wires the public gateway into the app being built; called by the composition root only."""
 
 from app.extensions import api
 from app.gateway import health, products
 
 
-def init_app(app: Flask) -> None:
+def register() -> None:
     api.register_blueprint(products.blp)
     api.register_blueprint(health.blp)
