@@ -35,8 +35,8 @@ def create_app(config: Settings | None = None) -> Flask:
     cors.init_app(app, origins=list(settings.cors_origins), supports_credentials=True)
     register_error_handlers(app)
 
+    gateway.register()  # first, so the public API leads the docs
     products.register(settings)
-    gateway.register()
     cli.init_app(app)
     return app
 
