@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from pymongo.errors import ConfigurationError, InvalidURI
@@ -28,6 +29,34 @@ class ConfigError(SystemExit):
 
 
 @dataclass(frozen=True)
+class MailSettings:
+    backend: str = "console"  # console | file | smtp
+    smtp_host: str = "localhost"
+    smtp_port: int = 25
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    sender: str = "Storefront <no-reply@localhost>"
+    file_dir: str = "var/mail"
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    access_ttl: int = 15 * 60
+    refresh_ttl: int = 30 * 24 * 3600
+    algorithm: str = "HS256"  # or RS256 with the key files below
+    private_key: str | None = None
+    public_key: str | None = None
+    issuer: str = "storefront"
+    audience: str = "storefront-api"
+    login_max_failures: int = 5
+    login_lock_seconds: int = 15 * 60
+    email_token_ttl: int = 24 * 3600
+    reset_token_ttl: int = 3600
+    public_base_url: str = "http://localhost:3000"
+
+
+@dataclass(frozen=True)
 class Settings:
     env: str = "development"
     api_port: int = 3000
@@ -43,6 +72,8 @@ class Settings:
     log_level: str = "INFO"
     service_api_keys: tuple[str, ...] = ()
     catalog_cache_ttl: int = 2
+    mail: MailSettings = MailSettings()
+    auth: AuthSettings = AuthSettings()
 
     @property
     def is_production(self) -> bool:
@@ -73,20 +104,61 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         catalog_cache_ttl=reader.integer("CATALOG_CACHE_TTL", 2, minimum=0, maximum=3600),
         service_api_keys=tuple(key.strip() for key in (reader.text("SERVICE_API_KEY") or "").split(",") if key.strip()),
+        mail=_mail_settings(reader),
+        auth=_auth_settings(reader),
     )
     validate(settings)
     return settings
 
 
+def _mail_settings(reader: _Reader) -> MailSettings:
+    defaults = MailSettings()
+    return MailSettings(
+        backend=reader.choice("MAIL_BACKEND", ("console", "file", "smtp"), default=defaults.backend),
+        smtp_host=reader.text("SMTP_HOST") or defaults.smtp_host,
+        smtp_port=reader.port("SMTP_PORT", defaults.smtp_port),
+        smtp_username=reader.text("SMTP_USERNAME"),
+        smtp_password=reader.text("SMTP_PASSWORD"),
+        smtp_starttls=reader.boolean("SMTP_STARTTLS", defaults.smtp_starttls),
+        sender=reader.text("MAIL_FROM") or defaults.sender,
+        file_dir=reader.text("MAIL_FILE_DIR") or defaults.file_dir,
+    )
+
+
+def _auth_settings(reader: _Reader) -> AuthSettings:
+    defaults = AuthSettings()
+    algorithm = reader.choice("JWT_ALGORITHM", ("HS256", "RS256"), default=defaults.algorithm, upper=True)
+    keys = {}
+    if algorithm == "RS256":
+        keys = {name: reader.file_text(f"JWT_{name.upper()}_FILE") for name in ("private_key", "public_key")}
+    return AuthSettings(
+        access_ttl=reader.integer("JWT_ACCESS_TTL", defaults.access_ttl, minimum=30),
+        refresh_ttl=reader.integer("JWT_REFRESH_TTL", defaults.refresh_ttl, minimum=60),
+        algorithm=algorithm,
+        issuer=reader.text("JWT_ISSUER") or defaults.issuer,
+        audience=reader.text("JWT_AUDIENCE") or defaults.audience,
+        login_max_failures=reader.integer("LOGIN_MAX_FAILURES", defaults.login_max_failures, minimum=1),
+        login_lock_seconds=reader.integer("LOGIN_LOCK_SECONDS", defaults.login_lock_seconds, minimum=1),
+        email_token_ttl=reader.integer("EMAIL_TOKEN_TTL", defaults.email_token_ttl, minimum=60),
+        reset_token_ttl=reader.integer("PASSWORD_RESET_TTL", defaults.reset_token_ttl, minimum=60),
+        public_base_url=(reader.url("PUBLIC_BASE_URL", schemes=("http", "https")) or defaults.public_base_url).rstrip(
+            "/"
+        ),
+        **keys,
+    )
+
+
 def validate(settings: Settings) -> None:
     """Rules that span variables; also applied to settings built by tests."""
-    if settings.is_production:
+    if not settings.is_production:
+        return
+    if settings.auth.algorithm == "HS256":
         if settings.jwt_secret == DEVELOPMENT_JWT_SECRET:
             raise ConfigError("JWT_SECRET", "is the development default; set a secret of your own")
         if len(settings.jwt_secret) < MIN_PRODUCTION_SECRET_LENGTH:
             raise ConfigError("JWT_SECRET", f"must be at least {MIN_PRODUCTION_SECRET_LENGTH} characters in production")
-        if settings.database_url.startswith("sqlite"):
-            raise ConfigError("DATABASE_URL", "must point at PostgreSQL in production (set DATABASE_URL or DB_HOST)")
+    if settings.database_url.startswith("sqlite"):
+        raise ConfigError("DATABASE_URL", "must point at PostgreSQL in production (set DATABASE_URL or DB_HOST)")
 
 
 def _database_url(reader: _Reader) -> str:
@@ -124,6 +196,25 @@ class _Reader:
             bounds = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
             raise ConfigError(name, f"must be {bounds}, got {value}")
         return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(name, f"must be true or false, got {raw!r}")
+
+    def file_text(self, name: str) -> str:
+        path = self.text(name)
+        if path is None:
+            raise ConfigError(name, "must name a PEM file when JWT_ALGORITHM is RS256")
+        try:
+            return Path(path).read_text()
+        except OSError as error:
+            raise ConfigError(name, f"cannot be read ({error.strerror}: {path})") from None
 
     def port(self, name: str, default: int) -> int:
         return self.integer(name, default, minimum=1, maximum=65535)
