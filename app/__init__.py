@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
+from pathlib import Path
 
 from flask import Flask
 from swagger_ui_bundle import swagger_ui_path
 
 from app import cli
+from app.accounts import setup as accounts
 from app.config import Settings, load_settings, validate
 from app.errors import register_error_handlers
-from app.extensions import api, cache, cors, jwt, limiter
+from app.extensions import api, cache, cors, db, jwt, limiter, migrate
 from app.gateway import setup as gateway
 from app.products import setup as products
 
 SWAGGER_UI_ASSETS = "/api/assets"
+MIGRATIONS = str(Path(__file__).resolve().parent.parent / "migrations")
 
 
 def create_app(config: Settings | None = None) -> Flask:
@@ -26,6 +30,8 @@ def create_app(config: Settings | None = None) -> Flask:
     app.config.from_mapping(flask_config(settings))
     app.json.sort_keys = False
 
+    db.init_app(app)
+    migrate.init_app(app, db, directory=MIGRATIONS)
     api.init_app(app)
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
     api.spec.components.security_scheme("serviceKey", {"type": "apiKey", "in": "header", "name": "X-Service-Key"})
@@ -35,8 +41,9 @@ def create_app(config: Settings | None = None) -> Flask:
     cors.init_app(app, origins=list(settings.cors_origins), supports_credentials=True)
     register_error_handlers(app)
 
-    gateway.register()  # first, so the public API leads the docs
+    gateway.register(app)  # first, so the public API leads the docs
     products.register(settings)
+    accounts.register(app, settings)
     cli.init_app(app)
     return app
 
@@ -57,11 +64,22 @@ def flask_config(settings: Settings) -> dict[str, object]:
                 "`application/problem+json` with a machine-readable `code`."
             }
         },
+        "SQLALCHEMY_DATABASE_URI": settings.database_url,
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         "JWT_SECRET_KEY": settings.jwt_secret,
-        "JWT_ALGORITHM": "HS256",
+        "JWT_ALGORITHM": settings.auth.algorithm,
+        "JWT_PRIVATE_KEY": settings.auth.private_key,
+        "JWT_PUBLIC_KEY": settings.auth.public_key,
+        "JWT_ENCODE_ISSUER": settings.auth.issuer,
+        "JWT_DECODE_ISSUER": settings.auth.issuer,
+        "JWT_ENCODE_AUDIENCE": settings.auth.audience,
+        "JWT_DECODE_AUDIENCE": settings.auth.audience,
+        "JWT_ACCESS_TOKEN_EXPIRES": timedelta(seconds=settings.auth.access_ttl),
+        "JWT_REFRESH_TOKEN_EXPIRES": timedelta(seconds=settings.auth.refresh_ttl),
         "RATELIMIT_DEFAULT": f"{settings.throttle_limit} per {settings.throttle_ttl} seconds",
         "RATELIMIT_STORAGE_URI": settings.redis_url or "memory://",
         "RATELIMIT_HEADERS_ENABLED": True,
+        "AUTH_RATE_LIMIT": settings.auth_rate_limit,
         "SERVICE_API_KEYS": settings.service_api_keys,
         "CACHE_TYPE": "SimpleCache" if settings.catalog_cache_ttl else "NullCache",
         "CACHE_DEFAULT_TIMEOUT": settings.catalog_cache_ttl,

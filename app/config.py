@@ -11,9 +11,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
+from limits import parse_many
 from pymongo.errors import ConfigurationError, InvalidURI
 from pymongo.uri_parser import parse_uri
 
+REPOSITORY = Path(__file__).resolve().parent.parent
 DEVELOPMENT_JWT_SECRET = "dev-only-jwt-secret-change-me-in-production"  # noqa: S105 (refused in production)
 ENVIRONMENTS = ("development", "test", "production")
 MIN_PRODUCTION_SECRET_LENGTH = 32
@@ -63,10 +65,11 @@ class Settings:
     products_service_port: int = 3001
     cart_service_port: int = 3002
     mongodb_uri: str = "mongodb://127.0.0.1:27017/products"
-    database_url: str = "sqlite:///var/storefront.db"
+    database_url: str = f"sqlite:///{REPOSITORY / 'var' / 'storefront.db'}"
     jwt_secret: str = DEVELOPMENT_JWT_SECRET
     throttle_ttl: int = 60
     throttle_limit: int = 100
+    auth_rate_limit: str = "10 per minute"
     cors_origins: tuple[str, ...] = ("http://localhost:3000",)
     redis_url: str | None = None
     log_level: str = "INFO"
@@ -97,6 +100,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         jwt_secret=reader.text("JWT_SECRET") or DEVELOPMENT_JWT_SECRET,
         throttle_ttl=reader.integer("THROTTLE_TTL", 60, minimum=1),
         throttle_limit=reader.integer("THROTTLE_LIMIT", 100, minimum=1),
+        auth_rate_limit=reader.rate_limit("AUTH_RATE_LIMIT", Settings.auth_rate_limit),
         cors_origins=reader.origins("CORS_ORIGINS", Settings.cors_origins),
         redis_url=reader.url("REDIS_URL", schemes=("redis", "rediss", "unix")),
         log_level=reader.choice(
@@ -163,10 +167,14 @@ def validate(settings: Settings) -> None:
 
 def _database_url(reader: _Reader) -> str:
     """DATABASE_URL, else one built from the original system's DB_* variables."""
-    url = reader.url("DATABASE_URL", schemes=("postgresql", "postgresql+psycopg2", "sqlite"))
+    url = reader.url("DATABASE_URL", schemes=("postgres", "postgresql", "postgresql+psycopg2", "sqlite"))
     host = reader.text("DB_HOST")
-    if url or not host:
-        return url or Settings.database_url
+    if url:
+        # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; we ship psycopg2.
+        scheme, _, rest = url.partition("://")
+        return f"postgresql+psycopg2://{rest}" if scheme in ("postgres", "postgresql") else url
+    if not host:
+        return Settings.database_url
     user = quote(reader.text("DB_USERNAME") or "postgres", safe="")
     password = reader.text("DB_PASSWORD")
     credentials = f"{user}:{quote(password, safe='')}" if password else user
@@ -215,6 +223,14 @@ class _Reader:
             return Path(path).read_text()
         except OSError as error:
             raise ConfigError(name, f"cannot be read ({error.strerror}: {path})") from None
+
+    def rate_limit(self, name: str, default: str) -> str:
+        raw = self.text(name) or default
+        try:
+            parse_many(raw)
+        except ValueError:
+            raise ConfigError(name, f"must be a rate limit such as '10 per minute', got {raw!r}") from None
+        return raw
 
     def port(self, name: str, default: int) -> int:
         return self.integer(name, default, minimum=1, maximum=65535)

@@ -28,9 +28,10 @@ class DomainError(Exception):
     status: int = 400
     code: str = "bad_request"
 
-    def __init__(self, detail: str, **extensions: Any):
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None, **extensions: Any):
         super().__init__(detail)
         self.detail = detail
+        self.headers = headers or {}
         self.extensions = extensions
 
 
@@ -132,7 +133,7 @@ def _flatten(node: Any, prefix: str, into: dict[str, list[str]]) -> None:
 
 
 def handle_domain_error(error: DomainError) -> Response:
-    return problem(error.status, error.code, error.detail, **error.extensions)
+    return problem(error.status, error.code, error.detail, headers=error.headers, **error.extensions)
 
 
 def handle_api_error(error: ApiError) -> Response:

@@ -8,8 +8,10 @@ from flask_cors import CORS
 from flask_jwt_extended import JWTManager
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+from flask_migrate import Migrate
 from flask_smorest import Api, Blueprint
 from flask_smorest.utils import prepare_response
+from flask_sqlalchemy import SQLAlchemy
 from webargs.flaskparser import FlaskParser
 
 from app.errors import PROBLEM_MIMETYPE, handle_http_exception
@@ -70,4 +72,6 @@ api = StorefrontApi()
 jwt = JWTManager()
 limiter = Limiter(key_func=get_remote_address)
 cors = CORS()
+db = SQLAlchemy()
+migrate = Migrate()
 cache = Cache()

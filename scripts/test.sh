@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: lint, format check, module boundaries, then pytest.
-# Tests start their own MongoDB wire-protocol server (nx-27017); set MONGODB_URI to run them
-# against a real MongoDB instead. Extra arguments go to pytest.
+# Tests start their own MongoDB wire-protocol server (nx-27017), or use MONGODB_URI; they use
+# PostgreSQL (TEST_DATABASE_URL, default a database of their own on the local server) and
+# Redis (TEST_REDIS_URL, default the local server's db 15), starting local ones that are down.
+# Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/bootstrap.sh
+scripts/ensure-services.sh
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import mongoengine
 import pytest
 from flask_jwt_extended import create_access_token
+from flask_migrate import upgrade
+from sqlalchemy import create_engine, select, text
 
 from app import create_app
+from app.accounts.models import User, utcnow
+from app.accounts.passwords import hash_password
 from app.config import load_settings
+from app.extensions import db, limiter
 from tests.mongo_server import MongoServer, free_port
 
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
@@ -29,23 +35,74 @@ def mongo_uri(tmp_path_factory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def settings(mongo_uri):
-    return load_settings({"APP_ENV": "test", "MONGODB_URI": mongo_uri, "JWT_SECRET": TEST_SECRET}).override(
-        throttle_limit=1_000_000, service_api_keys=("test-service-key",), catalog_cache_ttl=0
+def database_url() -> Iterator[str]:
+    """TEST_DATABASE_URL (its schema is replaced), else a database of this session's own on the
+    local PostgreSQL, dropped at the end, so that concurrent test runs never meet."""
+    if os.environ.get("TEST_DATABASE_URL"):
+        yield os.environ["TEST_DATABASE_URL"]
+        return
+    name = f"storefront_test_{os.getpid()}"
+    server = create_engine("postgresql+psycopg2://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT")
+    with server.connect() as connection:
+        connection.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+        connection.execute(text(f"CREATE DATABASE {name}"))
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    with server.connect() as connection:
+        connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    server.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture(scope="session")
+def settings(mongo_uri, database_url, mail_dir):
+    environment = {
+        "APP_ENV": "test",
+        "MONGODB_URI": mongo_uri,
+        "DATABASE_URL": database_url,
+        "JWT_SECRET": TEST_SECRET,
+        "MAIL_BACKEND": "file",
+        "MAIL_FILE_DIR": str(mail_dir),
+    }
+    return load_settings(environment).override(
+        throttle_limit=1_000_000,
+        auth_rate_limit="1000 per second",
+        service_api_keys=("test-service-key",),
+        catalog_cache_ttl=0,
     )
 
 
 @pytest.fixture(scope="session")
+def mail_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("mail")
+
+
+@pytest.fixture(scope="session")
 def app(settings):
-    return create_app(settings)
+    app = create_app(settings)
+    with app.app_context():
+        db.session.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        db.session.commit()
+        upgrade()  # the migrations, exactly as `flask db upgrade` runs them
+    return app
 
 
 @pytest.fixture(autouse=True)
-def clean_store(app):
-    """Every test starts from an empty products store."""
+def clean_stores(app, mail_dir):
+    """Every test starts from empty stores, no sent mail and no login failures counted."""
     database = mongoengine.get_db()
     for name in ("products", "reservations", "stock_movements"):
         database[name].delete_many({})
+    with app.app_context():
+        tables = ", ".join(table.name for table in db.metadata.sorted_tables)
+        db.session.execute(text(f"TRUNCATE {tables} CASCADE"))
+        db.session.commit()
+        limiter.reset()
+    for message in mail_dir.glob("*.eml"):
+        message.unlink()
 
 
 @pytest.fixture
@@ -60,9 +117,19 @@ def runner(app):
 
 @pytest.fixture
 def token(app):
-    def mint(*roles: str, subject: str = "user-1", **claims) -> str:
+    """An access token of a real, verified user with these roles (created on first use)."""
+
+    def mint(*roles: str, subject: str = "user-1") -> str:
         with app.app_context():
-            return create_access_token(identity=subject, additional_claims={"roles": list(roles), **claims})
+            user = db.session.scalar(select(User).where(User.email == f"{subject}@example.test"))
+            if user is None:
+                user = User(email=f"{subject}@example.test", password_hash=hash_password("unused-password-1"))
+                db.session.add(user)
+            user.roles = sorted(set(roles) | {"customer"}) if "guest" not in roles else []
+            user.email_verified_at = utcnow()
+            db.session.commit()
+            claims = {"roles": list(roles), "gen": user.session_generation}
+            return create_access_token(identity=str(user.id), additional_claims=claims)
 
     return mint
 

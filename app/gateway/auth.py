@@ -4,6 +4,7 @@ from functools import wraps
 
 from flask_jwt_extended import get_jwt, verify_jwt_in_request
 
+from app.accounts import interface as accounts
 from app.errors import ApiError, problem
 from app.extensions import jwt
 
@@ -24,6 +25,11 @@ def roles_required(*roles: str):
         return wrapper
 
     return decorator
+
+
+@jwt.token_in_blocklist_loader
+def _is_revoked(header: dict, payload: dict) -> bool:
+    return accounts.is_token_revoked(claims=payload)
 
 
 @jwt.unauthorized_loader

@@ -4,6 +4,7 @@ from datetime import UTC, datetime
 
 from flask.views import MethodView
 
+from app.accounts import interface as accounts
 from app.extensions import ApiBlueprint, limiter
 from app.gateway.schemas import HealthSchema
 from app.products import interface as products
@@ -21,6 +22,7 @@ class Health(MethodView):
         """Report the gateway's health and each store's status"""
         dependencies = {
             "productsService": {"status": "ok" if products.is_available() else "down", "store": "mongodb"},
+            "accountsService": {"status": "ok" if accounts.is_available() else "down", "store": "postgresql"},
         }
         healthy = all(dependency["status"] == "ok" for dependency in dependencies.values())
         report = {

@@ -1,9 +1,12 @@
 """Wires the public gateway into the app being built; called by the composition root only."""
 
+from flask import Flask
+
 from app.extensions import api
-from app.gateway import health, products
+from app.gateway import auth_routes, health, products, security_headers, users
 
 
-def register() -> None:
-    api.register_blueprint(products.blp)
-    api.register_blueprint(health.blp)
+def register(app: Flask) -> None:
+    for module in (products, auth_routes, users, health):
+        api.register_blueprint(module.blp)
+    app.after_request(security_headers.add)

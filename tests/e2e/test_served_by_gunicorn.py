@@ -28,12 +28,13 @@ def mongo(tmp_path_factory) -> Iterator[MongoServer]:
 
 
 @pytest.fixture(scope="module")
-def base_url(mongo, tmp_path_factory) -> Iterator[str]:
+def base_url(mongo, app, database_url, tmp_path_factory) -> Iterator[str]:
     port = free_port()
     environment = {
         **os.environ,
         "APP_ENV": "development",
         "MONGODB_URI": mongo.uri,
+        "DATABASE_URL": database_url,
         "JWT_SECRET": TEST_SECRET,
         "THROTTLE_LIMIT": "40",
         "THROTTLE_TTL": "60",

@@ -48,7 +48,7 @@ def test_original_variable_names_are_read():
 
 def test_database_url_wins_over_db_parts():
     settings = load_settings({"DATABASE_URL": "postgresql://u@h/db", "DB_HOST": "ignored"})
-    assert settings.database_url == "postgresql://u@h/db"
+    assert settings.database_url == "postgresql+psycopg2://u@h/db"
 
 
 @pytest.mark.parametrize(

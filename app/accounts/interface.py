@@ -1,0 +1,203 @@
+"""The accounts module's public port: the only thing other modules may import from it.
+
+Users, credentials, roles, sessions (JWT access + refresh tokens) and MFA. No password
+hash or MFA secret ever crosses this boundary.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import text as _text
+from sqlalchemy.exc import SQLAlchemyError as _SQLAlchemyError
+
+from app.accounts.database import translate_database_errors as _translate_database_errors
+from app.accounts.dto import LoginAttempt, MfaSetup, Session, User, UserPage
+from app.accounts.errors import (
+    AccountDisabled,
+    AccountsError,
+    AccountsUnavailable,
+    EmailNotVerified,
+    EmailTaken,
+    InvalidCredentials,
+    InvalidOtp,
+    InvalidToken,
+    LoginLocked,
+    MfaAlreadyEnabled,
+    MfaNotSetUp,
+    MfaRequired,
+    RefreshTokenReused,
+    SessionRevoked,
+    UserNotFound,
+    WeakPassword,
+)
+from app.accounts.service import ROLES
+from app.extensions import db as _db
+
+__all__ = [
+    "ROLES",
+    "AccountDisabled",
+    "AccountsError",
+    "AccountsUnavailable",
+    "EmailNotVerified",
+    "EmailTaken",
+    "InvalidCredentials",
+    "InvalidOtp",
+    "InvalidToken",
+    "LoginAttempt",
+    "LoginLocked",
+    "MfaAlreadyEnabled",
+    "MfaNotSetUp",
+    "MfaRequired",
+    "MfaSetup",
+    "RefreshTokenReused",
+    "Session",
+    "SessionRevoked",
+    "User",
+    "UserNotFound",
+    "UserPage",
+    "WeakPassword",
+    "change_password",
+    "create_admin",
+    "disable_mfa",
+    "enable_mfa",
+    "end_all_sessions",
+    "get_user",
+    "is_available",
+    "is_token_revoked",
+    "list_users",
+    "log_in",
+    "log_out",
+    "refresh_session",
+    "register_user",
+    "request_password_reset",
+    "resend_verification",
+    "reset_password",
+    "start_guest_session",
+    "start_mfa_setup",
+    "update_profile",
+    "update_user",
+    "verify_email",
+]
+
+
+def _accounts():
+    return current_app.extensions["accounts"]
+
+
+@_translate_database_errors
+def register_user(*, email: str, password: str) -> User:
+    """Create a customer account and email a verification link."""
+    return _accounts().register(email, password)
+
+
+@_translate_database_errors
+def verify_email(*, token: str) -> User:
+    return _accounts().verify_email(token)
+
+
+@_translate_database_errors
+def resend_verification(*, email: str) -> None:
+    """Send a new link if the account exists and is unverified; silent otherwise."""
+    _accounts().resend_verification(email)
+
+
+@_translate_database_errors
+def log_in(*, attempt: LoginAttempt) -> Session:
+    return _accounts().login(attempt)
+
+
+@_translate_database_errors
+def start_guest_session() -> Session:
+    return _accounts().sessions.issue_guest()
+
+
+@_translate_database_errors
+def refresh_session(*, refresh_claims: dict[str, Any]) -> Session:
+    """Spend a refresh token (its decoded claims) for a new pair; reuse revokes its family."""
+    return _accounts().sessions.refresh(refresh_claims)
+
+
+@_translate_database_errors
+def log_out(*, access_claims: dict[str, Any]) -> None:
+    _accounts().sessions.logout(access_claims)
+
+
+@_translate_database_errors
+def end_all_sessions(*, user_id: str) -> None:
+    _accounts().log_out_everywhere(user_id)
+
+
+@_translate_database_errors
+def is_token_revoked(*, claims: dict[str, Any]) -> bool:
+    return _accounts().sessions.is_revoked(claims)
+
+
+@_translate_database_errors
+def request_password_reset(*, email: str) -> None:
+    """Email a reset link if the account exists; never says whether it does."""
+    _accounts().request_password_reset(email)
+
+
+@_translate_database_errors
+def reset_password(*, token: str, new_password: str) -> None:
+    _accounts().reset_password(token, new_password)
+
+
+@_translate_database_errors
+def change_password(*, user_id: str, current_password: str, new_password: str) -> Session:
+    """Change the password, end every other session, and return a fresh one for the caller."""
+    return _accounts().change_password(user_id, current_password, new_password)
+
+
+@_translate_database_errors
+def start_mfa_setup(*, user_id: str) -> MfaSetup:
+    return _accounts().start_mfa_setup(user_id)
+
+
+@_translate_database_errors
+def enable_mfa(*, user_id: str, otp: str) -> User:
+    return _accounts().enable_mfa(user_id, otp)
+
+
+@_translate_database_errors
+def disable_mfa(*, user_id: str, otp: str | None = None, password: str | None = None) -> User:
+    return _accounts().disable_mfa(user_id, otp, password)
+
+
+@_translate_database_errors
+def get_user(*, user_id: str) -> User:
+    return _accounts().get_user(user_id)
+
+
+@_translate_database_errors
+def update_profile(*, user_id: str, changes: dict[str, Any]) -> User:
+    return _accounts().update_profile(user_id, changes)
+
+
+@_translate_database_errors
+def list_users(*, page: int = 1, page_size: int = 20) -> UserPage:
+    return _accounts().list_users(page, page_size)
+
+
+@_translate_database_errors
+def update_user(*, user_id: str, roles: list[str] | None = None, is_active: bool | None = None) -> User:
+    """Admin change of roles or activation; ends the user's sessions so it takes effect."""
+    return _accounts().update_user(user_id, roles, is_active)
+
+
+@_translate_database_errors
+def create_admin(*, email: str, password: str) -> User:
+    return _accounts().create_admin(email, password)
+
+
+def is_available() -> bool:
+    """Whether the accounts database answers (for health checks)."""
+    try:
+        _db.session.execute(_text("SELECT 1"))
+    except _SQLAlchemyError:
+        return False
+    finally:
+        _db.session.remove()
+    return True

@@ -1,0 +1,75 @@
+"""Where revoked access tokens and session generations live: Redis when REDIS_URL is set
+(shared by every worker and instance, entries expire with the tokens), else PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Protocol
+
+from redis import Redis
+from sqlalchemy import delete, select
+
+from app.accounts.models import RevokedToken, User, utcnow
+from app.extensions import db
+
+
+class RevocationStore(Protocol):
+    def revoke(self, jti: str, expires_at: datetime) -> None: ...
+
+    def is_revoked(self, jti: str) -> bool: ...
+
+    def generation(self, user_id: uuid.UUID) -> int | None: ...
+
+    def set_generation(self, user_id: uuid.UUID, generation: int) -> None: ...
+
+
+def _generation_in_database(user_id: uuid.UUID) -> int | None:
+    return db.session.scalar(select(User.session_generation).where(User.id == user_id))
+
+
+class SqlRevocations:
+    def revoke(self, jti: str, expires_at: datetime) -> None:
+        if db.session.get(RevokedToken, jti) is None:
+            db.session.add(RevokedToken(jti=jti, expires_at=expires_at))
+        db.session.execute(delete(RevokedToken).where(RevokedToken.expires_at < utcnow()))
+        db.session.commit()
+
+    def is_revoked(self, jti: str) -> bool:
+        return db.session.get(RevokedToken, jti) is not None
+
+    def generation(self, user_id: uuid.UUID) -> int | None:
+        return _generation_in_database(user_id)
+
+    def set_generation(self, user_id: uuid.UUID, generation: int) -> None:
+        """Nothing to do: the users table is the source."""
+
+
+class RedisRevocations:
+    def __init__(self, client: Redis):
+        self.client = client
+
+    def revoke(self, jti: str, expires_at: datetime) -> None:
+        seconds = max(int((expires_at - utcnow()).total_seconds()) + 1, 1)
+        self.client.set(f"storefront:revoked:{jti}", 1, ex=seconds)
+
+    def is_revoked(self, jti: str) -> bool:
+        return bool(self.client.exists(f"storefront:revoked:{jti}"))
+
+    def generation(self, user_id: uuid.UUID) -> int | None:
+        cached = self.client.get(f"storefront:generation:{user_id}")
+        if cached is not None:
+            return int(cached)
+        generation = _generation_in_database(user_id)
+        if generation is not None:
+            self.set_generation(user_id, generation)
+        return generation
+
+    def set_generation(self, user_id: uuid.UUID, generation: int) -> None:
+        self.client.set(f"storefront:generation:{user_id}", generation, ex=7 * 24 * 3600)
+
+
+def build_store(redis_url: str | None) -> RevocationStore:
+    if redis_url:
+        return RedisRevocations(Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2))
+    return SqlRevocations()

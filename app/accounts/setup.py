@@ -1,0 +1,35 @@
+"""Wires the accounts module into the app being built; called by the composition root only."""
+
+from __future__ import annotations
+
+import click
+from flask import Flask
+
+from app.accounts import interface
+from app.accounts.mail import build_mailer
+from app.accounts.revocation import build_store
+from app.accounts.service import Accounts
+from app.accounts.sessions import Sessions
+from app.config import Settings
+
+
+def register(app: Flask, settings: Settings) -> None:
+    sessions = Sessions(settings.auth, build_store(settings.redis_url))
+    app.extensions["accounts"] = Accounts(settings.auth, sessions, build_mailer(settings.mail))
+    app.cli.add_command(create_admin_command)
+
+
+@click.command("create-admin")
+@click.option("--email", required=True, help="The administrator's email (verified by definition).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input (for scripts).")
+def create_admin_command(email: str, password_stdin: bool) -> None:
+    """Create the first administrator, or promote an existing account."""
+    if password_stdin:
+        password = click.get_text_stream("stdin").readline().rstrip("\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        user = interface.create_admin(email=email, password=password)
+    except interface.WeakPassword as error:
+        raise click.ClickException("; ".join(error.extensions["errors"]["password"])) from None
+    click.echo(f"Administrator {user.email} ({user.user_id}) is ready.")

@@ -1,0 +1,188 @@
+"""Public auth API: /v1/auth (register, verify, login, refresh, logout, passwords, MFA, guests)."""
+
+from flask import current_app, request
+from flask.views import MethodView
+from flask_jwt_extended import get_jwt, get_jwt_identity, jwt_required
+
+from app.accounts import interface as accounts
+from app.extensions import ApiBlueprint, limiter
+from app.gateway.account_schemas import (
+    EmailSchema,
+    LoginSchema,
+    MfaDisableSchema,
+    MfaSetupSchema,
+    OtpSchema,
+    PasswordResetSchema,
+    RegisterSchema,
+    SessionSchema,
+    TokenSchema,
+    UserSchema,
+)
+from app.gateway.auth import BEARER, roles_required
+from app.gateway.http import no_store, require_json_body
+
+blp = ApiBlueprint(
+    "auth", __name__, url_prefix="/v1/auth", description="Accounts, sessions and two-factor authentication."
+)
+blp.before_request(require_json_body)
+blp.after_request(no_store)
+
+
+def auth_rate_limit() -> str:
+    return current_app.config["AUTH_RATE_LIMIT"]
+
+
+strict_limit = limiter.limit(auth_rate_limit, key_func=lambda: request.remote_addr or "unknown")
+signed_in = roles_required("customer", "admin")
+
+
+@blp.route("/register")
+class Register(MethodView):
+    decorators = [strict_limit]
+
+    @blp.arguments(RegisterSchema)
+    @blp.response(201, UserSchema)
+    @blp.problem_response(409, "`email_taken`")
+    @blp.problem_response(429, "`rate_limited`")
+    def post(self, body):
+        """Create an account; a verification link is emailed"""
+        return accounts.register_user(**body)
+
+
+@blp.route("/verify-email")
+class VerifyEmail(MethodView):
+    @blp.arguments(TokenSchema)
+    @blp.response(200, UserSchema)
+    @blp.problem_response(400, "`invalid_token`: unknown, used or expired")
+    def post(self, body):
+        """Confirm an email address with the token from the email"""
+        return accounts.verify_email(token=body["token"])
+
+
+@blp.route("/verify-email/resend")
+class ResendVerification(MethodView):
+    decorators = [strict_limit]
+
+    @blp.arguments(EmailSchema)
+    @blp.response(202)
+    def post(self, body):
+        """Send a new verification link (always 202: never says whether the account exists)"""
+        accounts.resend_verification(email=body["email"])
+
+
+@blp.route("/login")
+class Login(MethodView):
+    decorators = [strict_limit]
+
+    @blp.arguments(LoginSchema)
+    @blp.response(200, SessionSchema)
+    @blp.problem_response(
+        401, "`invalid_credentials` (same answer for an unknown email), `mfa_required`, `invalid_otp`"
+    )
+    @blp.problem_response(403, "`email_not_verified`, `account_disabled`")
+    @blp.problem_response(429, "`login_locked` after repeated failures, or `rate_limited` (see Retry-After)")
+    def post(self, body):
+        """Log in: an access token (15 min) and a refresh token (30 days)"""
+        attempt = accounts.LoginAttempt(client_ip=request.remote_addr or "unknown", **body)
+        return accounts.log_in(attempt=attempt)
+
+
+@blp.route("/refresh")
+class Refresh(MethodView):
+    @jwt_required(refresh=True)
+    @blp.response(200, SessionSchema)
+    @blp.problem_response(401, "`refresh_token_reused` (the whole login is revoked), `token_revoked`, `token_expired`")
+    @blp.doc(security=BEARER, description="Send the refresh token as the bearer token. Each works once.")
+    def post(self):
+        """Exchange a refresh token for a new pair (rotation)"""
+        return accounts.refresh_session(refresh_claims=get_jwt())
+
+
+@blp.route("/logout")
+class Logout(MethodView):
+    @jwt_required()
+    @blp.response(204)
+    @blp.doc(security=BEARER)
+    def post(self):
+        """Revoke this access token and its refresh tokens"""
+        accounts.log_out(access_claims=get_jwt())
+
+
+@blp.route("/logout-all")
+class LogoutAll(MethodView):
+    @signed_in
+    @blp.response(204)
+    @blp.doc(security=BEARER)
+    def post(self):
+        """Revoke every session of this user"""
+        accounts.end_all_sessions(user_id=get_jwt_identity())
+
+
+@blp.route("/password/forgot")
+class ForgotPassword(MethodView):
+    decorators = [strict_limit]
+
+    @blp.arguments(EmailSchema)
+    @blp.response(202)
+    def post(self, body):
+        """Email a password reset link (always 202: never says whether the account exists)"""
+        accounts.request_password_reset(email=body["email"])
+
+
+@blp.route("/password/reset")
+class ResetPassword(MethodView):
+    decorators = [strict_limit]
+
+    @blp.arguments(PasswordResetSchema)
+    @blp.response(204)
+    @blp.problem_response(400, "`invalid_token` or `validation_error` (password policy)")
+    def post(self, body):
+        """Set a new password with the emailed token; ends every session"""
+        accounts.reset_password(**body)
+
+
+@blp.route("/mfa/setup")
+class MfaSetup(MethodView):
+    @signed_in
+    @blp.response(200, MfaSetupSchema)
+    @blp.problem_response(409, "`mfa_already_enabled`")
+    @blp.doc(security=BEARER)
+    def post(self):
+        """Start two-factor setup: scan the otpauth URI, then confirm with /mfa/enable"""
+        return accounts.start_mfa_setup(user_id=get_jwt_identity())
+
+
+@blp.route("/mfa/enable")
+class MfaEnable(MethodView):
+    @signed_in
+    @blp.arguments(OtpSchema)
+    @blp.response(200, UserSchema)
+    @blp.problem_response(401, "`invalid_otp`")
+    @blp.problem_response(409, "`mfa_not_set_up`, `mfa_already_enabled`")
+    @blp.doc(security=BEARER)
+    def post(self, body):
+        """Turn two-factor authentication on with a current code"""
+        return accounts.enable_mfa(user_id=get_jwt_identity(), otp=body["otp"])
+
+
+@blp.route("/mfa/disable")
+class MfaDisable(MethodView):
+    @signed_in
+    @blp.arguments(MfaDisableSchema)
+    @blp.response(200, UserSchema)
+    @blp.problem_response(401, "`invalid_otp`")
+    @blp.problem_response(409, "`mfa_not_set_up`")
+    @blp.doc(security=BEARER)
+    def post(self, body):
+        """Turn two-factor authentication off with a current code or the password"""
+        return accounts.disable_mfa(user_id=get_jwt_identity(), **body)
+
+
+@blp.route("/guest")
+class Guest(MethodView):
+    decorators = [strict_limit]
+
+    @blp.response(201, SessionSchema)
+    def post(self):
+        """A guest access token (role `guest`), so a visitor can have a cart before signing up"""
+        return accounts.start_guest_session()

@@ -1,0 +1,77 @@
+"""Public users API: /v1/users (own profile; administration)."""
+
+from flask.views import MethodView
+from flask_jwt_extended import get_jwt_identity
+
+from app.accounts import interface as accounts
+from app.extensions import ApiBlueprint
+from app.gateway.account_schemas import (
+    AdminUserPatchSchema,
+    PasswordChangeSchema,
+    ProfilePatchSchema,
+    SessionSchema,
+    UserSchema,
+)
+from app.gateway.auth import BEARER, roles_required
+from app.gateway.http import no_store, require_json_body
+
+blp = ApiBlueprint("users", __name__, url_prefix="/v1/users", description="Profiles and user administration.")
+blp.before_request(require_json_body)
+blp.after_request(no_store)
+signed_in = roles_required("customer", "admin")
+admin_only = roles_required("admin")
+
+
+@blp.route("/me")
+class Me(MethodView):
+    @signed_in
+    @blp.response(200, UserSchema)
+    @blp.doc(security=BEARER)
+    def get(self):
+        """Your profile"""
+        return accounts.get_user(user_id=get_jwt_identity())
+
+    @signed_in
+    @blp.arguments(ProfilePatchSchema)
+    @blp.response(200, UserSchema)
+    @blp.doc(security=BEARER)
+    def patch(self, changes):
+        """Change your profile (roles and email cannot be changed here)"""
+        return accounts.update_profile(user_id=get_jwt_identity(), changes=changes)
+
+
+@blp.route("/me/password")
+class MyPassword(MethodView):
+    @signed_in
+    @blp.arguments(PasswordChangeSchema)
+    @blp.response(200, SessionSchema)
+    @blp.problem_response(401, "`invalid_credentials`: the current password is wrong")
+    @blp.doc(security=BEARER)
+    def post(self, body):
+        """Change your password; every other session ends and a fresh one is returned"""
+        return accounts.change_password(user_id=get_jwt_identity(), **body)
+
+
+@blp.route("")
+class Users(MethodView):
+    @admin_only
+    @blp.response(200, UserSchema(many=True))
+    @blp.paginate(page_size=20, max_page_size=100)
+    @blp.doc(security=BEARER)
+    def get(self, pagination_parameters):
+        """List users (admin)"""
+        page = accounts.list_users(page=pagination_parameters.page, page_size=pagination_parameters.page_size)
+        pagination_parameters.item_count = page.total
+        return list(page.items)
+
+
+@blp.route("/<string:user_id>")
+class UserById(MethodView):
+    @admin_only
+    @blp.arguments(AdminUserPatchSchema)
+    @blp.response(200, UserSchema)
+    @blp.problem_response(404, "`user_not_found`")
+    @blp.doc(security=BEARER)
+    def patch(self, changes, user_id):
+        """Change a user's roles or active flag (admin); the user's sessions end"""
+        return accounts.update_user(user_id=user_id, **changes)
