@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs and starts Storefront on its embedded default: no servers needed.
 # Products live in an embedded MongoDB-compatible server (nx-27017, data in var/mongo),
-# the catalog is seeded (idempotent), and gunicorn serves http://localhost:${API_PORT:-3000}.
+# accounts in SQLite (var/storefront.db, migrated with `flask db upgrade`), mail is logged to
+# the console, the catalog is seeded (idempotent), and gunicorn serves
+# http://localhost:${API_PORT:-3000}.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/bootstrap.sh
@@ -27,6 +29,7 @@ for _ in range(100):
 sys.exit("embedded MongoDB did not start; see var/nx-27017.log (is port $EMBEDDED_MONGO_PORT taken? set EMBEDDED_MONGO_PORT)")
 PY
 
+.venv/bin/flask --app wsgi db upgrade
 .venv/bin/flask --app wsgi seed
 echo "Storefront on http://localhost:${API_PORT}/v1/products  (docs: http://localhost:${API_PORT}/api)"
 .venv/bin/gunicorn --config gunicorn.conf.py wsgi:app

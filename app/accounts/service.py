@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
@@ -24,13 +25,14 @@ from app.accounts.errors import (
     WeakPassword,
 )
 from app.accounts.lockout import LoginLockout
-from app.accounts.mail import Email, Mailer
+from app.accounts.mail import Email, MailDeliveryFailed, Mailer
 from app.accounts.models import User, utcnow
 from app.accounts.sessions import Sessions
 from app.config import AuthSettings
 from app.extensions import db
 
 ROLES = ("customer", "admin")
+logger = logging.getLogger(__name__)
 
 
 def normalise_email(email: str) -> str:
@@ -77,7 +79,7 @@ class Accounts:
     def _send_verification(self, user: User) -> None:
         token = one_time_tokens.issue(user.id, one_time_tokens.VERIFY_EMAIL, self.settings.email_token_ttl)
         link = f"{self.settings.public_base_url}/verify-email?token={token}"
-        self.mailer.send(
+        self._send(
             Email(
                 to=user.email,
                 subject="Confirm your email address",
@@ -145,7 +147,7 @@ class Accounts:
             return
         token = one_time_tokens.issue(user.id, one_time_tokens.RESET_PASSWORD, self.settings.reset_token_ttl)
         link = f"{self.settings.public_base_url}/reset-password?token={token}"
-        self.mailer.send(
+        self._send(
             Email(
                 to=user.email,
                 subject="Reset your password",
@@ -254,6 +256,14 @@ class Accounts:
         return to_dto(user)
 
     # --- helpers -----------------------------------------------------------------------
+
+    def _send(self, message: Email) -> None:
+        """A mail outage must not fail the request (nor reveal whether an account exists):
+        it is logged, and the user can ask for the link again."""
+        try:
+            self.mailer.send(message)
+        except MailDeliveryFailed:
+            logger.exception("could not send %r to %s", message.subject, message.to)
 
     def _by_email(self, email: str) -> User | None:
         return db.session.scalar(select(User).where(User.email == normalise_email(email)))

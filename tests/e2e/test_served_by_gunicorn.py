@@ -5,17 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
 
 from tests.conftest import TEST_SECRET
+from tests.e2e.gunicorn_server import REPO, gunicorn
 from tests.mongo_server import MongoServer, free_port
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +26,6 @@ def mongo(tmp_path_factory) -> Iterator[MongoServer]:
 
 @pytest.fixture(scope="module")
 def base_url(mongo, app, database_url, tmp_path_factory) -> Iterator[str]:
-    port = free_port()
     environment = {
         **os.environ,
         "APP_ENV": "development",
@@ -49,49 +45,8 @@ def base_url(mongo, app, database_url, tmp_path_factory) -> Iterator[str]:
         capture_output=True,
         timeout=120,
     )
-    log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
-    with log.open("w") as log_file:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                "1",
-                "--access-logfile",
-                "-",
-                "wsgi:app",
-            ],
-            cwd=REPO,
-            env=environment,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            _wait_until_serving(url, server, log)
-            yield url
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-
-
-def _wait_until_serving(url: str, server: subprocess.Popen, log: Path, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"gunicorn exited: {log.read_text()}")
-        try:
-            requests.get(f"{url}/v1/health", timeout=1)
-            return
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    raise RuntimeError(f"gunicorn did not serve within {timeout}s: {log.read_text()}")
+    with gunicorn(environment, tmp_path_factory.mktemp("gunicorn") / "gunicorn.log") as url:
+        yield url
 
 
 def test_original_clients_still_list_products(base_url):

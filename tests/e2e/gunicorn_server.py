@@ -1,0 +1,69 @@
+"""Runs wsgi:app under gunicorn on a free loopback port for end-to-end tests."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+from tests.mongo_server import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def gunicorn(environment: dict[str, str], log: Path, *, workers: int = 1) -> Iterator[str]:
+    """Yields the base URL; the access log line of each request starts with the worker's pid."""
+    port = free_port()
+    command = [
+        *(sys.executable, "-m", "gunicorn", "--config", "python:tests.e2e.no_config", "--no-control-socket"),
+        *("--bind", f"127.0.0.1:{port}"),
+        *("--workers", str(workers), "--access-logfile", "-", "--access-logformat", "%(p)s %(s)s %(r)s"),
+        "wsgi:app",
+    ]
+    with log.open("w") as log_file:
+        server = subprocess.Popen(command, cwd=REPO, env=environment, stdout=log_file, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_until_serving(url, server, log)
+            _wait_until_every_worker_answers(url, log, workers)
+            yield url
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+def pids_that_answered(log: Path, path: str) -> set[str]:
+    return {line.split()[0] for line in log.read_text().splitlines() if f" GET {path}" in line}
+
+
+def _wait_until_every_worker_answers(url: str, log: Path, workers: int, timeout: float = 30.0) -> None:
+    """Concurrent health checks until each worker has booted and served one."""
+    deadline = time.monotonic() + timeout
+    with ThreadPoolExecutor(max_workers=workers * 3) as pool:
+        while len(pids_that_answered(log, "/v1/health")) < workers:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"not every gunicorn worker answered within {timeout}s: {log.read_text()}")
+            list(pool.map(lambda _: requests.get(f"{url}/v1/health", timeout=5), range(workers * 3)))
+
+
+def _wait_until_serving(url: str, server: subprocess.Popen, log: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"gunicorn exited: {log.read_text()}")
+        try:
+            requests.get(f"{url}/v1/health", timeout=1)
+            return
+        except requests.RequestException:  # refused, or accepted while the workers still boot
+            time.sleep(0.2)
+    raise RuntimeError(f"gunicorn did not serve within {timeout}s: {log.read_text()}")
