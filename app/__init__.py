@@ -18,6 +18,16 @@ from app.gateway import setup as gateway
 from app.products import setup as products
 
 SWAGGER_UI_ASSETS = "/api/assets"
+# Response headers a browser client may read across origins.
+EXPOSED_HEADERS = [
+    "ETag",
+    "Location",
+    "X-Pagination",
+    "Retry-After",
+    "RateLimit-Limit",
+    "RateLimit-Remaining",
+    "RateLimit-Reset",
+]
 MIGRATIONS = str(Path(__file__).resolve().parent.parent / "migrations")
 
 
@@ -38,7 +48,7 @@ def create_app(config: Settings | None = None) -> Flask:
     jwt.init_app(app)
     limiter.init_app(app)
     cache.init_app(app)
-    cors.init_app(app, origins=list(settings.cors_origins), supports_credentials=True)
+    cors.init_app(app, origins=list(settings.cors_origins), supports_credentials=True, expose_headers=EXPOSED_HEADERS)
     register_error_handlers(app)
 
     gateway.register(app)  # first, so the public API leads the docs
@@ -79,6 +89,9 @@ def flask_config(settings: Settings) -> dict[str, object]:
         "RATELIMIT_DEFAULT": f"{settings.throttle_limit} per {settings.throttle_ttl} seconds",
         "RATELIMIT_STORAGE_URI": settings.redis_url or "memory://",
         "RATELIMIT_HEADERS_ENABLED": True,
+        "RATELIMIT_HEADER_LIMIT": "RateLimit-Limit",
+        "RATELIMIT_HEADER_REMAINING": "RateLimit-Remaining",
+        "RATELIMIT_HEADER_RESET": "RateLimit-Reset",
         "AUTH_RATE_LIMIT": settings.auth_rate_limit,
         "SERVICE_API_KEYS": settings.service_api_keys,
         "CACHE_TYPE": "SimpleCache" if settings.catalog_cache_ttl else "NullCache",

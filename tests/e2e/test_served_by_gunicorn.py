@@ -65,6 +65,9 @@ def test_cors_allows_only_configured_origins(base_url):
     )
     assert allowed.headers["Access-Control-Allow-Origin"] == "https://shop.example.com"
     assert allowed.headers["Access-Control-Allow-Credentials"] == "true"
+    simple = requests.get(f"{base_url}/v1/products", headers={"Origin": "https://shop.example.com"}, timeout=5)
+    assert simple.headers["Access-Control-Allow-Origin"] == "https://shop.example.com"
+    assert "X-Pagination" in simple.headers["Access-Control-Expose-Headers"]
     refused = requests.options(
         f"{base_url}/v1/products", headers={"Origin": "https://evil.example", **preflight}, timeout=5
     )
@@ -98,4 +101,4 @@ def test_rate_limit_answers_429_problem_with_retry_after(base_url):
     assert response.headers["Content-Type"] == "application/problem+json"
     assert response.json()["code"] == "rate_limited"
     assert int(response.headers["Retry-After"]) > 0
-    assert response.headers["X-RateLimit-Limit"] == "40"
+    assert response.headers["RateLimit-Limit"] == "40"
