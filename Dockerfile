@@ -8,6 +8,7 @@ COPY pyproject.toml requirements.lock ./
 COPY app ./app
 RUN pip install -c requirements.lock . && useradd --system --uid 10001 storefront
 COPY wsgi.py seed.py gunicorn.conf.py ./
+COPY migrations ./migrations
 
 USER storefront
 EXPOSE 3000
