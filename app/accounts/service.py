@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from app.accounts import mfa, one_time_tokens, passwords
+from app.accounts import emails, mfa, one_time_tokens, passwords
 from app.accounts.dto import LoginAttempt, MfaSetup, Session, UserPage
 from app.accounts.dto import User as UserDto
 from app.accounts.errors import (
@@ -77,16 +78,8 @@ class Accounts:
         return to_dto(user)
 
     def _send_verification(self, user: User) -> None:
-        token = one_time_tokens.issue(user.id, one_time_tokens.VERIFY_EMAIL, self.settings.email_token_ttl)
-        link = f"{self.settings.public_base_url}/verify-email?token={token}"
-        self._send(
-            Email(
-                to=user.email,
-                subject="Confirm your email address",
-                text=f"Welcome to Storefront!\n\nConfirm your address by opening:\n{link}\n\nor send this token to "
-                f"POST /v1/auth/verify-email:\n{token}\n\nThe link expires in "
-                f"{self.settings.email_token_ttl // 3600} hours.\n",
-            )
+        self._send_link(
+            user, one_time_tokens.VERIFY_EMAIL, self.settings.email_token_ttl, "verify-email", emails.verification
         )
 
     def verify_email(self, token: str) -> UserDto:
@@ -145,16 +138,8 @@ class Accounts:
         user = self._by_email(email)
         if user is None or not user.is_active:
             return
-        token = one_time_tokens.issue(user.id, one_time_tokens.RESET_PASSWORD, self.settings.reset_token_ttl)
-        link = f"{self.settings.public_base_url}/reset-password?token={token}"
-        self._send(
-            Email(
-                to=user.email,
-                subject="Reset your password",
-                text=f"Someone asked to reset your Storefront password.\n\nChoose a new one at:\n{link}\n\n"
-                f"or send this token to POST /v1/auth/password/reset:\n{token}\n\nThe link expires in "
-                f"{self.settings.reset_token_ttl // 60} minutes. If it was not you, ignore this email.\n",
-            )
+        self._send_link(
+            user, one_time_tokens.RESET_PASSWORD, self.settings.reset_token_ttl, "reset-password", emails.password_reset
         )
         db.session.commit()
 
@@ -256,6 +241,13 @@ class Accounts:
         return to_dto(user)
 
     # --- helpers -----------------------------------------------------------------------
+
+    def _send_link(
+        self, user: User, purpose: str, lifetime: int, page: str, compose: Callable[[str, str, str, int], Email]
+    ) -> None:
+        """Email `user` a link to the front end's `page` carrying a new single-use token."""
+        token = one_time_tokens.issue(user.id, purpose, lifetime)
+        self._send(compose(user.email, f"{self.settings.public_base_url}/{page}?token={token}", token, lifetime))
 
     def _send(self, message: Email) -> None:
         """A mail outage must not fail the request (nor reveal whether an account exists):
