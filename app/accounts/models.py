@@ -63,9 +63,9 @@ class OneTimeToken(db.Model):
 
 
 class RevokedToken(db.Model):
-    """Access tokens revoked before they expire (when Redis is not configured)."""
+    """Access tokens, or whole login families, revoked before they expire (when Redis is not configured)."""
 
     __tablename__ = "revoked_tokens"
 
-    jti: Mapped[str] = mapped_column(String(36), primary_key=True)
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)  # a token id or "family:<id>"
     expires_at: Mapped[datetime] = mapped_column(db.DateTime(timezone=True), index=True)

@@ -31,6 +31,15 @@ def issue(user_id: uuid.UUID, purpose: str, lifetime_seconds: int) -> str:
     return token
 
 
+def spend_all(user_id: uuid.UUID, purpose: str) -> None:
+    """Void every outstanding token of this purpose (e.g. old reset links after a new password)."""
+    db.session.execute(
+        update(OneTimeToken)
+        .where(OneTimeToken.user_id == user_id, OneTimeToken.purpose == purpose, OneTimeToken.used_at.is_(None))
+        .values(used_at=utcnow())
+    )
+
+
 def redeem(token: str, purpose: str) -> uuid.UUID:
     """Mark the token used and return its user; refuses unknown, used, expired or foreign tokens."""
     digest = _digest(token)

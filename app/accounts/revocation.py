@@ -15,9 +15,11 @@ from app.extensions import db
 
 
 class RevocationStore(Protocol):
-    def revoke(self, jti: str, expires_at: datetime) -> None: ...
+    """Revoked ids are token ids (`jti`) or login families (`family:<id>`)."""
 
-    def is_revoked(self, jti: str) -> bool: ...
+    def revoke(self, revoked_id: str, expires_at: datetime) -> None: ...
+
+    def is_revoked(self, *ids: str) -> bool: ...
 
     def generation(self, user_id: uuid.UUID) -> int | None: ...
 
@@ -29,14 +31,14 @@ def _generation_in_database(user_id: uuid.UUID) -> int | None:
 
 
 class SqlRevocations:
-    def revoke(self, jti: str, expires_at: datetime) -> None:
-        if db.session.get(RevokedToken, jti) is None:
-            db.session.add(RevokedToken(jti=jti, expires_at=expires_at))
+    def revoke(self, revoked_id: str, expires_at: datetime) -> None:
+        if db.session.get(RevokedToken, revoked_id) is None:
+            db.session.add(RevokedToken(jti=revoked_id, expires_at=expires_at))
         db.session.execute(delete(RevokedToken).where(RevokedToken.expires_at < utcnow()))
         db.session.commit()
 
-    def is_revoked(self, jti: str) -> bool:
-        return db.session.get(RevokedToken, jti) is not None
+    def is_revoked(self, *ids: str) -> bool:
+        return db.session.scalar(select(RevokedToken.jti).where(RevokedToken.jti.in_(ids)).limit(1)) is not None
 
     def generation(self, user_id: uuid.UUID) -> int | None:
         return _generation_in_database(user_id)
@@ -45,16 +47,19 @@ class SqlRevocations:
         """Nothing to do: the users table is the source."""
 
 
+GENERATION_TTL = 7 * 24 * 3600
+
+
 class RedisRevocations:
     def __init__(self, client: Redis):
         self.client = client
 
-    def revoke(self, jti: str, expires_at: datetime) -> None:
+    def revoke(self, revoked_id: str, expires_at: datetime) -> None:
         seconds = max(int((expires_at - utcnow()).total_seconds()) + 1, 1)
-        self.client.set(f"storefront:revoked:{jti}", 1, ex=seconds)
+        self.client.set(f"storefront:revoked:{revoked_id}", 1, ex=seconds)
 
-    def is_revoked(self, jti: str) -> bool:
-        return bool(self.client.exists(f"storefront:revoked:{jti}"))
+    def is_revoked(self, *ids: str) -> bool:
+        return bool(self.client.exists(*(f"storefront:revoked:{revoked_id}" for revoked_id in ids)))
 
     def generation(self, user_id: uuid.UUID) -> int | None:
         cached = self.client.get(f"storefront:generation:{user_id}")
@@ -62,11 +67,12 @@ class RedisRevocations:
             return int(cached)
         generation = _generation_in_database(user_id)
         if generation is not None:
-            self.set_generation(user_id, generation)
+            # NX: a logout-all that committed meanwhile has already stored the newer value.
+            self.client.set(f"storefront:generation:{user_id}", generation, ex=GENERATION_TTL, nx=True)
         return generation
 
     def set_generation(self, user_id: uuid.UUID, generation: int) -> None:
-        self.client.set(f"storefront:generation:{user_id}", generation, ex=7 * 24 * 3600)
+        self.client.set(f"storefront:generation:{user_id}", generation, ex=GENERATION_TTL)
 
 
 def build_store(redis_url: str | None) -> RevocationStore:

@@ -146,18 +146,24 @@ class Accounts:
     def reset_password(self, token: str, new_password: str) -> None:
         user = db.session.get(User, one_time_tokens.redeem(token, one_time_tokens.RESET_PASSWORD))
         _check_policy(new_password, user.email, field="newPassword")
-        user.password_hash = passwords.hash_password(new_password)
+        self._set_password(user, new_password)
         user.email_verified_at = user.email_verified_at or utcnow()  # the reset proved the address
         self.sessions.end_all(user)
+        self.lockout.clear(user.email)
 
     def change_password(self, user_id: str, current_password: str, new_password: str) -> Session:
         user = self._get(user_id)
         if not passwords.verify_password(user.password_hash, current_password):
             raise InvalidCredentials("The current password is wrong.", field="currentPassword")
         _check_policy(new_password, user.email, field="newPassword")
-        user.password_hash = passwords.hash_password(new_password)
+        self._set_password(user, new_password)
         self.sessions.end_all(user)
         return self.sessions.issue(user)
+
+    def _set_password(self, user: User, new_password: str) -> None:
+        """A new password also voids every reset link still out there."""
+        user.password_hash = passwords.hash_password(new_password)
+        one_time_tokens.spend_all(user.id, one_time_tokens.RESET_PASSWORD)
 
     # --- MFA ---------------------------------------------------------------------------
 

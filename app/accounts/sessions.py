@@ -79,6 +79,8 @@ class Sessions:
         return self.issue(user, row.family_id)
 
     def revoke_family(self, family_id: str) -> None:
+        """End one login: its refresh tokens, and every access token issued to it."""
+        self.store.revoke(f"family:{family_id}", utcnow() + timedelta(seconds=self.settings.access_ttl))
         db.session.execute(
             update(RefreshToken)
             .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
@@ -103,7 +105,8 @@ class Sessions:
         self.store.set_generation(user.id, user.session_generation)
 
     def is_revoked(self, claims: dict[str, Any]) -> bool:
-        if self.store.is_revoked(claims["jti"]):
+        revoked_ids = [claims["jti"]] + ([f"family:{claims['fam']}"] if claims.get("fam") else [])
+        if self.store.is_revoked(*revoked_ids):
             return True
         subject = claims["sub"]
         if subject.startswith(GUEST_PREFIX):

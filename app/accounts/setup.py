@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 from flask import Flask
+from flask.cli import with_appcontext
 
 from app.accounts import interface
 from app.accounts.mail import build_mailer
@@ -20,12 +23,13 @@ def register(app: Flask, settings: Settings) -> None:
 
 
 @click.command("create-admin")
+@with_appcontext
 @click.option("--email", required=True, help="The administrator's email (verified by definition).")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input (for scripts).")
 def create_admin_command(email: str, password_stdin: bool) -> None:
     """Create the first administrator, or promote an existing account."""
     if password_stdin:
-        password = click.get_text_stream("stdin").readline().rstrip("\n")
+        password = sys.stdin.readline().rstrip("\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     try:

@@ -19,13 +19,12 @@ from app.gateway.account_schemas import (
     UserSchema,
 )
 from app.gateway.auth import BEARER, roles_required
-from app.gateway.http import no_store, require_json_body
+from app.gateway.http import require_json_body
 
 blp = ApiBlueprint(
     "auth", __name__, url_prefix="/v1/auth", description="Accounts, sessions and two-factor authentication."
 )
 blp.before_request(require_json_body)
-blp.after_request(no_store)
 
 
 def auth_rate_limit() -> str:

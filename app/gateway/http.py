@@ -2,7 +2,7 @@
 
 import re
 
-from flask import Response, request
+from flask import request
 
 from app.errors import ApiError
 
@@ -15,12 +15,6 @@ def require_json_body() -> None:
     has_body = bool(request.content_length or request.mimetype)
     if request.method in BODY_METHODS and has_body and not request.is_json:
         raise ApiError(415, "unsupported_media_type", "Send the body as JSON (Content-Type: application/json).")
-
-
-def no_store(response: Response) -> Response:
-    """Tokens and personal data must not be kept by browsers or proxies."""
-    response.headers["Cache-Control"] = "no-store"
-    return response
 
 
 def etag_of(version: int) -> str:

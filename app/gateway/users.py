@@ -13,11 +13,10 @@ from app.gateway.account_schemas import (
     UserSchema,
 )
 from app.gateway.auth import BEARER, roles_required
-from app.gateway.http import no_store, require_json_body
+from app.gateway.http import require_json_body
 
 blp = ApiBlueprint("users", __name__, url_prefix="/v1/users", description="Profiles and user administration.")
 blp.before_request(require_json_body)
-blp.after_request(no_store)
 signed_in = roles_required("customer", "admin")
 admin_only = roles_required("admin")
 
