@@ -541,9 +541,7 @@ def test_reset_proves_the_address_of_an_unverified_account(client, mail_dir):
 
     assert reset(client, token_from(last_email(mail_dir, "ada@example.test"))).status_code == 204
 
-    # the account's lock is lifted; the failing address stays locked until its window passes
-    assert log_in(client, "ada@example.test", NEW_PASSWORD, **from_ip("10.1.2.3")).status_code == 200
-    expect_problem(log_in(client, "ada@example.test", NEW_PASSWORD), 429, "login_locked")
+    assert login(client, "ada@example.test", NEW_PASSWORD)["accessToken"]
 
 
 def test_expired_reset_token_is_refused(client, app, ada, mail_dir):
