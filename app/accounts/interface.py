@@ -76,6 +76,7 @@ __all__ = [
     "reset_password",
     "start_guest_session",
     "start_mfa_setup",
+    "store_name",
     "update_profile",
     "update_user",
     "verify_email",
@@ -190,6 +191,11 @@ def update_user(*, user_id: str, roles: list[str] | None = None, is_active: bool
 @_translate_database_errors
 def create_admin(*, email: str, password: str) -> User:
     return _accounts().create_admin(email, password)
+
+
+def store_name() -> str:
+    """The database behind the module ("postgresql", or "sqlite" in the embedded default)."""
+    return _db.engine.dialect.name
 
 
 def is_available() -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -49,9 +50,14 @@ def to_dto(user: User) -> UserDto:
         is_active=user.is_active,
         email_verified=user.email_verified_at is not None,
         mfa_enabled=user.mfa_enabled_at is not None,
-        created_at=user.created_at,
-        updated_at=user.updated_at,
+        created_at=_aware(user.created_at),
+        updated_at=_aware(user.updated_at),
     )
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite (the embedded default) returns naive datetimes; they are UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class Accounts:

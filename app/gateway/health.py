@@ -22,7 +22,7 @@ class Health(MethodView):
         """Report the gateway's health and each store's status"""
         dependencies = {
             "productsService": {"status": "ok" if products.is_available() else "down", "store": "mongodb"},
-            "accountsService": {"status": "ok" if accounts.is_available() else "down", "store": "postgresql"},
+            "accountsService": {"status": "ok" if accounts.is_available() else "down", "store": accounts.store_name()},
         }
         healthy = all(dependency["status"] == "ok" for dependency in dependencies.values())
         report = {
