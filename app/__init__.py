@@ -11,6 +11,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from app import cli
 from app.accounts import setup as accounts
+from app.cart import setup as cart
 from app.config import Settings, load_settings, validate
 from app.errors import register_error_handlers
 from app.extensions import api, cache, cors, db, jwt, limiter, migrate
@@ -54,6 +55,7 @@ def create_app(config: Settings | None = None) -> Flask:
     gateway.register(app)  # first, so the public API leads the docs
     products.register(settings)
     accounts.register(app, settings)
+    cart.register(app, settings)
     cli.init_app(app)
     return app
 

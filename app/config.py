@@ -75,6 +75,7 @@ class Settings:
     log_level: str = "INFO"
     service_api_keys: tuple[str, ...] = ()
     catalog_cache_ttl: int = 2
+    cart_reservation_ttl: int = 15 * 60
     mail: MailSettings = MailSettings()
     auth: AuthSettings = AuthSettings()
 
@@ -107,6 +108,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), default="INFO", upper=True
         ),
         catalog_cache_ttl=reader.integer("CATALOG_CACHE_TTL", 2, minimum=0, maximum=3600),
+        cart_reservation_ttl=reader.integer("CART_RESERVATION_TTL", Settings.cart_reservation_ttl, minimum=60),
         service_api_keys=tuple(key.strip() for key in (reader.text("SERVICE_API_KEY") or "").split(",") if key.strip()),
         mail=_mail_settings(reader),
         auth=_auth_settings(reader),

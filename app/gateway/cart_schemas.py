@@ -1,0 +1,45 @@
+"""Request and response schemas of /v1/cart (the original's shapes, with more fields)."""
+
+import marshmallow as ma
+from marshmallow import validate
+
+from app.cart.interface import MAX_LINE_QUANTITY
+from app.gateway.fields import Money, TrimmedString
+
+
+class CartItemSchema(ma.Schema):
+    product_id = ma.fields.String(data_key="productId", metadata={"example": "42"})
+    sku = ma.fields.String()
+    name = ma.fields.String()
+    price = Money(metadata={"description": "Unit price when the product was first added"})
+    quantity = ma.fields.Integer()
+    line_total = Money(data_key="lineTotal")
+    available = ma.fields.Integer(allow_none=True, metadata={"description": "null when stock cannot be checked"})
+    price_changed = ma.fields.Boolean(data_key="priceChanged")
+    current_price = Money(data_key="currentPrice", allow_none=True)
+
+
+class CartSchema(ma.Schema):
+    shopping_cart_id = ma.fields.String(data_key="shoppingCartId")
+    user_id = ma.fields.String(data_key="userId")
+    currency = ma.fields.String(metadata={"example": "USD"})
+    total_price = Money(data_key="totalPrice", metadata={"example": "534.00"})
+    total_quantity = ma.fields.Integer(data_key="totalQuantity")
+    items = ma.fields.List(ma.fields.Nested(CartItemSchema))
+    version = ma.fields.Integer(metadata={"description": "Bumped on every change; the ETag"})
+
+
+class AddItemSchema(ma.Schema):
+    product_id = TrimmedString(required=True, data_key="productId", validate=validate.Length(1, 64))
+    quantity = ma.fields.Integer(required=True, strict=True, validate=validate.Range(1, MAX_LINE_QUANTITY))
+
+
+class SetQuantitySchema(ma.Schema):
+    quantity = ma.fields.Integer(required=True, strict=True, validate=validate.Range(0, MAX_LINE_QUANTITY))
+
+
+class RemoveItemQuerySchema(ma.Schema):
+    class Meta:
+        unknown = ma.EXCLUDE
+
+    all = ma.fields.Boolean(load_default=False, metadata={"description": "Remove the whole line, not one unit"})

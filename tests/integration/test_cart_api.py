@@ -1,0 +1,272 @@
+"""The cart API (/v1/cart) against real PostgreSQL and the Mongo wire-protocol server."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from app.products import interface as products
+from tests.integration.test_auth_api import PASSWORD, register_and_verify
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture
+def shopper(token) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token('customer', subject='shopper')}"}
+
+
+def create(client, admin_headers, product_id: str, *, price: str = "10.00", stock: int = 20) -> dict:
+    body = {
+        "productId": product_id,
+        "sku": f"SKU-{product_id}",
+        "name": f"Thing {product_id}",
+        "price": price,
+        "stock": stock,
+    }
+    response = client.post("/v1/products", json=body, headers=admin_headers)
+    assert response.status_code == 201, response.get_data(as_text=True)
+    return response.get_json()
+
+
+def reserved(client, product_id: str) -> int:
+    return client.get(f"/v1/products/{product_id}").get_json()["reserved"]
+
+
+def add(client, headers, product_id: str, quantity: int = 1):
+    return client.post("/v1/cart/products", json={"productId": product_id, "quantity": quantity}, headers=headers)
+
+
+def expect_problem(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == PROBLEM
+    body = response.get_json()
+    assert body["code"] == code
+    return body
+
+
+def test_get_creates_an_empty_cart_once(client, shopper):
+    first = client.get("/v1/cart", headers=shopper)
+    assert first.status_code == 200
+    body = first.get_json()
+    assert body["items"] == []
+    assert (body["totalPrice"], body["totalQuantity"], body["currency"]) == ("0.00", 0, "USD")
+    assert first.headers["ETag"] == f'"{body["version"]}"'
+    assert client.get("/v1/cart", headers=shopper).get_json()["shoppingCartId"] == body["shoppingCartId"]
+
+
+def test_the_cart_needs_a_token(client):
+    expect_problem(client.get("/v1/cart"), 401, "token_missing")
+
+
+def test_adding_reserves_stock_and_snapshots_the_price(client, admin_headers, shopper):
+    create(client, admin_headers, "mug", price="267.00", stock=5)
+    response = add(client, shopper, "mug", 2)
+    assert response.status_code == 201
+    cart = response.get_json()
+    assert (cart["totalPrice"], cart["totalQuantity"]) == ("534.00", 2)
+    item = cart["items"][0]
+    assert item["productId"] == "mug"
+    assert (item["price"], item["quantity"], item["lineTotal"]) == ("267.00", 2, "534.00")
+    assert (item["available"], item["priceChanged"], item["currentPrice"]) == (3, False, "267.00")
+    assert reserved(client, "mug") == 2
+
+
+def test_adding_again_raises_the_quantity_and_keeps_the_first_price(client, admin_headers, shopper):
+    create(client, admin_headers, "mug", price="10.00")
+    add(client, shopper, "mug")
+    etag = client.get("/v1/products/mug").headers["ETag"]
+    patched = client.patch("/v1/products/mug", json={"price": "12.50"}, headers={**admin_headers, "If-Match": etag})
+    assert patched.status_code == 200
+    item = add(client, shopper, "mug", 2).get_json()["items"][0]
+    assert (item["quantity"], item["price"], item["currentPrice"], item["priceChanged"]) == (3, "10.00", "12.50", True)
+    assert reserved(client, "mug") == 3
+
+
+def test_not_enough_stock_is_a_409_with_what_is_available(client, admin_headers, shopper):
+    create(client, admin_headers, "mug", stock=3)
+    add(client, shopper, "mug", 2)
+    body = expect_problem(add(client, shopper, "mug", 2), 409, "insufficient_stock")
+    assert body["available"] == 1
+    cart = client.get("/v1/cart", headers=shopper).get_json()
+    assert cart["items"][0]["quantity"] == 2
+    assert reserved(client, "mug") == 2
+
+
+@pytest.mark.parametrize("product_id", ["missing", "archived"])
+def test_unknown_and_archived_products_cannot_be_added(client, admin_headers, shopper, product_id):
+    create(client, admin_headers, "archived")
+    client.delete("/v1/products/archived", headers=admin_headers)
+    expect_problem(add(client, shopper, product_id), 404, "product_not_found")
+    assert client.get("/v1/cart", headers=shopper).get_json()["items"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"productId": "mug", "quantity": 0}, "quantity"),
+        ({"productId": "mug", "quantity": 101}, "quantity"),
+        ({"productId": "mug", "quantity": "1"}, "quantity"),
+        ({"productId": "", "quantity": 1}, "productId"),
+        ({"quantity": 1}, "productId"),
+        ({"productId": "mug", "quantity": 1, "price": "0.01"}, "price"),
+    ],
+)
+def test_add_validates_the_body(client, shopper, body, field):
+    body_errors = expect_problem(client.post("/v1/cart/products", json=body, headers=shopper), 400, "validation_error")
+    assert set(body_errors["errors"]) == {field}
+
+
+def test_a_line_holds_at_most_a_hundred_units(client, admin_headers, shopper):
+    create(client, admin_headers, "mug", stock=500)
+    add(client, shopper, "mug", 60)
+    body = expect_problem(add(client, shopper, "mug", 41), 409, "quantity_limit_exceeded")
+    assert body["maximum"] == 100
+    assert reserved(client, "mug") == 60
+
+
+def test_delete_removes_one_unit_then_the_line(client, admin_headers, shopper):
+    create(client, admin_headers, "mug")
+    add(client, shopper, "mug", 2)
+    once = client.delete("/v1/cart/products/mug", headers=shopper)
+    assert once.get_json()["items"][0]["quantity"] == 1
+    assert reserved(client, "mug") == 1
+    twice = client.delete("/v1/cart/products/mug", headers=shopper)
+    assert twice.get_json()["items"] == []
+    assert reserved(client, "mug") == 0
+    expect_problem(client.delete("/v1/cart/products/mug", headers=shopper), 404, "line_not_found")
+
+
+def test_delete_all_removes_the_whole_line(client, admin_headers, shopper):
+    create(client, admin_headers, "mug")
+    add(client, shopper, "mug", 4)
+    assert client.delete("/v1/cart/products/mug?all=true", headers=shopper).get_json()["items"] == []
+    assert reserved(client, "mug") == 0
+
+
+def test_put_sets_the_quantity_and_zero_removes(client, admin_headers, shopper):
+    create(client, admin_headers, "mug", stock=10)
+    add(client, shopper, "mug", 2)
+    assert client.put("/v1/cart/products/mug", json={"quantity": 7}, headers=shopper).get_json()["totalQuantity"] == 7
+    assert reserved(client, "mug") == 7
+    assert client.put("/v1/cart/products/mug", json={"quantity": 3}, headers=shopper).get_json()["totalQuantity"] == 3
+    assert reserved(client, "mug") == 3
+    expect_problem(
+        client.put("/v1/cart/products/mug", json={"quantity": 11}, headers=shopper), 409, "insufficient_stock"
+    )
+    assert client.put("/v1/cart/products/mug", json={"quantity": 0}, headers=shopper).get_json()["items"] == []
+    assert reserved(client, "mug") == 0
+    expect_problem(client.put("/v1/cart/products/mug", json={"quantity": 0}, headers=shopper), 404, "line_not_found")
+
+
+def test_put_can_create_a_line(client, admin_headers, shopper):
+    create(client, admin_headers, "mug")
+    assert client.put("/v1/cart/products/mug", json={"quantity": 2}, headers=shopper).get_json()["totalQuantity"] == 2
+
+
+def test_emptying_the_cart_releases_everything(client, admin_headers, shopper):
+    create(client, admin_headers, "mug")
+    create(client, admin_headers, "pen")
+    add(client, shopper, "mug", 2)
+    add(client, shopper, "pen", 3)
+    emptied = client.delete("/v1/cart", headers=shopper).get_json()
+    assert (emptied["items"], emptied["totalPrice"]) == ([], "0.00")
+    assert (reserved(client, "mug"), reserved(client, "pen")) == (0, 0)
+
+
+def test_every_change_bumps_the_version(client, admin_headers, shopper):
+    create(client, admin_headers, "mug")
+    versions = [
+        client.get("/v1/cart", headers=shopper).get_json()["version"],
+        add(client, shopper, "mug").get_json()["version"],
+        client.delete("/v1/cart/products/mug", headers=shopper).get_json()["version"],
+    ]
+    assert versions == sorted(set(versions))
+
+
+def test_guests_have_carts_of_their_own(client, admin_headers, shopper):
+    create(client, admin_headers, "mug")
+    guest = client.post("/v1/auth/guest").get_json()
+    guest_headers = {"Authorization": f"Bearer {guest['accessToken']}"}
+    cart = add(client, guest_headers, "mug").get_json()
+    assert cart["userId"] == guest["userId"]
+    assert client.get("/v1/cart", headers=shopper).get_json()["items"] == []
+
+
+def test_money_is_summed_exactly(client, admin_headers, shopper):
+    create(client, admin_headers, "a", price="0.10")
+    create(client, admin_headers, "b", price="0.20")
+    add(client, shopper, "a", 3)
+    assert (
+        add(client, shopper, "b", 1).get_json()["totalPrice"] == "0.50"
+    )  # 0.1 * 3 + 0.2 as floats is 0.5000000000000001
+
+
+def test_an_unreachable_products_store_is_a_503_on_add(client, admin_headers, shopper, monkeypatch):
+    create(client, admin_headers, "mug")
+
+    def unavailable(**kwargs):
+        raise products.ProductsUnavailable("The products store is unavailable; try again shortly.")
+
+    monkeypatch.setattr(products, "reserve_stock", unavailable)
+    expect_problem(add(client, shopper, "mug"), 503, "dependency_unavailable")
+    monkeypatch.undo()
+    assert client.get("/v1/cart", headers=shopper).get_json()["items"] == []
+    assert reserved(client, "mug") == 0
+
+
+def test_the_cart_still_answers_from_its_snapshots_when_products_are_unreachable(
+    client, admin_headers, shopper, monkeypatch
+):
+    create(client, admin_headers, "mug", price="4.00")
+    add(client, shopper, "mug", 2)
+
+    def unavailable(**kwargs):
+        raise products.ProductsUnavailable("down")
+
+    monkeypatch.setattr(products, "get_products", unavailable)
+    cart = client.get("/v1/cart", headers=shopper).get_json()
+    assert cart["totalPrice"] == "8.00"
+    assert (cart["items"][0]["available"], cart["items"][0]["currentPrice"]) == (None, None)
+
+
+def test_concurrent_first_requests_create_one_cart(app, token):
+    headers = {"Authorization": f"Bearer {token('customer', subject='racer')}"}
+
+    def first_get(_: int) -> str:
+        return app.test_client().get("/v1/cart", headers=headers).get_json()["shoppingCartId"]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        cart_ids = set(pool.map(first_get, range(16)))
+    assert len(cart_ids) == 1
+
+
+def test_parallel_adds_to_one_cart_lose_no_line(app, client, admin_headers, shopper):
+    for number in range(10):
+        create(client, admin_headers, f"p{number}")
+
+    def add_one(number: int) -> int:
+        return add(app.test_client(), shopper, f"p{number}").status_code
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        assert set(pool.map(add_one, range(10))) == {201}
+    cart = client.get("/v1/cart", headers=shopper).get_json()
+    assert sorted(item["productId"] for item in cart["items"]) == [f"p{number}" for number in range(10)]
+    assert cart["version"] == 11
+
+
+def test_a_client_written_for_the_original_still_works(client, admin_headers, mail_dir):
+    """login -> GET /v1/products -> add -> remove one unit -> GET /v1/cart, with the new login body."""
+    register_and_verify(client, mail_dir, "old-client@example.test")
+    create(client, admin_headers, "1", price="267.00")
+    session = client.post("/v1/auth/login", json={"email": "old-client@example.test", "password": PASSWORD})
+    headers = {"Authorization": f"Bearer {session.get_json()['accessToken']}"}
+    listed = client.get("/v1/products").get_json()
+    assert {"productId", "price"} <= set(listed[0])
+    add(client, headers, listed[0]["productId"], 2)
+    client.delete(f"/v1/cart/products/{listed[0]['productId']}", headers=headers)
+    cart = client.get("/v1/cart", headers=headers).get_json()
+    assert {"shoppingCartId", "userId", "totalPrice", "totalQuantity", "items"} <= set(cart)
+    assert (cart["totalPrice"], cart["totalQuantity"]) == ("267.00", 1)
+    assert {"productId", "price", "quantity"} <= set(cart["items"][0])
