@@ -91,6 +91,7 @@ HTTP_ERROR_CODES = {
     422: "validation_error",
     428: "precondition_required",
     429: "rate_limited",
+    500: "internal_error",
 }
 
 

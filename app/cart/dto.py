@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 
@@ -28,3 +29,41 @@ class Cart:
     total_quantity: int
     items: tuple[CartItem, ...]
     version: int
+
+
+@dataclass(frozen=True)
+class OrderLine:
+    product_id: str
+    sku: str
+    name: str
+    price: Decimal
+    quantity: int
+    line_total: Decimal
+
+
+@dataclass(frozen=True)
+class Order:
+    order_id: str
+    user_id: str
+    shopping_cart_id: str
+    status: str
+    currency: str
+    total_price: Decimal
+    total_quantity: int
+    items: tuple[OrderLine, ...]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    """The answer given to the first request with an Idempotency-Key, replayed for repeats."""
+
+    status: int
+    body: dict
+    etag: str | None
+
+
+@dataclass(frozen=True)
+class OrderPage:
+    items: tuple[Order, ...]
+    total: int

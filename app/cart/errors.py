@@ -13,3 +13,29 @@ class LineNotFound(CartError):
 
 class QuantityLimitExceeded(CartError):
     status, code = 409, "quantity_limit_exceeded"
+
+
+class CartEmpty(CartError):
+    status, code = 409, "cart_empty"
+
+
+class ReservationExpired(CartError):
+    """A line's stock was released (its hold expired); the shopper must add it again."""
+
+    status, code = 409, "reservation_expired"
+
+
+class CartChanged(CartError):
+    status, code = 412, "precondition_failed"
+
+
+class IdempotencyKeyReused(CartError):
+    status, code = 422, "idempotency_key_reused"
+
+
+class IdempotencyKeyInUse(CartError):
+    status, code = 409, "idempotency_key_in_use"
+
+
+class OrderNotFound(CartError):
+    status, code = 404, "order_not_found"

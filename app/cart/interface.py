@@ -1,26 +1,54 @@
 """The cart module's public port: the only thing other modules may import from it.
 
-Owners are user ids or guest subjects ("guest:<uuid>"); quantities are whole units.
+Owners are user ids or guest subjects ("guest:<uuid>"); quantities are whole units. Writes
+take an optional `expected_version` (the cart's ETag): a stale one raises CartChanged.
 """
 
 from __future__ import annotations
 
 from flask import current_app
 
-from app.cart.dto import Cart, CartItem
-from app.cart.errors import CartError, LineNotFound, QuantityLimitExceeded
+from app.cart import idempotency as _idempotency
+from app.cart.dto import Cart, CartItem, Order, OrderLine, OrderPage, StoredResponse
+from app.cart.errors import (
+    CartChanged,
+    CartEmpty,
+    CartError,
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
+    LineNotFound,
+    OrderNotFound,
+    QuantityLimitExceeded,
+    ReservationExpired,
+)
 from app.cart.service import MAX_LINE_QUANTITY
 
 __all__ = [
     "MAX_LINE_QUANTITY",
     "Cart",
+    "CartChanged",
+    "CartEmpty",
     "CartError",
     "CartItem",
+    "IdempotencyKeyInUse",
+    "IdempotencyKeyReused",
     "LineNotFound",
+    "Order",
+    "OrderLine",
+    "OrderNotFound",
+    "OrderPage",
     "QuantityLimitExceeded",
+    "ReservationExpired",
+    "StoredResponse",
     "add_item",
+    "check_out",
+    "claim_idempotency_key",
+    "complete_idempotency_key",
     "empty_cart",
     "get_cart",
+    "get_order",
+    "list_orders",
+    "release_idempotency_key",
     "remove_item",
     "set_item_quantity",
 ]
@@ -35,20 +63,51 @@ def get_cart(*, owner_id: str) -> Cart:
     return _carts().get(owner_id)
 
 
-def add_item(*, owner_id: str, product_id: str, quantity: int) -> Cart:
+def add_item(*, owner_id: str, product_id: str, quantity: int, expected_version: int | None = None) -> Cart:
     """Add units, reserving them; raises ProductNotFound or InsufficientStock (products module)."""
-    return _carts().add(owner_id, product_id, quantity)
+    return _carts().add(owner_id, product_id, quantity, expected_version)
 
 
-def set_item_quantity(*, owner_id: str, product_id: str, quantity: int) -> Cart:
+def set_item_quantity(*, owner_id: str, product_id: str, quantity: int, expected_version: int | None = None) -> Cart:
     """Set a line's quantity (0 removes it), reserving or releasing the difference."""
-    return _carts().set_quantity(owner_id, product_id, quantity)
+    return _carts().set_quantity(owner_id, product_id, quantity, expected_version)
 
 
-def remove_item(*, owner_id: str, product_id: str, whole_line: bool = False) -> Cart:
+def remove_item(
+    *, owner_id: str, product_id: str, whole_line: bool = False, expected_version: int | None = None
+) -> Cart:
     """Remove one unit (deleting the line at zero), or the whole line."""
-    return _carts().remove(owner_id, product_id, whole_line=whole_line)
+    return _carts().remove(owner_id, product_id, whole_line=whole_line, expected_version=expected_version)
 
 
-def empty_cart(*, owner_id: str) -> Cart:
-    return _carts().empty(owner_id)
+def empty_cart(*, owner_id: str, expected_version: int | None = None) -> Cart:
+    return _carts().empty(owner_id, expected_version)
+
+
+def check_out(*, owner_id: str, expected_version: int | None = None) -> Order:
+    """Turn the active cart into an order; its stock holds become sales."""
+    return _carts().checkout(owner_id, expected_version)
+
+
+def list_orders(*, owner_id: str | None, page: int = 1, page_size: int = 20) -> OrderPage:
+    """The owner's orders, newest first; every order when owner_id is None (admins)."""
+    return _carts().list_orders(owner_id, page, page_size)
+
+
+def get_order(*, order_id: str, owner_id: str | None) -> Order:
+    """One order; OrderNotFound when it is not the owner's (unless owner_id is None)."""
+    return _carts().get_order(order_id, owner_id)
+
+
+def claim_idempotency_key(*, owner_id: str, key: str, request_hash: str) -> StoredResponse | None:
+    """None: the caller owns the key and does the work; else the first request's answer."""
+    return _idempotency.claim(owner_id, key, request_hash)
+
+
+def complete_idempotency_key(*, owner_id: str, key: str, response: StoredResponse) -> None:
+    _idempotency.complete(owner_id, key, response)
+
+
+def release_idempotency_key(*, owner_id: str, key: str) -> None:
+    """Give up a claimed key after a failed request, so that the client may retry with it."""
+    _idempotency.give_up(owner_id, key)

@@ -11,20 +11,30 @@ another.
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import UTC, timedelta
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from app.cart.dto import Cart as CartDto
-from app.cart.dto import CartItem
-from app.cart.errors import LineNotFound, QuantityLimitExceeded
-from app.cart.models import Cart, CartLine, utcnow
+from app.cart.dto import CartItem, OrderPage
+from app.cart.dto import Order as OrderDto
+from app.cart.dto import OrderLine as OrderLineDto
+from app.cart.errors import (
+    CartChanged,
+    CartEmpty,
+    LineNotFound,
+    OrderNotFound,
+    QuantityLimitExceeded,
+    ReservationExpired,
+)
+from app.cart.models import Cart, CartLine, Order, OrderLine, utcnow
 from app.extensions import db
 from app.products import interface as products
 
 MAX_LINE_QUANTITY = 100
+CENT = Decimal("0.01")
 
 
 class Carts:
@@ -40,30 +50,34 @@ class Carts:
 
     # --- writes ------------------------------------------------------------------------
 
-    def add(self, owner_id: str, product_id: str, quantity: int) -> CartDto:
+    def add(self, owner_id: str, product_id: str, quantity: int, expected_version: int | None = None) -> CartDto:
         """Add `quantity` units (the original's POST /v1/cart/products)."""
-        cart = self._locked_cart(owner_id)
+        cart = self._locked_cart(owner_id, expected_version)
         line = self._line(cart, product_id)
         current = line.quantity if line else 0
         return self._set(cart, line, product_id, current + quantity)
 
-    def set_quantity(self, owner_id: str, product_id: str, quantity: int) -> CartDto:
-        cart = self._locked_cart(owner_id)
+    def set_quantity(
+        self, owner_id: str, product_id: str, quantity: int, expected_version: int | None = None
+    ) -> CartDto:
+        cart = self._locked_cart(owner_id, expected_version)
         line = self._line(cart, product_id)
         if line is None and quantity == 0:
             raise LineNotFound(f"Product {product_id!r} is not in the cart.", productId=product_id)
         return self._set(cart, line, product_id, quantity)
 
-    def remove(self, owner_id: str, product_id: str, *, whole_line: bool) -> CartDto:
+    def remove(
+        self, owner_id: str, product_id: str, *, whole_line: bool, expected_version: int | None = None
+    ) -> CartDto:
         """Remove one unit (the original's DELETE), or the whole line."""
-        cart = self._locked_cart(owner_id)
+        cart = self._locked_cart(owner_id, expected_version)
         line = self._line(cart, product_id)
         if line is None:
             raise LineNotFound(f"Product {product_id!r} is not in the cart.", productId=product_id)
         return self._set(cart, line, product_id, 0 if whole_line else line.quantity - 1)
 
-    def empty(self, owner_id: str) -> CartDto:
-        cart = self._locked_cart(owner_id)
+    def empty(self, owner_id: str, expected_version: int | None = None) -> CartDto:
+        cart = self._locked_cart(owner_id, expected_version)
         released = [line.reservation_id for line in cart.lines]
         cart.lines.clear()
         self._bump(cart)
@@ -71,6 +85,64 @@ class Carts:
         for reservation_id in released:
             products.release_reservation(reservation_id=reservation_id)
         return self._to_dto(cart)
+
+    def checkout(self, owner_id: str, expected_version: int | None = None) -> OrderDto:
+        """Turn the cart into an order: every line's hold becomes a sale, or nothing is sold.
+
+        All holds are confirmed (and extended) before any is committed, so a lost hold fails
+        the checkout before stock moves. Committing a hold is idempotent, so a checkout that
+        failed after some commits completes when retried.
+        """
+        cart = self._locked_cart(owner_id, expected_version)
+        if not cart.lines:
+            db.session.rollback()
+            raise CartEmpty("The cart is empty.")
+        try:
+            for line in cart.lines:
+                self._confirm_hold(line)
+            for line in cart.lines:
+                products.commit_reservation(reservation_id=line.reservation_id)
+        except Exception:
+            db.session.rollback()
+            raise
+        order = _order_from(cart)
+        cart.status = "checked_out"
+        self._bump(cart)
+        db.session.add(order)
+        db.session.commit()
+        return order_to_dto(order)
+
+    def _confirm_hold(self, line: CartLine) -> None:
+        until = utcnow() + self.reservation_ttl
+        try:
+            products.reserve_stock(
+                product_id=line.product_id, quantity=line.quantity, reservation_id=line.reservation_id, expires_at=until
+            )
+        except products.ReservationConflict as conflict:
+            if conflict.extensions.get("reservationStatus") != "committed":  # committed: a retried checkout
+                raise ReservationExpired(
+                    f"The hold on {line.product_id!r} has expired; add it to the cart again.", productId=line.product_id
+                ) from None
+
+    def list_orders(self, owner_id: str | None, page: int, page_size: int) -> OrderPage:
+        """The owner's orders, newest first (every order when owner_id is None)."""
+        query = select(Order)
+        if owner_id is not None:
+            query = query.where(Order.owner_id == owner_id)
+        total = db.session.scalar(select(func.count()).select_from(query.subquery()))
+        orders = db.session.scalars(
+            query.order_by(Order.created_at.desc(), Order.id).offset((page - 1) * page_size).limit(page_size)
+        )
+        return OrderPage(items=tuple(order_to_dto(order) for order in orders), total=total)
+
+    def get_order(self, order_id: str, owner_id: str | None) -> OrderDto:
+        try:
+            order = db.session.get(Order, uuid.UUID(order_id))
+        except ValueError:
+            order = None
+        if order is None or (owner_id is not None and order.owner_id != owner_id):
+            raise OrderNotFound(f"No order {order_id!r}.", orderId=order_id)
+        return order_to_dto(order)
 
     def _set(self, cart: Cart, line: CartLine | None, product_id: str, quantity: int) -> CartDto:
         if quantity > MAX_LINE_QUANTITY:
@@ -153,12 +225,19 @@ class Carts:
             cart = db.session.scalar(query)
         return cart
 
-    def _locked_cart(self, owner_id: str) -> Cart:
+    def _locked_cart(self, owner_id: str, expected_version: int | None = None) -> Cart:
+        """The active cart, its row locked until the caller commits: writes to one cart queue up."""
         cart = self._active_cart(owner_id)
         db.session.commit()
-        return db.session.scalar(
+        locked = db.session.scalar(
             select(Cart).where(Cart.id == cart.id).with_for_update().execution_options(populate_existing=True)
         )
+        if expected_version is not None and locked.version != expected_version:
+            db.session.rollback()
+            raise CartChanged(
+                f"The cart has changed (now version {cart.version}); fetch it again.", currentVersion=cart.version
+            )
+        return locked
 
     def _line(self, cart: Cart, product_id: str) -> CartLine | None:
         return next((line for line in cart.lines if line.product_id == product_id), None)
@@ -189,7 +268,7 @@ class Carts:
 
     @staticmethod
     def _item(line: CartLine, product: products.Product | None, reachable: bool) -> CartItem:
-        unit_price = Decimal(line.unit_price).quantize(Decimal("0.01"))
+        unit_price = Decimal(line.unit_price).quantize(CENT)
         available = (product.available if product.status == "active" else 0) if product else None
         return CartItem(
             product_id=line.product_id,
@@ -202,3 +281,51 @@ class Carts:
             current_price=product.price if product else None,
             price_changed=bool(product and product.price != unit_price),
         )
+
+
+def _order_from(cart: Cart) -> Order:
+    lines = [
+        OrderLine(
+            position=position,
+            product_id=line.product_id,
+            sku=line.sku,
+            name=line.name,
+            unit_price=line.unit_price,
+            quantity=line.quantity,
+            line_total=line.unit_price * line.quantity,
+        )
+        for position, line in enumerate(cart.lines)
+    ]
+    return Order(
+        owner_id=cart.owner_id,
+        cart_id=cart.id,
+        currency=cart.currency,
+        total_price=sum((line.line_total for line in lines), Decimal("0.00")),
+        total_quantity=sum(line.quantity for line in lines),
+        lines=lines,
+    )
+
+
+def order_to_dto(order: Order) -> OrderDto:
+    created_at = order.created_at if order.created_at.tzinfo else order.created_at.replace(tzinfo=UTC)
+    return OrderDto(
+        order_id=str(order.id),
+        user_id=order.owner_id,
+        shopping_cart_id=str(order.cart_id),
+        status=order.status,
+        currency=order.currency,
+        total_price=Decimal(order.total_price).quantize(CENT),
+        total_quantity=order.total_quantity,
+        items=tuple(
+            OrderLineDto(
+                product_id=line.product_id,
+                sku=line.sku,
+                name=line.name,
+                price=Decimal(line.unit_price).quantize(CENT),
+                quantity=line.quantity,
+                line_total=Decimal(line.line_total).quantize(CENT),
+            )
+            for line in order.lines
+        ),
+        created_at=created_at,
+    )

@@ -6,24 +6,30 @@ from flask_jwt_extended import get_jwt_identity
 from app.cart import interface as cart
 from app.extensions import ApiBlueprint
 from app.gateway.auth import BEARER, roles_required
-from app.gateway.cart_schemas import AddItemSchema, CartSchema, RemoveItemQuerySchema, SetQuantitySchema
-from app.gateway.http import etag_of, require_json_body
+from app.gateway.cart_schemas import AddItemSchema, CartSchema, OrderSchema, RemoveItemQuerySchema, SetQuantitySchema
+from app.gateway.http import etag_of, optional_expected_version, require_json_body
+from app.gateway.idempotency import IDEMPOTENCY_KEY, idempotent
 
 blp = ApiBlueprint(
     "cart", __name__, url_prefix="/v1/cart", description="The shopper's cart; stock is held while it is."
 )
 blp.before_request(require_json_body)
 shopper = roles_required("customer", "admin", "guest")
-STOCK_ERRORS = (
+signed_in = roles_required("customer", "admin")
+IF_MATCH = {"in": "header", "name": "If-Match", "schema": {"type": "string"}, "description": "The cart's ETag"}
+WRITE_ERRORS = (
     (404, "`product_not_found`, or `line_not_found`"),
-    (409, "`insufficient_stock` (with `available`) or `quantity_limit_exceeded`"),
+    (409, "`insufficient_stock` (with `available`), `quantity_limit_exceeded`, `idempotency_key_in_use`"),
+    (412, "`precondition_failed`: If-Match names an older version of the cart"),
+    (422, "`idempotency_key_reused` with a different request"),
     (503, "`dependency_unavailable`: the products store cannot be reached"),
 )
 
 
-def _cart_docs(view):
-    view = blp.doc(security=BEARER)(view)
-    for status, description in STOCK_ERRORS:
+def _write_docs(view):
+    """A cart write: bearer auth, optional If-Match and Idempotency-Key, its errors."""
+    view = blp.doc(security=BEARER, parameters=[IF_MATCH, IDEMPOTENCY_KEY])(view)
+    for status, description in WRITE_ERRORS:
         view = blp.problem_response(status, description)(view)
     return view
 
@@ -42,38 +48,68 @@ class Cart(MethodView):
         return _with_etag(cart.get_cart(owner_id=get_jwt_identity()))
 
     @shopper
+    @idempotent(required=False)
     @blp.response(200, CartSchema)
-    @blp.doc(security=BEARER)
+    @_write_docs
     def delete(self):
         """Empty your cart, releasing its stock"""
-        return _with_etag(cart.empty_cart(owner_id=get_jwt_identity()))
+        return _with_etag(cart.empty_cart(owner_id=get_jwt_identity(), expected_version=optional_expected_version()))
 
 
 @blp.route("/products")
 class CartProducts(MethodView):
     @shopper
+    @idempotent(required=False)
     @blp.arguments(AddItemSchema)
     @blp.response(201, CartSchema)
-    @_cart_docs
+    @_write_docs
     def post(self, body):
         """Add units of a product (reserves them)"""
-        return _with_etag(cart.add_item(owner_id=get_jwt_identity(), **body), 201)
+        added = cart.add_item(owner_id=get_jwt_identity(), expected_version=optional_expected_version(), **body)
+        return _with_etag(added, 201)
 
 
 @blp.route("/products/<string:product_id>")
 class CartProduct(MethodView):
     @shopper
+    @idempotent(required=False)
     @blp.arguments(SetQuantitySchema)
     @blp.response(200, CartSchema)
-    @_cart_docs
+    @_write_docs
     def put(self, body, product_id):
         """Set a line's quantity (0 removes it)"""
-        return _with_etag(cart.set_item_quantity(owner_id=get_jwt_identity(), product_id=product_id, **body))
+        owner_id, version = get_jwt_identity(), optional_expected_version()
+        return _with_etag(
+            cart.set_item_quantity(owner_id=owner_id, product_id=product_id, expected_version=version, **body)
+        )
 
     @shopper
+    @idempotent(required=False)
     @blp.arguments(RemoveItemQuerySchema, location="query")
     @blp.response(200, CartSchema)
-    @_cart_docs
+    @_write_docs
     def delete(self, query, product_id):
         """Remove ONE unit, deleting the line at zero (the original's behaviour); `?all=true` removes the line"""
-        return _with_etag(cart.remove_item(owner_id=get_jwt_identity(), product_id=product_id, whole_line=query["all"]))
+        owner_id, version = get_jwt_identity(), optional_expected_version()
+        return _with_etag(
+            cart.remove_item(
+                owner_id=owner_id, product_id=product_id, whole_line=query["all"], expected_version=version
+            )
+        )
+
+
+@blp.route("/checkout")
+class Checkout(MethodView):
+    @signed_in
+    @idempotent(required=True)
+    @blp.response(201, OrderSchema)
+    @blp.problem_response(400, "`idempotency_key_required`")
+    @blp.problem_response(403, "`forbidden`: guests sign up (or log in) first")
+    @blp.problem_response(409, "`cart_empty`, `reservation_expired` or `insufficient_stock`")
+    @_write_docs
+    def post(self):
+        """Check out: every line's stock hold becomes a sale and an order is placed
+
+        Needs an `Idempotency-Key`: retrying with the same key never places a second order.
+        """
+        return cart.check_out(owner_id=get_jwt_identity(), expected_version=optional_expected_version())

@@ -43,3 +43,24 @@ class RemoveItemQuerySchema(ma.Schema):
         unknown = ma.EXCLUDE
 
     all = ma.fields.Boolean(load_default=False, metadata={"description": "Remove the whole line, not one unit"})
+
+
+class OrderLineSchema(ma.Schema):
+    product_id = ma.fields.String(data_key="productId")
+    sku = ma.fields.String()
+    name = ma.fields.String()
+    price = Money()
+    quantity = ma.fields.Integer()
+    line_total = Money(data_key="lineTotal")
+
+
+class OrderSchema(ma.Schema):
+    order_id = ma.fields.String(data_key="orderId")
+    user_id = ma.fields.String(data_key="userId")
+    shopping_cart_id = ma.fields.String(data_key="shoppingCartId")
+    status = ma.fields.String(metadata={"enum": ["placed", "cancelled"]})
+    currency = ma.fields.String()
+    total_price = Money(data_key="totalPrice")
+    total_quantity = ma.fields.Integer(data_key="totalQuantity")
+    items = ma.fields.List(ma.fields.Nested(OrderLineSchema))
+    created_at = ma.fields.DateTime(data_key="createdAt")

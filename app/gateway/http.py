@@ -23,8 +23,16 @@ def etag_of(version: int) -> str:
 
 def expected_version() -> int:
     """The version named by If-Match: 428 when absent, 412 when it names no version."""
-    if not request.headers.get("If-Match"):
+    version = optional_expected_version()
+    if version is None:
         raise ApiError(428, "precondition_required", "Send If-Match with the ETag from your last read.")
+    return version
+
+
+def optional_expected_version() -> int | None:
+    """The version named by If-Match, None without the header; 412 when it names no version."""
+    if not request.headers.get("If-Match"):
+        return None
     tags = request.if_match.as_set()
     if len(tags) == 1:
         tag = next(iter(tags))

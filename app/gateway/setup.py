@@ -3,10 +3,10 @@
 from flask import Flask
 
 from app.extensions import api
-from app.gateway import auth_routes, cart_routes, health, products, security_headers, users
+from app.gateway import auth_routes, cart_routes, health, order_routes, products, security_headers, users
 
 
 def register(app: Flask) -> None:
-    for module in (products, cart_routes, auth_routes, users, health):
+    for module in (products, cart_routes, order_routes, auth_routes, users, health):
         api.register_blueprint(module.blp)
     app.after_request(security_headers.add)

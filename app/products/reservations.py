@@ -11,8 +11,9 @@ reservation changes in three single-document steps:
    the step id is pulled from the product.
 
 A step left pending longer than STALE_AFTER (its process died) is recovered by the next
-caller: it fences the step on the product (records the id without applying it, unless it
-was applied) and finalises the reservation according to what really happened.
+caller, or by `flask inventory reconcile` (reconcile.py): it takes the recovery over, fences
+the step on the product (records the id without applying it, unless it was applied) and
+finalises the reservation according to what really happened.
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ def _check_open(current: dict[str, Any], product_id: str) -> None:
         raise ReservationConflict(
             f"Reservation {current['reservation_id']!r} is already {current['status']}.",
             reservationId=current["reservation_id"],
+            reservationStatus=current["status"],
         )
 
 
@@ -223,15 +225,43 @@ def _finalise(claimed: dict[str, Any], *, applied: bool) -> dict[str, Any]:
 
 
 def _wait_or_recover(current: dict[str, Any]) -> None:
-    if utcnow() - from_epoch_ms(current["pending_since_ms"]).replace(tzinfo=None) < STALE_AFTER:
+    if not recover_stale_step(current):
         time.sleep(WAIT_SECONDS)
-        return
+
+
+def is_stale(current: dict[str, Any]) -> bool:
+    """Whether the pending step of reservation `current` is old enough to be recovered."""
+    return utcnow() - from_epoch_ms(current["pending_since_ms"]).replace(tzinfo=None) >= STALE_AFTER
+
+
+def recover_stale_step(current: dict[str, Any]) -> bool:
+    """Finish the step a dead process left on reservation `current`; True if this call did.
+
+    Answers False, changing nothing, while the step is fresh (its process may still be at
+    work) or when another caller took the recovery over first. Taking over moves
+    `pending_since_ms` on with a compare-and-set, so the step looks fresh to every other
+    caller: two recoverers (a request and `flask inventory reconcile`, say) never both
+    fence one step, where the second would mistake the first's fence for an applied step.
+    """
+    if not is_stale(current):
+        return False
     step, product_id = current["pending_step"], current["product_id"]
+    taken = reservations().update_one(
+        {
+            "reservation_id": current["reservation_id"],
+            "pending_step": step,
+            "pending_since_ms": current["pending_since_ms"],
+        },
+        {"$set": {"pending_since_ms": to_epoch_ms(utcnow())}},
+    )
+    if taken.modified_count != 1:
+        return False
     fence = products().update_one(
         {"product_id": product_id, "pending_steps": {"$nin": [step]}}, {"$push": {"pending_steps": step}}
     )
     applied = fence.matched_count == 0 and exists({"product_id": product_id})
     _finalise(current, applied=applied)
+    return True
 
 
 def _touch(current: dict[str, Any], expires: int) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from app.products import interface as products
+from app.products.reservations import reservations
 from tests.integration.test_auth_api import PASSWORD, register_and_verify
 
 PROBLEM = "application/problem+json"
@@ -270,3 +271,137 @@ def test_a_client_written_for_the_original_still_works(client, admin_headers, ma
     assert {"shoppingCartId", "userId", "totalPrice", "totalQuantity", "items"} <= set(cart)
     assert (cart["totalPrice"], cart["totalQuantity"]) == ("267.00", 1)
     assert {"productId", "price", "quantity"} <= set(cart["items"][0])
+
+
+# --- If-Match and Idempotency-Key on cart writes -------------------------------------------
+
+
+def test_if_match_refuses_a_stale_cart_version(client, admin_headers, shopper):
+    create(client, admin_headers, "mug")
+    etag = client.get("/v1/cart", headers=shopper).headers["ETag"]
+    assert add(client, {**shopper, "If-Match": etag}, "mug").status_code == 201
+    body = expect_problem(add(client, {**shopper, "If-Match": etag}, "mug"), 412, "precondition_failed")
+    assert body["currentVersion"] == int(etag.strip('"')) + 1
+    assert reserved(client, "mug") == 1
+    expect_problem(add(client, {**shopper, "If-Match": "garbage"}, "mug"), 412, "precondition_failed")
+
+
+def test_a_repeated_idempotency_key_replays_the_first_answer(client, admin_headers, shopper):
+    create(client, admin_headers, "mug")
+    headers = {**shopper, "Idempotency-Key": "add-mug-1"}
+    first = add(client, headers, "mug", 2)
+    again = add(client, headers, "mug", 2)
+    assert again.status_code == first.status_code == 201
+    assert again.get_json() == first.get_json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.headers["ETag"] == first.headers["ETag"]
+    assert reserved(client, "mug") == 2
+
+
+def test_an_idempotency_key_reused_for_another_request_is_refused(client, admin_headers, shopper):
+    create(client, admin_headers, "mug")
+    headers = {**shopper, "Idempotency-Key": "k1"}
+    add(client, headers, "mug", 1)
+    expect_problem(add(client, headers, "mug", 3), 422, "idempotency_key_reused")
+    assert reserved(client, "mug") == 1
+
+
+def test_a_failed_request_gives_its_idempotency_key_back(client, admin_headers, shopper):
+    create(client, admin_headers, "mug", stock=1)
+    headers = {**shopper, "Idempotency-Key": "k2"}
+    expect_problem(add(client, headers, "mug", 2), 409, "insufficient_stock")
+    client.post("/v1/products/mug/stock", json={"delta": 5, "reason": "delivery"}, headers=admin_headers)
+    assert add(client, headers, "mug", 2).status_code == 201
+
+
+def test_idempotency_keys_belong_to_their_owner(client, admin_headers, shopper, token):
+    create(client, admin_headers, "mug")
+    other = {"Authorization": f"Bearer {token('customer', subject='other')}"}
+    add(client, {**shopper, "Idempotency-Key": "same"}, "mug")
+    assert add(client, {**other, "Idempotency-Key": "same"}, "mug").headers.get("Idempotent-Replayed") is None
+    assert reserved(client, "mug") == 2
+
+
+# --- checkout and orders -----------------------------------------------------------------------
+
+
+def checkout(client, headers, key: str = "checkout-1"):
+    return client.post("/v1/cart/checkout", headers={**headers, "Idempotency-Key": key})
+
+
+def test_checkout_turns_holds_into_sales_and_places_an_order(client, admin_headers, shopper):
+    create(client, admin_headers, "mug", price="2.50", stock=10)
+    create(client, admin_headers, "pen", price="1.25", stock=10)
+    add(client, shopper, "mug", 2)
+    add(client, shopper, "pen", 4)
+    response = checkout(client, shopper)
+    assert response.status_code == 201
+    order = response.get_json()
+    assert (order["status"], order["totalPrice"], order["totalQuantity"]) == ("placed", "10.00", 6)
+    assert [(item["productId"], item["quantity"], item["lineTotal"]) for item in order["items"]] == [
+        ("mug", 2, "5.00"),
+        ("pen", 4, "5.00"),
+    ]
+    mug = client.get("/v1/products/mug").get_json()
+    assert (mug["stock"], mug["reserved"]) == (8, 0)
+    fresh = client.get("/v1/cart", headers=shopper).get_json()
+    assert fresh["items"] == []
+    assert fresh["shoppingCartId"] != order["shoppingCartId"]
+
+
+def test_checkout_twice_with_one_key_places_one_order(client, admin_headers, shopper):
+    create(client, admin_headers, "mug", stock=10)
+    add(client, shopper, "mug", 3)
+    first = checkout(client, shopper, "once")
+    again = checkout(client, shopper, "once")
+    assert again.get_json()["orderId"] == first.get_json()["orderId"]
+    assert client.get("/v1/products/mug").get_json()["stock"] == 7
+    assert len(client.get("/v1/orders", headers=shopper).get_json()) == 1
+
+
+def test_checkout_needs_an_idempotency_key(client, admin_headers, shopper):
+    create(client, admin_headers, "mug")
+    add(client, shopper, "mug")
+    expect_problem(client.post("/v1/cart/checkout", headers=shopper), 400, "idempotency_key_required")
+    assert client.get("/v1/products/mug").get_json()["stock"] == 20
+
+
+def test_an_empty_cart_cannot_be_checked_out(client, shopper):
+    expect_problem(checkout(client, shopper), 409, "cart_empty")
+
+
+def test_guests_sign_up_before_checking_out(client, admin_headers):
+    create(client, admin_headers, "mug")
+    guest = {"Authorization": f"Bearer {client.post('/v1/auth/guest').get_json()['accessToken']}"}
+    add(client, guest, "mug")
+    expect_problem(checkout(client, guest), 403, "forbidden")
+
+
+def test_a_lost_hold_fails_the_checkout_before_any_stock_moves(app, client, admin_headers, shopper):
+    create(client, admin_headers, "mug", stock=10)
+    create(client, admin_headers, "pen", stock=10)
+    add(client, shopper, "mug", 2)
+    add(client, shopper, "pen", 1)
+    with app.app_context():
+        pen_hold = reservations().find_one({"product_id": "pen"})["reservation_id"]
+        products.release_reservation(reservation_id=pen_hold)  # as the sweeper does when a hold expires
+    body = expect_problem(checkout(client, shopper), 409, "reservation_expired")
+    assert body["productId"] == "pen"
+    mug = client.get("/v1/products/mug").get_json()
+    assert (mug["stock"], mug["reserved"]) == (10, 2)
+    assert len(client.get("/v1/cart", headers=shopper).get_json()["items"]) == 2
+
+
+def test_orders_are_private_and_admins_see_all(client, admin_headers, shopper, token):
+    create(client, admin_headers, "mug")
+    add(client, shopper, "mug")
+    order = checkout(client, shopper).get_json()
+    other = {"Authorization": f"Bearer {token('customer', subject='other')}"}
+    assert client.get(f"/v1/orders/{order['orderId']}", headers=shopper).get_json() == order
+    expect_problem(client.get(f"/v1/orders/{order['orderId']}", headers=other), 404, "order_not_found")
+    assert client.get("/v1/orders", headers=other).get_json() == []
+    assert client.get(f"/v1/orders/{order['orderId']}", headers=admin_headers).status_code == 200
+    listing = client.get("/v1/orders", headers=admin_headers)
+    assert [listed["orderId"] for listed in listing.get_json()] == [order["orderId"]]
+    assert "X-Pagination" in listing.headers
+    expect_problem(client.get("/v1/orders/not-a-uuid", headers=shopper), 404, "order_not_found")
