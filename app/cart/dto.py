@@ -67,3 +67,20 @@ class StoredResponse:
 class OrderPage:
     items: tuple[Order, ...]
     total: int
+
+
+@dataclass(frozen=True)
+class MergeAdjustment:
+    """A guest line that could not be merged whole."""
+
+    product_id: str
+    requested: int  # the user's units plus the guest's
+    merged: int  # what the user's line holds now
+    reason: str  # "quantity_limit" or "insufficient_stock"
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    cart: Cart
+    merged_lines: int
+    adjustments: tuple[MergeAdjustment, ...]

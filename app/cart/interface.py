@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import current_app
 
 from app.cart import idempotency as _idempotency
-from app.cart.dto import Cart, CartItem, Order, OrderLine, OrderPage, StoredResponse
+from app.cart.dto import Cart, CartItem, MergeAdjustment, MergeResult, Order, OrderLine, OrderPage, StoredResponse
 from app.cart.errors import (
     CartChanged,
     CartEmpty,
@@ -33,6 +33,8 @@ __all__ = [
     "IdempotencyKeyInUse",
     "IdempotencyKeyReused",
     "LineNotFound",
+    "MergeAdjustment",
+    "MergeResult",
     "Order",
     "OrderLine",
     "OrderNotFound",
@@ -48,6 +50,7 @@ __all__ = [
     "get_cart",
     "get_order",
     "list_orders",
+    "merge_guest_cart",
     "release_idempotency_key",
     "remove_item",
     "set_item_quantity",
@@ -82,6 +85,11 @@ def remove_item(
 
 def empty_cart(*, owner_id: str, expected_version: int | None = None) -> Cart:
     return _carts().empty(owner_id, expected_version)
+
+
+def merge_guest_cart(*, guest_id: str, user_id: str) -> MergeResult:
+    """Move the guest's active cart into the user's (idempotent: a merged cart is not merged again)."""
+    return _carts().merge(guest_id, user_id)
 
 
 def check_out(*, owner_id: str, expected_version: int | None = None) -> Order:

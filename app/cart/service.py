@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from app.cart.dto import Cart as CartDto
-from app.cart.dto import CartItem, OrderPage
+from app.cart.dto import CartItem, MergeAdjustment, MergeResult, OrderPage
 from app.cart.dto import Order as OrderDto
 from app.cart.dto import OrderLine as OrderLineDto
 from app.cart.errors import (
@@ -85,6 +85,69 @@ class Carts:
         for reservation_id in released:
             products.release_reservation(reservation_id=reservation_id)
         return self._to_dto(cart)
+
+    def merge(self, guest_id: str, user_id: str) -> MergeResult:
+        """Move a guest's cart into a user's: quantities add up, capped by the line maximum
+        and by what can be reserved. The guest cart ends `merged`; merging again is a no-op.
+
+        Order of steps, as everywhere here: grow the user's holds, then commit the lines,
+        then release the guest's holds, so a failure only ever leaves stock over-held.
+        """
+        guest_cart = db.session.scalar(
+            select(Cart).where(Cart.owner_id == guest_id, Cart.status == "active").with_for_update()
+        )
+        if guest_cart is None or not guest_cart.lines:
+            db.session.rollback()
+            return MergeResult(cart=self.get(user_id), merged_lines=0, adjustments=())
+        cart = self._locked_cart_keeping(user_id)
+        adjustments, released, merged_lines = [], [], len(guest_cart.lines)
+        try:
+            for guest_line in list(guest_cart.lines):
+                line = self._line(cart, guest_line.product_id)
+                if line is None:  # the line moves over with its hold
+                    guest_cart.lines.remove(guest_line)
+                    cart.lines.append(guest_line)
+                    continue
+                requested = line.quantity + guest_line.quantity
+                merged = self._grow_for_merge(line, min(requested, MAX_LINE_QUANTITY))
+                if merged < requested:
+                    reason = "quantity_limit" if merged == MAX_LINE_QUANTITY else "insufficient_stock"
+                    adjustments.append(MergeAdjustment(line.product_id, requested, merged, reason))
+                line.quantity = merged
+                released.append(guest_line.reservation_id)
+                guest_cart.lines.remove(guest_line)
+        except Exception:
+            db.session.rollback()
+            raise
+        guest_cart.status = "merged"
+        self._bump(guest_cart)
+        self._bump(cart)
+        db.session.commit()
+        for reservation_id in released:
+            products.release_reservation(reservation_id=reservation_id)
+        return MergeResult(cart=self._to_dto(cart), merged_lines=merged_lines, adjustments=tuple(adjustments))
+
+    def _grow_for_merge(self, line: CartLine, wanted: int) -> int:
+        """Hold up to `wanted` units on the line; returns how many it holds."""
+        until = utcnow() + self.reservation_ttl
+        try:
+            products.reserve_stock(
+                product_id=line.product_id, quantity=wanted, reservation_id=line.reservation_id, expires_at=until
+            )
+        except products.InsufficientStock as short:
+            wanted = line.quantity + short.extensions["available"]
+            products.reserve_stock(
+                product_id=line.product_id, quantity=wanted, reservation_id=line.reservation_id, expires_at=until
+            )
+        line.reserved_until = until
+        return wanted
+
+    def _locked_cart_keeping(self, owner_id: str) -> Cart:
+        """Like _locked_cart, without committing the caller's open transaction first."""
+        cart = self._active_cart(owner_id)
+        return db.session.scalar(
+            select(Cart).where(Cart.id == cart.id).with_for_update().execution_options(populate_existing=True)
+        )
 
     def checkout(self, owner_id: str, expected_version: int | None = None) -> OrderDto:
         """Turn the cart into an order: every line's hold becomes a sale, or nothing is sold.

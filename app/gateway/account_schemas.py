@@ -4,6 +4,7 @@ import marshmallow as ma
 from marshmallow import validate
 
 from app.accounts.interface import ROLES
+from app.gateway.cart_schemas import MergeResultSchema  # noqa: F401 (referenced by name below)
 from app.gateway.fields import TrimmedString
 
 PASSWORD = ma.fields.String(required=True, validate=validate.Length(1, 256), metadata={"format": "password"})
@@ -48,6 +49,9 @@ class SessionSchema(ma.Schema):
     user_id = ma.fields.String(data_key="userId")
     expires_in = ma.fields.Integer(data_key="expiresIn", metadata={"description": "Seconds the access token lasts"})
     token_type = ma.fields.Constant("Bearer", data_key="tokenType")
+    cart_merge = ma.fields.Nested(
+        "MergeResultSchema", data_key="cartMerge", allow_none=True, metadata={"description": "With X-Guest-Token only"}
+    )
 
 
 class TokenSchema(ma.Schema):

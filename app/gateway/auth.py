@@ -2,13 +2,25 @@
 
 from functools import wraps
 
-from flask_jwt_extended import get_jwt, verify_jwt_in_request
+from flask_jwt_extended import decode_token, get_jwt, verify_jwt_in_request
 
 from app.accounts import interface as accounts
 from app.errors import ApiError, problem
 from app.extensions import jwt
 
 BEARER = [{"bearerAuth": []}]
+
+
+def guest_subject(token: str) -> str:
+    """The subject of a valid guest access token (as sent in X-Guest-Token); 400 otherwise."""
+    try:
+        claims = decode_token(token)
+    except Exception:
+        claims = {}
+    subject = claims.get("sub", "")
+    if claims.get("type") != "access" or "guest" not in (claims.get("roles") or ()) or not subject.startswith("guest:"):
+        raise ApiError(400, "guest_token_invalid", "The guest token is invalid or expired.")
+    return subject
 
 
 def roles_required(*roles: str):

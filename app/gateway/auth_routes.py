@@ -1,10 +1,13 @@
 """Public auth API: /v1/auth (register, verify, login, refresh, logout, passwords, MFA, guests)."""
 
+import logging
+
 from flask import current_app, request
 from flask.views import MethodView
 from flask_jwt_extended import get_jwt, get_jwt_identity, jwt_required
 
 from app.accounts import interface as accounts
+from app.cart import interface as cart
 from app.extensions import ApiBlueprint, limiter
 from app.gateway.account_schemas import (
     EmailSchema,
@@ -18,9 +21,11 @@ from app.gateway.account_schemas import (
     TokenSchema,
     UserSchema,
 )
-from app.gateway.auth import BEARER, roles_required
+from app.gateway.auth import BEARER, guest_subject, roles_required
 from app.gateway.http import require_json_body
+from app.products import interface as products
 
+logger = logging.getLogger(__name__)
 blp = ApiBlueprint(
     "auth", __name__, url_prefix="/v1/auth", description="Accounts, sessions and two-factor authentication."
 )
@@ -81,9 +86,27 @@ class Login(MethodView):
     @blp.problem_response(403, "`email_not_verified`, `account_disabled`")
     @blp.problem_response(429, "`login_locked` after repeated failures, or `rate_limited` (see Retry-After)")
     def post(self, body):
-        """Log in: an access token (15 min) and a refresh token (30 days)"""
+        """Log in: an access token (15 min) and a refresh token (30 days)
+
+        With the visitor's guest token in `X-Guest-Token`, the guest's cart is merged into
+        the user's and `cartMerge` says what was adjusted.
+        """
+        guest_token = request.headers.get("X-Guest-Token")
+        guest_id = guest_subject(guest_token) if guest_token else None
         attempt = accounts.LoginAttempt(client_ip=request.remote_addr or "unknown", **body)
-        return accounts.log_in(attempt=attempt)
+        session = accounts.log_in(attempt=attempt)
+        if guest_id is None:
+            return session
+        return {**vars(session), "cart_merge": _merge_after_login(guest_id, session.user_id)}
+
+
+def _merge_after_login(guest_id: str, user_id: str) -> cart.MergeResult | None:
+    """A failed merge must not fail the login: the client can call POST /v1/cart/merge later."""
+    try:
+        return cart.merge_guest_cart(guest_id=guest_id, user_id=user_id)
+    except (cart.CartError, products.ProductsError):
+        logger.exception("merging the cart of %s into %s after login failed", guest_id, user_id)
+        return None
 
 
 @blp.route("/refresh")

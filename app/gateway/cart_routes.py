@@ -1,12 +1,22 @@
 """Public cart API: /v1/cart (the original's routes, with a user's or a guest's token)."""
 
+from flask import request
 from flask.views import MethodView
 from flask_jwt_extended import get_jwt_identity
 
 from app.cart import interface as cart
+from app.errors import ApiError
 from app.extensions import ApiBlueprint
-from app.gateway.auth import BEARER, roles_required
-from app.gateway.cart_schemas import AddItemSchema, CartSchema, OrderSchema, RemoveItemQuerySchema, SetQuantitySchema
+from app.gateway.auth import BEARER, guest_subject, roles_required
+from app.gateway.cart_schemas import (
+    AddItemSchema,
+    CartSchema,
+    MergeRequestSchema,
+    MergeResultSchema,
+    OrderSchema,
+    RemoveItemQuerySchema,
+    SetQuantitySchema,
+)
 from app.gateway.http import etag_of, optional_expected_version, require_json_body
 from app.gateway.idempotency import IDEMPOTENCY_KEY, idempotent
 
@@ -113,3 +123,22 @@ class Checkout(MethodView):
         Needs an `Idempotency-Key`: retrying with the same key never places a second order.
         """
         return cart.check_out(owner_id=get_jwt_identity(), expected_version=optional_expected_version())
+
+
+@blp.route("/merge")
+class Merge(MethodView):
+    @signed_in
+    @blp.arguments(MergeRequestSchema)
+    @blp.response(200, MergeResultSchema)
+    @blp.problem_response(400, "`guest_token_invalid`, or no guest token sent")
+    @blp.doc(security=BEARER)
+    def post(self, body):
+        """Merge a guest's cart into yours (also done by login with X-Guest-Token)
+
+        Quantities add up, capped at 100 per line and by what can be reserved; the answer
+        lists what was adjusted. Merging the same guest cart again changes nothing.
+        """
+        token = body.get("guest_token") or request.headers.get("X-Guest-Token")
+        if not token:
+            raise ApiError(400, "guest_token_invalid", "Send the guest's token as guestToken or X-Guest-Token.")
+        return cart.merge_guest_cart(guest_id=guest_subject(token), user_id=get_jwt_identity())

@@ -64,3 +64,22 @@ class OrderSchema(ma.Schema):
     total_quantity = ma.fields.Integer(data_key="totalQuantity")
     items = ma.fields.List(ma.fields.Nested(OrderLineSchema))
     created_at = ma.fields.DateTime(data_key="createdAt")
+
+
+class MergeAdjustmentSchema(ma.Schema):
+    product_id = ma.fields.String(data_key="productId")
+    requested = ma.fields.Integer()
+    merged = ma.fields.Integer()
+    reason = ma.fields.String(metadata={"enum": ["quantity_limit", "insufficient_stock"]})
+
+
+class MergeResultSchema(ma.Schema):
+    cart = ma.fields.Nested(CartSchema)
+    merged_lines = ma.fields.Integer(data_key="mergedLines", metadata={"description": "Guest lines merged"})
+    adjustments = ma.fields.List(ma.fields.Nested(MergeAdjustmentSchema))
+
+
+class MergeRequestSchema(ma.Schema):
+    guest_token = ma.fields.String(
+        data_key="guestToken", validate=validate.Length(1, 4096), metadata={"description": "Or send X-Guest-Token"}
+    )

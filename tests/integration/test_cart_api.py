@@ -405,3 +405,81 @@ def test_orders_are_private_and_admins_see_all(client, admin_headers, shopper, t
     assert [listed["orderId"] for listed in listing.get_json()] == [order["orderId"]]
     assert "X-Pagination" in listing.headers
     expect_problem(client.get("/v1/orders/not-a-uuid", headers=shopper), 404, "order_not_found")
+
+
+# --- guest carts merged on login ---------------------------------------------------------------
+
+
+@pytest.fixture
+def guest(client) -> tuple[str, dict[str, str]]:
+    token = client.post("/v1/auth/guest").get_json()["accessToken"]
+    return token, {"Authorization": f"Bearer {token}"}
+
+
+def test_login_with_a_guest_token_merges_the_guest_cart(client, admin_headers, mail_dir, guest):
+    guest_token, guest_headers = guest
+    create(client, admin_headers, "mug", stock=10)
+    create(client, admin_headers, "pen", stock=10)
+    register_and_verify(client, mail_dir, "buyer@example.test")
+    add(client, guest_headers, "mug", 2)
+    add(client, guest_headers, "pen", 1)
+    login = client.post(
+        "/v1/auth/login",
+        json={"email": "buyer@example.test", "password": PASSWORD},
+        headers={"X-Guest-Token": guest_token},
+    )
+    assert login.status_code == 200
+    merge = login.get_json()["cartMerge"]
+    assert (merge["mergedLines"], merge["adjustments"]) == (2, [])
+    user_headers = {"Authorization": f"Bearer {login.get_json()['accessToken']}"}
+    cart = client.get("/v1/cart", headers=user_headers).get_json()
+    assert sorted((item["productId"], item["quantity"]) for item in cart["items"]) == [("mug", 2), ("pen", 1)]
+    assert (reserved(client, "mug"), reserved(client, "pen")) == (2, 1)
+    assert client.get("/v1/cart", headers=guest_headers).get_json()["items"] == []
+
+
+def test_quantities_add_up_and_are_capped_by_stock_and_the_line_maximum(client, admin_headers, shopper, guest):
+    guest_token, guest_headers = guest
+    create(client, admin_headers, "mug", stock=6)
+    create(client, admin_headers, "pen", stock=500)
+    add(client, shopper, "mug", 3)
+    add(client, guest_headers, "mug", 3)
+    add(client, shopper, "pen", 70)
+    add(client, guest_headers, "pen", 50)
+    result = client.post("/v1/cart/merge", json={"guestToken": guest_token}, headers=shopper).get_json()
+    adjustments = {item["productId"]: item for item in result["adjustments"]}
+    assert adjustments["pen"] == {"productId": "pen", "requested": 120, "merged": 100, "reason": "quantity_limit"}
+    # the guest's 3 mugs are still held while the user's line grows: only what is free can move over
+    assert adjustments["mug"] == {"productId": "mug", "requested": 6, "merged": 3, "reason": "insufficient_stock"}
+    assert (reserved(client, "mug"), reserved(client, "pen")) == (3, 100)
+
+
+def test_merging_twice_changes_nothing(client, admin_headers, shopper, guest):
+    guest_token, guest_headers = guest
+    create(client, admin_headers, "mug", stock=10)
+    add(client, guest_headers, "mug", 2)
+    first = client.post("/v1/cart/merge", headers={**shopper, "X-Guest-Token": guest_token}).get_json()
+    again = client.post("/v1/cart/merge", headers={**shopper, "X-Guest-Token": guest_token}).get_json()
+    assert first["mergedLines"] == 1
+    assert (again["mergedLines"], again["cart"]["items"]) == (0, first["cart"]["items"])
+    assert reserved(client, "mug") == 2
+
+
+@pytest.mark.parametrize("token_kind", ["missing", "garbage", "user"])
+def test_merge_needs_a_valid_guest_token(client, shopper, token, token_kind):
+    headers = {
+        "missing": {},
+        "garbage": {"X-Guest-Token": "not-a-token"},
+        "user": {"X-Guest-Token": token("customer", subject="someone-else")},
+    }[token_kind]
+    expect_problem(client.post("/v1/cart/merge", json={}, headers={**shopper, **headers}), 400, "guest_token_invalid")
+
+
+def test_login_with_an_invalid_guest_token_is_refused_before_logging_in(client, mail_dir):
+    register_and_verify(client, mail_dir, "buyer@example.test")
+    response = client.post(
+        "/v1/auth/login",
+        json={"email": "buyer@example.test", "password": PASSWORD},
+        headers={"X-Guest-Token": "forged"},
+    )
+    expect_problem(response, 400, "guest_token_invalid")
