@@ -76,6 +76,8 @@ class Settings:
     service_api_keys: tuple[str, ...] = ()
     catalog_cache_ttl: int = 2
     cart_reservation_ttl: int = 15 * 60
+    guest_cart_days: int = 30
+    user_cart_days: int = 90
     mail: MailSettings = MailSettings()
     auth: AuthSettings = AuthSettings()
 
@@ -109,6 +111,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         catalog_cache_ttl=reader.integer("CATALOG_CACHE_TTL", 2, minimum=0, maximum=3600),
         cart_reservation_ttl=reader.integer("CART_RESERVATION_TTL", Settings.cart_reservation_ttl, minimum=60),
+        guest_cart_days=reader.integer("GUEST_CART_DAYS", Settings.guest_cart_days, minimum=1),
+        user_cart_days=reader.integer("USER_CART_DAYS", Settings.user_cart_days, minimum=1),
         service_api_keys=tuple(key.strip() for key in (reader.text("SERVICE_API_KEY") or "").split(",") if key.strip()),
         mail=_mail_settings(reader),
         auth=_auth_settings(reader),

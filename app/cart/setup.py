@@ -1,10 +1,25 @@
 """Wires the cart module into the app being built; called by the composition root only."""
 
+import click
 from flask import Flask
+from flask.cli import AppGroup
 
 from app.cart.service import Carts
+from app.cart.sweep import sweep
 from app.config import Settings
 
 
 def register(app: Flask, settings: Settings) -> None:
     app.extensions["carts"] = Carts(reservation_ttl=settings.cart_reservation_ttl)
+    carts_cli = AppGroup("carts", help="Cart maintenance jobs.")
+
+    @carts_cli.command("sweep")
+    def sweep_command() -> None:
+        """Release stock holds that expired and expire abandoned carts (safe while serving)."""
+        report = sweep(guest_cart_days=settings.guest_cart_days, user_cart_days=settings.user_cart_days)
+        click.echo(
+            f"released {report.lines_released} expired lines from {report.carts_swept} carts; "
+            f"expired {report.carts_expired} abandoned carts"
+        )
+
+    app.cli.add_command(carts_cli)

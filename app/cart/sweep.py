@@ -1,0 +1,84 @@
+"""`flask carts sweep`: give back stock whose hold expired, and expire abandoned carts.
+
+A line cannot exist without its stock hold, so a line whose hold expired (no cart activity
+for CART_RESERVATION_TTL) leaves the cart and its units go back on sale. Carts untouched
+for GUEST_CART_DAYS (guests) or USER_CART_DAYS (users) end `expired`. Each cart is locked
+while it is swept (`SKIP LOCKED`: a cart being changed right now is left for the next run),
+lines are deleted before their holds are released, so the job is safe to run while the app
+serves traffic.
+"""
+
+from __future__ import annotations
+
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select
+
+from app.cart.models import Cart, CartLine, utcnow
+from app.extensions import db
+from app.products import interface as products
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    lines_released: int
+    carts_swept: int
+    carts_expired: int
+
+
+def sweep(*, guest_cart_days: int, user_cart_days: int, now: datetime | None = None) -> SweepReport:
+    now = now or utcnow()
+    lines_released = carts_swept = carts_expired = 0
+    for cart_id in _carts_to_visit(now, guest_cart_days, user_cart_days):
+        cart = db.session.scalar(
+            select(Cart)
+            .where(Cart.id == cart_id, Cart.status == "active")
+            .with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
+        )
+        if cart is None:
+            db.session.rollback()
+            continue
+        abandoned = cart.updated_at < now - _lifetime(cart.owner_id, guest_cart_days, user_cart_days)
+        leaving = list(cart.lines) if abandoned else [line for line in cart.lines if line.reserved_until < now]
+        for line in leaving:
+            cart.lines.remove(line)
+        if abandoned:
+            cart.status = "expired"
+            carts_expired += 1
+        if leaving:
+            cart.version += 1
+            carts_swept += 1
+        db.session.commit()
+        for line in leaving:
+            _release(line.reservation_id)
+        lines_released += len(leaving)
+    return SweepReport(lines_released=lines_released, carts_swept=carts_swept, carts_expired=carts_expired)
+
+
+def _carts_to_visit(now: datetime, guest_cart_days: int, user_cart_days: int) -> list:
+    guest_cutoff = now - timedelta(days=guest_cart_days)
+    user_cutoff = now - timedelta(days=user_cart_days)
+    expired_holds = select(CartLine.cart_id).where(CartLine.reserved_until < now)
+    query = select(Cart.id).where(
+        Cart.status == "active",
+        or_(
+            Cart.id.in_(expired_holds),
+            (Cart.owner_id.like("guest:%")) & (Cart.updated_at < guest_cutoff),
+            (~Cart.owner_id.like("guest:%")) & (Cart.updated_at < user_cutoff),
+        ),
+    )
+    ids = list(db.session.scalars(query))
+    db.session.commit()
+    return ids
+
+
+def _lifetime(owner_id: str, guest_cart_days: int, user_cart_days: int) -> timedelta:
+    return timedelta(days=guest_cart_days if owner_id.startswith("guest:") else user_cart_days)
+
+
+def _release(reservation_id: str) -> None:
+    with suppress(products.ReservationNotFound):  # never reserved: its add failed between the two stores
+        products.release_reservation(reservation_id=reservation_id)

@@ -1,0 +1,92 @@
+"""`flask carts sweep`: expired holds leave the cart and go back on sale; abandoned carts expire."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import update
+
+from app.cart.models import Cart, CartLine, utcnow
+from app.extensions import db
+
+
+@pytest.fixture
+def shopper(token) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token('customer', subject='sweep-shopper')}"}
+
+
+def create(client, admin_headers, product_id: str, stock: int = 10) -> None:
+    body = {"productId": product_id, "sku": f"SKU-{product_id}", "name": product_id, "price": "1.00", "stock": stock}
+    assert client.post("/v1/products", json=body, headers=admin_headers).status_code == 201
+
+
+def add(client, headers, product_id: str, quantity: int = 1) -> None:
+    body = {"productId": product_id, "quantity": quantity}
+    assert client.post("/v1/cart/products", json=body, headers=headers).status_code == 201
+
+
+def reserved(client, product_id: str) -> int:
+    return client.get(f"/v1/products/{product_id}").get_json()["reserved"]
+
+
+def age(app, *, lines_by=None, carts_by=None) -> None:
+    with app.app_context():
+        if lines_by:
+            db.session.execute(update(CartLine).values(reserved_until=utcnow() - lines_by))
+        if carts_by:
+            db.session.execute(update(Cart).values(updated_at=utcnow() - carts_by))
+        db.session.commit()
+
+
+def run_sweep(runner) -> str:
+    result = runner.invoke(args=["carts", "sweep"])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_nothing_to_sweep(client, runner, admin_headers, shopper):
+    create(client, admin_headers, "mug")
+    add(client, shopper, "mug", 2)
+    assert "released 0 expired lines from 0 carts; expired 0 abandoned carts" in run_sweep(runner)
+    assert reserved(client, "mug") == 2
+
+
+def test_expired_holds_leave_the_cart_and_go_back_on_sale(app, client, runner, admin_headers, shopper):
+    create(client, admin_headers, "mug")
+    create(client, admin_headers, "pen")
+    add(client, shopper, "mug", 2)
+    add(client, shopper, "pen", 1)
+    age(app, lines_by=timedelta(minutes=1))
+    assert "released 2 expired lines from 1 carts" in run_sweep(runner)
+    assert client.get("/v1/cart", headers=shopper).get_json()["items"] == []
+    assert (reserved(client, "mug"), reserved(client, "pen")) == (0, 0)
+    assert "released 0 expired lines" in run_sweep(runner)
+
+
+def test_activity_renews_the_hold(app, client, runner, admin_headers, shopper):
+    create(client, admin_headers, "mug")
+    add(client, shopper, "mug")
+    age(app, lines_by=timedelta(minutes=1))
+    add(client, shopper, "mug")  # touching the line renews its hold
+    run_sweep(runner)
+    assert client.get("/v1/cart", headers=shopper).get_json()["items"][0]["quantity"] == 2
+    assert reserved(client, "mug") == 2
+
+
+@pytest.mark.parametrize(
+    ("subject_is_guest", "days", "expired"),
+    [(True, 31, True), (True, 29, False), (False, 89, False), (False, 91, True)],
+)
+def test_abandoned_carts_expire(app, client, runner, admin_headers, shopper, subject_is_guest, days, expired):
+    create(client, admin_headers, "mug")
+    headers = shopper
+    if subject_is_guest:
+        headers = {"Authorization": f"Bearer {client.post('/v1/auth/guest').get_json()['accessToken']}"}
+    add(client, headers, "mug", 3)
+    first_cart = client.get("/v1/cart", headers=headers).get_json()["shoppingCartId"]
+    age(app, carts_by=timedelta(days=days))
+    output = run_sweep(runner)
+    assert (f"expired {int(expired)} abandoned carts") in output
+    assert reserved(client, "mug") == (0 if expired else 3)
+    assert (client.get("/v1/cart", headers=headers).get_json()["shoppingCartId"] != first_cart) is expired
