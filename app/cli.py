@@ -2,8 +2,8 @@
 
 from flask import Flask
 
+from app.seeding import seed_command
+
 
 def init_app(app: Flask) -> None:
-    from seed import seed_command
-
     app.cli.add_command(seed_command)

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from app.products import catalog as _catalog
+from app.products import reconcile as _reconcile
 from app.products import reservations as _reservations
 from app.products.database import ping as _ping
 from app.products.database import translate_store_errors as _translate_store_errors
@@ -36,6 +37,7 @@ from app.products.errors import (
     StockBelowReserved,
     VersionMismatch,
 )
+from app.products.reconcile import ReconcileReport, ReservedFix
 
 _NO_FILTERS = ProductFilters()
 
@@ -52,9 +54,11 @@ __all__ = [
     "ProductPage",
     "ProductsError",
     "ProductsUnavailable",
+    "ReconcileReport",
     "ReservationBusy",
     "ReservationConflict",
     "ReservationNotFound",
+    "ReservedFix",
     "SkuTaken",
     "StockBelowReserved",
     "StockReservation",
@@ -69,6 +73,7 @@ __all__ = [
     "import_products",
     "is_available",
     "list_products",
+    "reconcile_inventory",
     "release_reservation",
     "reserve_stock",
     "update_product",
@@ -130,6 +135,16 @@ def release_reservation(*, reservation_id: str) -> StockReservation:
 @_translate_store_errors
 def commit_reservation(*, reservation_id: str) -> StockReservation:
     return _reservations.commit_reservation(reservation_id)
+
+
+@_translate_store_errors
+def reconcile_inventory(*, dry_run: bool = False) -> ReconcileReport:
+    """Make each product's `reserved` match its active reservations, and report what changed.
+
+    Recovers stale reservation steps first. Safe while the app serves traffic (see
+    reconcile.py); with `dry_run`, reports what it would change and changes nothing.
+    """
+    return _reconcile.reconcile_inventory(dry_run=dry_run)
 
 
 @_translate_store_errors

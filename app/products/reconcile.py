@@ -80,7 +80,7 @@ class ReconcileReport:
     products_checked: int
     fixes: tuple[ReservedFix, ...]
     stale_steps_recovered: int
-    busy: tuple[str, ...] = ()  # products that kept changing; run again to check them
+    busy: tuple[str, ...] = ()  # kept changing, so not checked (nor counted above); run again
     oversold: tuple[str, ...] = ()  # products whose active reservations hold more than stock
     dry_run: bool = False
 
@@ -167,7 +167,9 @@ def _reconcile_product(snapshot: dict[str, Any], holding: _Holding, dry_run: boo
         fix = ReservedFix(product_id, snapshot["reserved"], holding.quantity, snapshot["stock"])
         if dry_run or _set_reserved(snapshot, holding.quantity):
             if not dry_run:
-                logger.warning("reconcile: product %s reserved %d -> %d", product_id, fix.reserved_before, fix.reserved_after)
+                logger.warning(
+                    "reconcile: product %s reserved %d -> %d", product_id, fix.reserved_before, fix.reserved_after
+                )
             return _Checked(fix=fix, oversold=oversold)
     return None
 
