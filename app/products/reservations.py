@@ -169,8 +169,11 @@ def _drive(claimed: dict[str, Any]) -> StockReservation:
         {"product_id": product_id}, {"status": 1, "stock": 1, "reserved": 1, "pending_steps": 1}
     )
     if product is not None and step in (product.get("pending_steps") or ()):
-        # Fenced by a recovering caller, which finalises the reservation.
-        return _to_dto(reservations().find_one({"reservation_id": claimed["reservation_id"]}))
+        # Fenced by a recovering caller, which finalises the reservation (or drops a new one).
+        recovered = reservations().find_one({"reservation_id": claimed["reservation_id"]})
+        if recovered is None:
+            raise ReservationBusy(f"Reservation {claimed['reservation_id']!r} was interrupted; try again.")
+        return _to_dto(recovered)
     _finalise(claimed, applied=False)
     if product is None or product["status"] != "active":
         raise ProductNotFound(f"No product with productId {product_id!r}.", productId=product_id)

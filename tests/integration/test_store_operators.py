@@ -90,3 +90,11 @@ def test_gap_set_of_a_datetime(things):
     things.update_one({"key": "a"}, {"$set": {"at": datetime(2022, 1, 1)}})
     stored = things.find_one({"key": "a"})["at"]
     assert stored in (datetime(2022, 1, 1), "2022-01-01 00:00:00")
+
+
+def test_gap_ne_null_matches_missing_fields(things):
+    """nx-27017's `{"f": {"$ne": None}}` also matches documents without `f` (MongoDB does not);
+    reconcile.py asks for `{"$type": "string"}` instead, which both answer alike."""
+    things.update_one({"key": "a"}, {"$set": {"step": "s"}})
+    assert keys(things.find({"step": {"$type": "string"}})) == ["a"]
+    assert keys(things.find({"step": {"$ne": None}})) in (["a"], ["a", "b"])
