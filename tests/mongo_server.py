@@ -28,6 +28,7 @@ class MongoServer:
 
     workdir: Path
     port: int
+    persistent: bool = False  # keep the data on disk across stop() and start()
     process: subprocess.Popen | None = None
 
     @property
@@ -39,8 +40,7 @@ class MongoServer:
         self.process = subprocess.Popen(
             [
                 executable,
-                "--db",
-                "memory",
+                *(("--data-dir", str(self.workdir / "data")) if self.persistent else ("--db", "memory")),
                 "--port",
                 str(self.port),
                 "--log-file",
