@@ -38,8 +38,10 @@ CENT = Decimal("0.01")
 
 
 class Carts:
-    def __init__(self, reservation_ttl: int):
+    def __init__(self, reservation_ttl: int, guest_cart_days: int, user_cart_days: int):
         self.reservation_ttl = timedelta(seconds=reservation_ttl)
+        self.guest_cart_lifetime = timedelta(days=guest_cart_days)
+        self.user_cart_lifetime = timedelta(days=user_cart_days)
 
     # --- reads -------------------------------------------------------------------------
 
@@ -282,7 +284,7 @@ class Carts:
             return cart
         try:
             with db.session.begin_nested():
-                cart = Cart(owner_id=owner_id)
+                cart = Cart(owner_id=owner_id, expires_at=utcnow() + self._lifetime(owner_id))
                 db.session.add(cart)
         except IntegrityError:
             cart = db.session.scalar(query)
@@ -306,8 +308,13 @@ class Carts:
         return next((line for line in cart.lines if line.product_id == product_id), None)
 
     def _bump(self, cart: Cart) -> None:
+        """Every change: a new version, and the cart lives on for its owner kind's lifetime."""
         cart.version += 1
         cart.updated_at = utcnow()
+        cart.expires_at = cart.updated_at + self._lifetime(cart.owner_id)
+
+    def _lifetime(self, owner_id: str) -> timedelta:
+        return self.guest_cart_lifetime if owner_id.startswith("guest:") else self.user_cart_lifetime
 
     def _to_dto(self, cart: Cart) -> CartDto:
         try:

@@ -10,13 +10,17 @@ from app.config import Settings
 
 
 def register(app: Flask, settings: Settings) -> None:
-    app.extensions["carts"] = Carts(reservation_ttl=settings.cart_reservation_ttl)
+    app.extensions["carts"] = Carts(
+        reservation_ttl=settings.cart_reservation_ttl,
+        guest_cart_days=settings.guest_cart_days,
+        user_cart_days=settings.user_cart_days,
+    )
     carts_cli = AppGroup("carts", help="Cart maintenance jobs.")
 
     @carts_cli.command("sweep")
     def sweep_command() -> None:
         """Release stock holds that expired and expire abandoned carts (safe while serving)."""
-        report = sweep(guest_cart_days=settings.guest_cart_days, user_cart_days=settings.user_cart_days)
+        report = sweep()
         click.echo(
             f"released {report.lines_released} expired lines from {report.carts_swept} carts; "
             f"expired {report.carts_expired} abandoned carts"

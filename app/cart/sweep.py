@@ -1,8 +1,8 @@
 """`flask carts sweep`: give back stock whose hold expired, and expire abandoned carts.
 
 A line cannot exist without its stock hold, so a line whose hold expired (no cart activity
-for CART_RESERVATION_TTL) leaves the cart and its units go back on sale. Carts untouched
-for GUEST_CART_DAYS (guests) or USER_CART_DAYS (users) end `expired`. Each cart is locked
+for CART_RESERVATION_TTL) leaves the cart and its units go back on sale. Carts past their
+`expires_at` (GUEST_CART_DAYS or USER_CART_DAYS after their last change) end `expired`. Each cart is locked
 while it is swept (`SKIP LOCKED`: a cart being changed right now is left for the next run),
 lines are deleted before their holds are released, so the job is safe to run while the app
 serves traffic.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import or_, select
 
@@ -28,10 +28,10 @@ class SweepReport:
     carts_expired: int
 
 
-def sweep(*, guest_cart_days: int, user_cart_days: int, now: datetime | None = None) -> SweepReport:
+def sweep(*, now: datetime | None = None) -> SweepReport:
     now = now or utcnow()
     lines_released = carts_swept = carts_expired = 0
-    for cart_id in _carts_to_visit(now, guest_cart_days, user_cart_days):
+    for cart_id in _carts_to_visit(now):
         cart = db.session.scalar(
             select(Cart)
             .where(Cart.id == cart_id, Cart.status == "active")
@@ -41,7 +41,7 @@ def sweep(*, guest_cart_days: int, user_cart_days: int, now: datetime | None = N
         if cart is None:
             db.session.rollback()
             continue
-        abandoned = cart.updated_at < now - _lifetime(cart.owner_id, guest_cart_days, user_cart_days)
+        abandoned = cart.expires_at is not None and cart.expires_at < now
         leaving = list(cart.lines) if abandoned else [line for line in cart.lines if line.reserved_until < now]
         for line in leaving:
             cart.lines.remove(line)
@@ -58,25 +58,12 @@ def sweep(*, guest_cart_days: int, user_cart_days: int, now: datetime | None = N
     return SweepReport(lines_released=lines_released, carts_swept=carts_swept, carts_expired=carts_expired)
 
 
-def _carts_to_visit(now: datetime, guest_cart_days: int, user_cart_days: int) -> list:
-    guest_cutoff = now - timedelta(days=guest_cart_days)
-    user_cutoff = now - timedelta(days=user_cart_days)
+def _carts_to_visit(now: datetime) -> list:
     expired_holds = select(CartLine.cart_id).where(CartLine.reserved_until < now)
-    query = select(Cart.id).where(
-        Cart.status == "active",
-        or_(
-            Cart.id.in_(expired_holds),
-            (Cart.owner_id.like("guest:%")) & (Cart.updated_at < guest_cutoff),
-            (~Cart.owner_id.like("guest:%")) & (Cart.updated_at < user_cutoff),
-        ),
-    )
+    query = select(Cart.id).where(Cart.status == "active", or_(Cart.id.in_(expired_holds), Cart.expires_at < now))
     ids = list(db.session.scalars(query))
     db.session.commit()
     return ids
-
-
-def _lifetime(owner_id: str, guest_cart_days: int, user_cart_days: int) -> timedelta:
-    return timedelta(days=guest_cart_days if owner_id.startswith("guest:") else user_cart_days)
 
 
 def _release(reservation_id: str) -> None:

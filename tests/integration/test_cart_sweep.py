@@ -34,8 +34,8 @@ def age(app, *, lines_by=None, carts_by=None) -> None:
     with app.app_context():
         if lines_by:
             db.session.execute(update(CartLine).values(reserved_until=utcnow() - lines_by))
-        if carts_by:
-            db.session.execute(update(Cart).values(updated_at=utcnow() - carts_by))
+        if carts_by:  # as if the last change was that long ago
+            db.session.execute(update(Cart).values(expires_at=Cart.expires_at - carts_by))
         db.session.commit()
 
 
