@@ -13,47 +13,41 @@ status is non-zero only when the benchmark itself could not run. See bench/READM
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import json
 import os
-import platform
-import re
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 
-from pymongo import MongoClient
-from pymongo.errors import PyMongoError
+from harness import (
+    BENCH,
+    DROPPED_ENV,
+    PRODUCTS,
+    ROOT,
+    WARMUP_SECONDS,
+    WRK_CONNECTIONS,
+    WRK_THREADS,
+    BenchError,
+    Processes,
+    Result,
+    gunicorn_args,
+    have_wrk,
+    judge,
+    parse_args,
+    parse_wrk,
+    prepare,
+    run_wrk,
+    seed,
+    start_gunicorn,
+    start_mongo,
+    table,
+    write_json,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "bench"
 RESULTS = BENCH / "results" / "catalog-latest.json"
-HOST = "127.0.0.1"  # every server and every request stays on loopback
-PRODUCTS = 1000
-WRK_THREADS = 2
-WRK_CONNECTIONS = 16
-WARMUP_SECONDS = 2
-STOP_TIMEOUT = 8.0  # seconds a process gets between SIGTERM and SIGKILL
-BUSY_WARNING = 0.25  # warn when the machine is this busy before the benchmark starts
-
-# The one gunicorn configuration used for BOTH apps, chosen by measuring on the 2-core
-# machine (see bench/README.md): 4 sync workers let the catalog overlap its MongoDB round
-# trips and cost the hello app nothing. Everything is on the command line: gunicorn gets an
-# empty config file so that the repository's gunicorn.conf.py (access log on stdout, workers
-# sized from the CPU count...) does not leak in, and GUNICORN_CMD_ARGS is removed.
-DEFAULT_WORKERS = 4
-DEFAULT_WORKER_CLASS = "sync"
-DEFAULT_THREADS = 1
 
 APP_ENV = {
     "APP_ENV": "development",
@@ -63,7 +57,6 @@ APP_ENV = {
     "CATALOG_CACHE_TTL": "2",  # the default: anonymous reads micro-cached per worker
     "JWT_SECRET": "bench-only-jwt-secret-not-used-by-these-endpoints",
 }
-DROPPED_ENV = ("GUNICORN_CMD_ARGS", "REDIS_URL", "SERVICE_API_KEY")
 
 
 @dataclass(frozen=True)
@@ -85,170 +78,6 @@ ENDPOINTS = (
 )
 
 
-@dataclass
-class Result:
-    endpoint: str
-    url: str
-    requests_per_sec: float
-    p50_ms: float
-    p99_ms: float
-    requests: int
-    non_2xx_3xx: int
-    socket_errors: int
-    ratio_to_hello: float | None = None
-    ratio_target: float | None = None
-    ratio_pass: bool | None = None
-    p99_target_ms: float | None = None
-    p99_pass: bool | None = None
-
-
-class BenchError(Exception):
-    """The benchmark could not run (a server did not start, wrk failed...)."""
-
-
-# --- processes -------------------------------------------------------------------------------
-
-
-class Processes:
-    """Every process the benchmark starts, each in its own session so that its children
-    (gunicorn's workers) can be ended with it; stopped in reverse order, bounded in time."""
-
-    def __init__(self) -> None:
-        self.started: list[tuple[str, subprocess.Popen]] = []
-
-    def start(self, name: str, args: list[str], *, env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen:
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                args, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        self.started.append((name, process))
-        return process
-
-    def stop_all(self, timeout: float = STOP_TIMEOUT) -> None:
-        for _, process in reversed(self.started):
-            if process.poll() is None:
-                _signal_group(process, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for name, process in reversed(self.started):
-            try:
-                process.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                print(f"{name} (pid {process.pid}) ignored SIGTERM; killing it", file=sys.stderr)
-            # Also whatever it left behind in its session (a worker that outlived its master).
-            _signal_group(process, signal.SIGKILL)
-            try:
-                process.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                print(f"{name} (pid {process.pid}) did not die", file=sys.stderr)
-        self.started.clear()
-
-
-def _signal_group(process: subprocess.Popen, signum: int) -> None:
-    """Signal the process group that `start_new_session` made for this process (its pgid is its pid)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signum)
-
-
-def cpu_busy(seconds: float = 1.0) -> float | None:
-    """The fraction of the machine's CPU time that was busy over `seconds` (None off Linux)."""
-
-    def sample() -> tuple[int, int]:
-        values = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        return values[3] + values[4], sum(values)  # idle + iowait, total
-
-    try:
-        idle_before, total_before = sample()
-        time.sleep(seconds)
-        idle_after, total_after = sample()
-    except (OSError, ValueError, IndexError):
-        return None
-    elapsed = total_after - total_before
-    return 1 - (idle_after - idle_before) / elapsed if elapsed else None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def start_mongo(processes: Processes, workdir: Path) -> str:
-    executable = shutil.which("nx-27017", path=str(Path(sys.executable).parent)) or shutil.which("nx-27017")
-    if not executable:
-        raise BenchError("nx-27017 not found next to this Python nor on PATH")
-    port = free_port()
-    log = workdir / "nx-27017.log"
-    args = [executable, "--db", "memory", "--host", HOST, "--port", str(port)]
-    args += ["--log-file", str(log), "--pid-file", str(workdir / "nx-27017.pid")]
-    process = processes.start("nx-27017", args, env=dict(os.environ), cwd=workdir, log=workdir / "nx-27017.out")
-    uri = f"mongodb://{HOST}:{port}/bench"
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BenchError(f"nx-27017 exited with {process.returncode}:\n{tail(log)}")
-        try:
-            with MongoClient(uri, serverSelectionTimeoutMS=300) as client:
-                client.admin.command("ping")
-            return uri
-        except PyMongoError:
-            time.sleep(0.1)
-    raise BenchError(f"nx-27017 did not answer on port {port} within 15 s:\n{tail(log)}")
-
-
-def seed(env: dict[str, str], workdir: Path) -> None:
-    log = workdir / "seed.log"
-    command = [sys.executable, "-m", "flask", "--app", "wsgi", "seed", "--count", str(PRODUCTS)]
-    with log.open("wb") as out:
-        completed = subprocess.run(
-            command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, timeout=180,
-            check=False,
-        )  # fmt: skip
-    if completed.returncode != 0:
-        raise BenchError(f"seeding failed ({completed.returncode}):\n{tail(log)}")
-    print(f"  {tail(log, 1)}")
-
-
-def gunicorn_args(options: argparse.Namespace) -> list[str]:
-    """The settings both apps run with (bind, app and log file are added per app)."""
-    args = ["--workers", str(options.workers), "--worker-class", options.worker_class]
-    if options.worker_class == "gthread":
-        args += ["--threads", str(options.threads)]
-    return [*args, "--log-level", "warning", "--graceful-timeout", "3", "--no-control-socket"]
-
-
-def start_gunicorn(
-    processes: Processes, name: str, app: str, chdir: Path, settings: list[str], env: dict[str, str], workdir: Path
-) -> str:
-    port = free_port()
-    empty_config = workdir / "gunicorn.empty.conf.py"
-    empty_config.write_text("# bench/catalog.py passes every setting on the command line\n")
-    log = workdir / f"{name}.log"
-    args = [sys.executable, "-m", "gunicorn", "--config", str(empty_config), "--chdir", str(chdir)]
-    args += [*settings, "--bind", f"{HOST}:{port}", "--error-logfile", str(log), app]
-    process = processes.start(name, args, env=env, cwd=chdir, log=workdir / f"{name}.out")
-    base = f"http://{HOST}:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BenchError(f"{name} exited with {process.returncode}:\n{tail(log)}\n{tail(workdir / f'{name}.out')}")
-        try:
-            with urllib.request.urlopen(base + "/", timeout=1):
-                return base
-        except urllib.error.HTTPError:
-            return base  # it answers (the catalog has no "/" route)
-        except OSError:
-            time.sleep(0.1)
-    raise BenchError(f"{name} did not answer on port {port} within 30 s:\n{tail(log)}")
-
-
 def check(endpoint: Endpoint, url: str) -> None:
     """One request first: a benchmark of error responses would be meaningless."""
     try:
@@ -260,163 +89,17 @@ def check(endpoint: Endpoint, url: str) -> None:
         raise BenchError(f"listing: expected 20 products from {url}, got {count}")
 
 
-# --- wrk -------------------------------------------------------------------------------------
-
-UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
-
-
-def to_ms(text: str) -> float:
-    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
-    if not match:
-        raise BenchError(f"unexpected wrk latency {text!r}")
-    return float(match.group(1)) * UNIT_MS[match.group(2)]
-
-
-def parse_wrk(output: str) -> dict[str, float | int]:
-    rate = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.MULTILINE)
-    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", output, re.MULTILINE))
-    total = re.search(r"^\s+(\d+) requests in", output, re.MULTILINE)
-    if not (rate and total and {"50", "99"} <= percentiles.keys()):
-        raise BenchError(f"could not parse wrk output:\n{output}")
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
-    return {
-        "requests_per_sec": float(rate.group(1)),
-        "p50_ms": to_ms(percentiles["50"]),
-        "p99_ms": to_ms(percentiles["99"]),
-        "requests": int(total.group(1)),
-        "non_2xx_3xx": int(non_2xx.group(1)) if non_2xx else 0,
-        "socket_errors": sum(int(n) for n in errors.groups()) if errors else 0,
-    }
-
-
-def run_wrk(url: str, seconds: int) -> str:
-    command = ["wrk", f"-t{WRK_THREADS}", f"-c{WRK_CONNECTIONS}", f"-d{seconds}s", "--latency", url]
-    try:
-        completed = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, check=False)
-    except subprocess.TimeoutExpired as error:
-        raise BenchError(f"wrk did not finish: {' '.join(command)}") from error
-    if completed.returncode != 0:
-        raise BenchError(f"wrk failed ({completed.returncode}): {completed.stderr or completed.stdout}")
-    return completed.stdout
-
-
 def benchmark(endpoint: Endpoint, url: str, seconds: int) -> Result:
     check(endpoint, url)
     run_wrk(url, WARMUP_SECONDS)
     return Result(endpoint=endpoint.name, url=url, **parse_wrk(run_wrk(url, seconds)))
 
 
-def judge(results: list[Result]) -> None:
-    hello = next(result for result in results if result.endpoint == "hello")
-    targets = {endpoint.name: endpoint for endpoint in ENDPOINTS}
-    for result in results:
-        result.ratio_to_hello = result.requests_per_sec / hello.requests_per_sec if hello.requests_per_sec else None
-        endpoint = targets[result.endpoint]
-        if endpoint.min_ratio is not None and result.ratio_to_hello is not None:
-            result.ratio_target, result.ratio_pass = endpoint.min_ratio, result.ratio_to_hello >= endpoint.min_ratio
-        if endpoint.max_p99_ms is not None:
-            result.p99_target_ms, result.p99_pass = endpoint.max_p99_ms, result.p99_ms <= endpoint.max_p99_ms
-
-
-# --- report ----------------------------------------------------------------------------------
-
-
-def verdict(passed: bool | None, target: str) -> str:
-    return "" if passed is None else f"{'PASS' if passed else 'MISS'} ({target})"
-
-
-def table(results: list[Result]) -> str:
-    header = f"{'endpoint':<48} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs hello':>9}  targets"
-    lines = [header, "-" * (len(header) + 50)]
-    for result in results:
-        path = result.url.split("/", 3)[3]
-        name = f"{result.endpoint} GET /{path}"
-        ratio = f"{result.ratio_to_hello:.1%}" if result.ratio_to_hello is not None else "-"
-        marks = []
-        if result.ratio_target is not None:
-            marks.append(verdict(result.ratio_pass, f">= {result.ratio_target:.0%} of hello"))
-        if result.p99_target_ms is not None:
-            marks.append(verdict(result.p99_pass, f"p99 <= {result.p99_target_ms:g} ms"))
-        if result.non_2xx_3xx or result.socket_errors:
-            marks.append(f"!! {result.non_2xx_3xx} non-2xx, {result.socket_errors} socket errors")
-        row = f"{name:<48} {result.requests_per_sec:>9.1f} {result.p50_ms:>8.2f} {result.p99_ms:>8.2f} {ratio:>9}"
-        lines.append("  ".join([row, *marks]))
-    return "\n".join(lines)
-
-
-def code_version() -> dict[str, object]:
-    """The commit measured, and whether the app's files had uncommitted changes."""
-
-    def git(*args: str) -> str | None:
-        try:
-            completed = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return completed.stdout.strip() if completed.returncode == 0 else None
-
-    status = git("status", "--porcelain", "--", "app", "wsgi.py", "seed.py")
-    return {"commit": git("rev-parse", "HEAD"), "app_modified": None if status is None else bool(status)}
-
-
-def write_json(results: list[Result], settings: dict[str, object]) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    report = {
-        "benchmark": "catalog",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "code": code_version(),
-        "machine": {
-            "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
-        "settings": settings,
-        "results": [asdict(result) for result in results],
-    }
-    temporary = RESULTS.with_name(RESULTS.name + ".tmp")
-    temporary.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(temporary, RESULTS)
-
-
-# --- main ------------------------------------------------------------------------------------
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", default="10s", help="wrk duration per endpoint: 10s, 1m or seconds [10s]")
-    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help=f"gunicorn workers [{DEFAULT_WORKERS}]")
-    parser.add_argument(
-        "--worker-class", default=DEFAULT_WORKER_CLASS, choices=("sync", "gthread"),
-        help=f"gunicorn worker class [{DEFAULT_WORKER_CLASS}]",
-    )  # fmt: skip
-    parser.add_argument(
-        "--threads", type=int, default=DEFAULT_THREADS, help=f"threads per gthread worker [{DEFAULT_THREADS}]"
-    )
-    options = parser.parse_args(argv)
-    match = re.fullmatch(r"(\d+)([sm]?)", options.duration.strip())
-    if not match or int(match.group(1)) < 1:
-        parser.error("--duration must look like 10s, 1m or 10")
-    options.seconds = int(match.group(1)) * (60 if match.group(2) == "m" else 1)
-    if options.workers < 1 or options.threads < 1:
-        parser.error("--workers and --threads must be at least 1")
-    return options
-
-
-def _exit_on_signal(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the finally blocks that stop the servers
-
-
 def main(argv: list[str] | None = None) -> int:
-    options = parse_args(argv)
-    if not shutil.which("wrk"):
-        print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
+    options = parse_args(__doc__.split("\n\n")[0], argv)
+    if not have_wrk():
         return 2
-    signal.signal(signal.SIGTERM, _exit_on_signal)
-    signal.signal(signal.SIGHUP, _exit_on_signal)
-    busy = cpu_busy()
-    if busy is not None and busy > BUSY_WARNING:
-        print(f"warning: the CPU was {busy:.0%} busy before the benchmark started; expect lower, noisier numbers")
+    busy = prepare()
     settings = gunicorn_args(options)
     processes = Processes()
     workdir = Path(tempfile.mkdtemp(prefix="bench-catalog-"))
@@ -440,10 +123,12 @@ def main(argv: list[str] | None = None) -> int:
             url = servers[endpoint.server] + endpoint.path
             print(f"wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} -d{options.seconds}s --latency {url}")
             results.append(benchmark(endpoint, url, options.seconds))
-        judge(results)
+        judge(results, ENDPOINTS)
         print()
         print(table(results))
         write_json(
+            RESULTS,
+            "catalog",
             results,
             {
                 "gunicorn": settings,

@@ -1,0 +1,604 @@
+"""Cart throughput benchmark: the cart API, with shoppers' tokens, against a hello-world Flask app.
+
+Run from the repository root:
+
+    .venv/bin/python bench/cart.py [--duration 10s]
+
+It starts an in-memory nx-27017 (MongoDB wire protocol) and seeds PRODUCTS products, creates a
+PostgreSQL database of its own (storefront_bench_<pid>, migrated by `flask db upgrade`, dropped
+at the end), serves the Storefront app and bench/hello_app.py under the same gunicorn settings on
+127.0.0.1, creates an administrator (`flask create-admin`) and shoppers (register, verify-email
+and login through the API), gives each shopper a cart of LINES lines, counts the SQL statements
+and MongoDB commands each kind of request costs (in process, Flask test client), loads each
+endpoint with wrk, prints a table with PASS/MISS against the targets and writes
+bench/results/cart-latest.json. A missed target is reported, never an exit status: the exit
+status is non-zero only when the benchmark itself could not run. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import email
+import email.policy
+import json
+import math
+import os
+import re
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import (
+    BENCH,
+    DROPPED_ENV,
+    PRODUCTS,
+    ROOT,
+    WARMUP_SECONDS,
+    WRK_CONNECTIONS,
+    WRK_THREADS,
+    BenchError,
+    Processes,
+    Result,
+    gunicorn_args,
+    have_wrk,
+    judge,
+    parse_args,
+    parse_wrk,
+    prepare,
+    run_flask,
+    run_wrk,
+    seed,
+    start_gunicorn,
+    start_mongo,
+    table,
+    write_json,
+    wrk_command,
+)
+
+RESULTS = BENCH / "results" / "cart-latest.json"
+POSTGRES = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"  # the local server, trust auth
+DATABASE = f"storefront_bench_{os.getpid()}"
+
+LINES = 5  # lines in every shopper's cart
+LINE_QUANTITY = 2  # units each line starts with (add+remove then never empties a line)
+MAX_LINE_QUANTITY = 100  # the cart's cap per line (409 quantity_limit_exceeded above it)
+STOCK_DELTA = 1_000_000  # added to the stock of every product a cart uses: stock never runs out
+# Pure add-to-cart grows lines until they hit the cap, so the shoppers must have room for every
+# add of the warm-up and the run: enough of them for ADD_RATE_CEILING req/s (above the target's
+# 8 % of hello's ~7 000 req/s), and at least two per connection so that no two requests in flight
+# lock the same cart.
+ADD_RATE_CEILING = 1000
+MIN_SHOPPERS = 2 * WRK_CONNECTIONS
+ROUND_TRIP_SAMPLES = 10  # requests of each kind measured in process
+ADMIN_EMAIL = "bench-admin@example.test"
+
+APP_ENV = {
+    "APP_ENV": "development",
+    "LOG_LEVEL": "WARNING",
+    "THROTTLE_LIMIT": "1000000000",  # rate limiting must not interfere (it still runs)
+    "THROTTLE_TTL": "60",
+    "AUTH_RATE_LIMIT": "100000 per minute",  # registering and logging in the shoppers
+    "CATALOG_CACHE_TTL": "2",  # the default (not used by the cart)
+    "JWT_SECRET": "bench-only-jwt-secret-0123456789-0123456789",
+    "MAIL_BACKEND": "file",  # the verification links are read from the files
+}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    server: str  # "hello" or "app"
+    label: str  # method and path, for the table
+    mode: str | None = None  # the Lua script's mode: "get", "add" or "add+remove"; None: a plain GET
+    min_ratio: float | None = None  # of hello's req/s
+    max_p99_ms: float | None = None
+
+
+ENDPOINTS = (
+    Endpoint("hello", "hello", "GET /"),
+    Endpoint("get-cart", "app", "GET /v1/cart", "get", min_ratio=0.30, max_p99_ms=50.0),
+    # One unit added then removed again, on the same line: the cart's state never drifts (no target).
+    Endpoint("add+remove", "app", "POST+DELETE /v1/cart/products/<id>", "add+remove"),
+    Endpoint("add-to-cart", "app", "POST /v1/cart/products", "add", min_ratio=0.08, max_p99_ms=100.0),
+)
+
+
+@dataclass
+class Shopper:
+    email: str
+    products: list[str]  # the product ids of the cart's lines
+    token: str = ""
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+
+
+@contextmanager
+def database() -> Iterator[str]:
+    """A fresh database on the local PostgreSQL, dropped on the way out whatever happens."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    server = create_engine(
+        POSTGRES, isolation_level="AUTOCOMMIT",
+        connect_args={"connect_timeout": 5, "options": "-c statement_timeout=60000"},
+    )  # fmt: skip
+    drop = text(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+    created = False
+    try:
+        try:
+            with server.connect() as connection:
+                version = connection.execute(text("SHOW server_version")).scalar()
+                connection.execute(drop)
+                created = True  # from here on, it is dropped on the way out
+                connection.execute(text(f'CREATE DATABASE "{DATABASE}"'))
+        except SQLAlchemyError as error:
+            raise BenchError(f"cannot create database {DATABASE} on {POSTGRES}: {error}") from error
+        print(f"  database {DATABASE} on PostgreSQL {version}")
+        yield f"postgresql://postgres@127.0.0.1:5432/{DATABASE}"
+    finally:
+        if created:
+            try:
+                with server.connect() as connection:
+                    connection.execute(drop)
+            except SQLAlchemyError as error:
+                print(f"could not drop database {DATABASE}: {error}; drop it by hand", file=sys.stderr)
+        server.dispose()
+
+
+# --- the API ---------------------------------------------------------------------------------
+
+
+def call(
+    base: str, method: str, path: str, *, token: str | None = None, body: object = None, expect: tuple[int, ...]
+) -> object:
+    """One request to the app: the decoded JSON answer, or BenchError for any other status."""
+    request = urllib.request.Request(base + path, method=method)
+    if body is not None:
+        request.data = json.dumps(body).encode()
+        request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            status, payload = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, payload = error.code, error.read()
+    except OSError as error:
+        raise BenchError(f"{method} {path} failed: {error}") from error
+    if status not in expect:
+        raise BenchError(f"{method} {path} answered {status}, not {expect}: {payload[:300].decode(errors='replace')}")
+    return json.loads(payload) if payload else None
+
+
+def log_in(base: str, address: str, password: str) -> str:
+    session = call(base, "POST", "/v1/auth/login", body={"email": address, "password": password}, expect=(200,))
+    return session["accessToken"]
+
+
+def verification_tokens(mail_dir: Path) -> dict[str, str]:
+    """The token of each verification email written by MAIL_BACKEND=file, by recipient."""
+    tokens = {}
+    for path in mail_dir.glob("*.eml"):
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        match = re.search(r"POST /v1/auth/verify-email:\s*(\S+)", message.get_body(("plain",)).get_content())
+        if match:
+            tokens[str(message["To"])] = match.group(1)
+    return tokens
+
+
+def parallel(function: Callable[[Shopper], object], shoppers: list[Shopper]) -> None:
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for _ in pool.map(function, shoppers):  # re-raises the first failure
+            pass
+
+
+def prepare_shoppers(base: str, env: dict[str, str], workdir: Path, count: int) -> list[Shopper]:
+    """An administrator (CLI) who raises the stock of the products used, then `count` shoppers
+    (API: register, verify-email, login), each with a cart of LINES lines of LINE_QUANTITY units.
+    """
+    password = secrets.token_urlsafe(18)
+    run_flask(
+        ["create-admin", "--email", ADMIN_EMAIL, "--password-stdin"], env, workdir,
+        what="flask create-admin", log_name="create-admin", stdin=password + "\n",
+    )  # fmt: skip
+    admin = log_in(base, ADMIN_EMAIL, password)
+    shoppers = [
+        Shopper(f"shopper-{n}@example.test", [str((LINES * n + line) % PRODUCTS + 1) for line in range(LINES)])
+        for n in range(count)
+    ]
+    used = sorted({product for shopper in shoppers for product in shopper.products}, key=int)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for _ in pool.map(
+            lambda product: call(
+                base, "POST", f"/v1/products/{product}/stock", token=admin,
+                body={"delta": STOCK_DELTA, "reason": "bench/cart.py"}, expect=(200,),
+            ),
+            used,
+        ):  # fmt: skip
+            pass
+
+    parallel(
+        lambda shopper: call(
+            base, "POST", "/v1/auth/register", body={"email": shopper.email, "password": password}, expect=(201,)
+        ),
+        shoppers,
+    )
+    links = verification_tokens(Path(env["MAIL_FILE_DIR"]))
+    missing = [shopper.email for shopper in shoppers if shopper.email not in links]
+    if missing:
+        raise BenchError(f"no verification email for {missing[:3]} (and {max(len(missing) - 3, 0)} more)")
+
+    def sign_in_and_fill(shopper: Shopper) -> None:
+        call(base, "POST", "/v1/auth/verify-email", body={"token": links[shopper.email]}, expect=(200,))
+        shopper.token = log_in(base, shopper.email, password)
+        for product in shopper.products:
+            body = {"productId": product, "quantity": LINE_QUANTITY}
+            call(base, "POST", "/v1/cart/products", token=shopper.token, body=body, expect=(201,))
+
+    parallel(sign_in_and_fill, shoppers)
+    return shoppers
+
+
+def shoppers_needed(seconds: int) -> int:
+    """Enough shoppers for ADD_RATE_CEILING adds per second through the check, warm-up and run."""
+    room = LINES * (MAX_LINE_QUANTITY - LINE_QUANTITY - 2)  # 2 units of slack for add+remove
+    return max(MIN_SHOPPERS, math.ceil(ADD_RATE_CEILING * (seconds + WARMUP_SECONDS + 2) / room))
+
+
+# --- round trips per request (in process) ----------------------------------------------------
+
+
+@dataclass
+class Tally:
+    requests: int = 0
+    sql: Counter = field(default_factory=Counter)  # statements SQLAlchemy sent, by first keyword
+    postgres: int = 0  # PostgreSQL round trips on the wire: also BEGIN, COMMIT and the pool's ping
+    mongo: Counter = field(default_factory=Counter)  # MongoDB commands, by name
+
+    def per_request(self) -> dict[str, object]:
+        n = self.requests or 1
+        return {
+            "requests": self.requests,
+            "sql_statements": sum(self.sql.values()) / n,
+            "postgres_round_trips": self.postgres / n,
+            "mongodb_commands": sum(self.mongo.values()) / n,
+            "sql_by_kind": {kind: count / n for kind, count in self.sql.most_common()},
+            "mongodb_by_command": {name: count / n for name, count in self.mongo.most_common()},
+        }
+
+
+def count_round_trips(env: dict[str, str], probe: Shopper, new_products: list[str]) -> dict[str, dict[str, object]]:
+    """Run requests of each kind through the Flask test client, against the same databases, and
+    count what each costs: SQL statements (SQLAlchemy's before_cursor_execute), PostgreSQL round
+    trips (a psycopg2 connection that counts what it sends, implicit BEGINs included) and MongoDB
+    commands (a pymongo CommandListener)."""
+    sys.path.insert(0, str(ROOT))
+    import psycopg2.extensions
+    from pymongo import monitoring
+    from sqlalchemy import event
+
+    from app import create_app
+    from app.config import load_settings
+    from app.extensions import db
+
+    tally = Tally()
+
+    class MongoCommands(monitoring.CommandListener):
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            tally.mongo[event.command_name] += 1
+
+        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+            pass
+
+        def failed(self, event: monitoring.CommandFailedEvent) -> None:
+            pass
+
+    def sent(connection: psycopg2.extensions.connection, statements: int = 1) -> None:
+        if not connection.autocommit and connection.status == psycopg2.extensions.STATUS_READY:
+            tally.postgres += 1  # psycopg2 opens the transaction with a BEGIN of its own
+        tally.postgres += statements
+
+    class CountingCursor(psycopg2.extensions.cursor):
+        def execute(self, query, params=None):
+            sent(self.connection)
+            return super().execute(query, params)
+
+        def executemany(self, query, params_seq):
+            params_seq = list(params_seq)
+            sent(self.connection, len(params_seq))  # one statement per parameter set
+            return super().executemany(query, params_seq)
+
+    class CountingConnection(psycopg2.extensions.connection):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.cursor_factory = CountingCursor
+
+        def commit(self):
+            if not self.autocommit and self.status != psycopg2.extensions.STATUS_READY:
+                tally.postgres += 1  # nothing is sent when no transaction is open
+            return super().commit()
+
+        def rollback(self):
+            if not self.autocommit and self.status != psycopg2.extensions.STATUS_READY:
+                tally.postgres += 1
+            return super().rollback()
+
+    monitoring.register(MongoCommands())  # before create_app: only clients created later report
+    app = create_app(load_settings(env))
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {probe.token}"}
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "do_connect", lambda _d, _r, _a, params: params.update(connection_factory=CountingConnection))
+    event.listen(
+        engine, "before_cursor_execute", lambda _c, _cur, statement, *_: tally.sql.update([statement.split()[0]])
+    )
+    engine.dispose()
+
+    def send(method: str, path: str, expect: int, body: object = None) -> None:
+        answer = client.open(path, method=method, headers=headers, json=body)
+        if answer.status_code != expect:
+            raise BenchError(
+                f"in process: {method} {path} answered {answer.status_code}: {answer.get_data(True)[:300]}"
+            )
+
+    def add(product: str) -> None:
+        send("POST", "/v1/cart/products", 201, {"productId": product, "quantity": 1})
+
+    def remove(product: str, whole_line: bool = False) -> None:
+        send("DELETE", f"/v1/cart/products/{product}{'?all=true' if whole_line else ''}", 200)
+
+    def measure(action: Callable[[int], None], times: int = ROUND_TRIP_SAMPLES) -> dict[str, object]:
+        nonlocal tally
+        tally = Tally()
+        for n in range(times):
+            action(n)
+        tally.requests = times
+        return tally.per_request()
+
+    try:
+        # First requests open the connections and fill SQLAlchemy's caches: not counted.
+        send("GET", "/v1/cart", 200)
+        add(probe.products[0])
+        remove(probe.products[0])
+        counts = {
+            "get-cart": measure(lambda _: send("GET", "/v1/cart", 200)),
+            "add-to-cart": measure(lambda n: add(probe.products[n % LINES])),
+            "remove-one": measure(lambda n: remove(probe.products[n % LINES])),
+            "add-new-line": measure(lambda n: add(new_products[n]), len(new_products)),
+        }
+        for product in new_products:
+            remove(product, whole_line=True)
+        return counts
+    finally:
+        with app.app_context():
+            db.session.remove()
+        engine.dispose()
+        import mongoengine
+
+        mongoengine.disconnect_all()
+
+
+def round_trip_table(counts: dict[str, dict[str, object]]) -> str:
+    lines = [
+        f"Round trips per request (in process, Flask test client, {ROUND_TRIP_SAMPLES} requests of each kind):",
+        f"{'request':<30} {'SQL stmts':>9} {'PG trips':>9} {'Mongo cmds':>10}  detail",
+    ]
+    for name, count in counts.items():
+        sql = ", ".join(f"{n:g} {kind}" for kind, n in count["sql_by_kind"].items())
+        mongo = ", ".join(f"{n:g} {command}" for command, n in count["mongodb_by_command"].items())
+        lines.append(
+            f"{name:<30} {count['sql_statements']:>9g} {count['postgres_round_trips']:>9g} "
+            f"{count['mongodb_commands']:>10g}  SQL: {sql or '-'}; MongoDB: {mongo or '-'}"
+        )
+    lines.append(
+        "PG trips = SQL statements + psycopg2's BEGIN + COMMIT/ROLLBACK + the pool's pre-ping (SELECT 1 per checkout)."
+    )
+    return "\n".join(lines)
+
+
+# --- wrk -------------------------------------------------------------------------------------
+
+LUA = """\
+-- Generated by bench/cart.py for one run (the tokens expire with it). Mode: {mode}
+local mode = "{mode}"
+local thread_count = {threads}
+local tokens = {{ {tokens} }}
+local products = {{ {products} }}  -- each shopper's cart lines, in the order of tokens
+
+local threads_set_up = 0
+function setup(thread)
+  thread:set("thread_index", threads_set_up)
+  threads_set_up = threads_set_up + 1
+end
+
+-- Each thread drives its own shoppers (every thread_count-th one): two requests in flight never
+-- lock the same cart. Requests visit the shoppers in turn, then the next line of each cart.
+local plan, added, turn = {{}}, {{}}, 0
+
+function init(args)
+  for line = 1, #products[1] do
+    for shopper = thread_index + 1, #tokens, thread_count do
+      local auth = {{ ["Authorization"] = "Bearer " .. tokens[shopper] }}
+      if mode == "get" then
+        if line == 1 then plan[#plan + 1] = {{ wrk.format("GET", "/v1/cart", auth) }} end
+      else
+        local product = products[shopper][line]
+        local json = {{ ["Authorization"] = auth["Authorization"], ["Content-Type"] = "application/json" }}
+        local body = '{{"productId":"' .. product .. '","quantity":1}}'
+        plan[#plan + 1] = {{
+          wrk.format("POST", "/v1/cart/products", json, body),
+          wrk.format("DELETE", "/v1/cart/products/" .. product, auth),
+        }}
+      end
+    end
+  end
+end
+
+function request()
+  turn = turn % #plan + 1
+  if mode == "add+remove" then
+    added[turn] = not added[turn]  -- add, then remove the unit added, on each line in turn
+    return added[turn] and plan[turn][1] or plan[turn][2]
+  end
+  return plan[turn][1]
+end
+"""
+
+
+def lua_script(path: Path, mode: str, shoppers: list[Shopper]) -> Path:
+    def strings(values: list[str]) -> str:
+        return ", ".join(json.dumps(value) for value in values)  # a JSON string of these is a Lua string
+
+    path.write_text(
+        LUA.format(
+            mode=mode,
+            threads=WRK_THREADS,
+            tokens=strings([shopper.token for shopper in shoppers]),
+            products=", ".join("{ " + strings(shopper.products) + " }" for shopper in shoppers),
+        )
+    )
+    return path
+
+
+def check(endpoint: Endpoint, base: str, shopper: Shopper) -> None:
+    """One request of each kind first: a benchmark of error responses would be meaningless."""
+    if endpoint.mode is None:
+        with urllib.request.urlopen(base + "/", timeout=5):
+            return
+    if endpoint.mode == "get":
+        got = call(base, "GET", "/v1/cart", token=shopper.token, expect=(200,))
+        if len(got["items"]) != LINES:
+            raise BenchError(f"get-cart: expected {LINES} lines, got {len(got['items'])}")
+        return
+    product = shopper.products[0]
+    body = {"productId": product, "quantity": 1}
+    call(base, "POST", "/v1/cart/products", token=shopper.token, body=body, expect=(201,))
+    if endpoint.mode == "add+remove":
+        call(base, "DELETE", f"/v1/cart/products/{product}", token=shopper.token, expect=(200,))
+
+
+def benchmark(endpoint: Endpoint, base: str, script: Path | None, seconds: int, shopper: Shopper) -> Result:
+    url = base + ("/" if endpoint.mode is None else "/v1/cart" if endpoint.mode == "get" else "/v1/cart/products")
+    print(" ".join(wrk_command(url, seconds, script)))
+    check(endpoint, base, shopper)
+    run_wrk(url, WARMUP_SECONDS, script)
+    return Result(endpoint=endpoint.name, url=url, **parse_wrk(run_wrk(url, seconds, script)))
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def run(
+    options: argparse.Namespace, busy: float | None, processes: Processes, workdir: Path, database_url: str
+) -> None:
+    settings = gunicorn_args(options)
+    shopper_count = shoppers_needed(options.seconds)
+    # Tokens issued before the runs must outlive them all (minimum: 15 minutes).
+    access_ttl = max(900, 120 + len(ENDPOINTS) * (options.seconds + WARMUP_SECONDS + 30))
+    mongo_uri = start_mongo(processes, workdir)
+    env = {key: value for key, value in os.environ.items() if key not in DROPPED_ENV}
+    env.update(
+        APP_ENV, MONGODB_URI=mongo_uri, DATABASE_URL=database_url, MAIL_FILE_DIR=str(workdir / "mail"),
+        JWT_ACCESS_TTL=str(access_ttl),
+    )  # fmt: skip
+    seed(env, workdir)
+    run_flask(["db", "upgrade"], env, workdir, what="flask db upgrade", log_name="db-upgrade")
+    print(f"Starting gunicorn ({' '.join(settings)}) for the app and the hello app...")
+    servers = {
+        "app": start_gunicorn(processes, "app", "wsgi:app", ROOT, settings, env, workdir),
+        "hello": start_gunicorn(processes, "hello", "hello_app:app", BENCH, settings, env, workdir),
+    }
+    print(f"Creating an administrator and {shopper_count} shoppers (+2 for the round trips), filling their carts...")
+    everyone = prepare_shoppers(servers["app"], env, workdir, shopper_count + 2)
+    shoppers, probe, spare = everyone[:shopper_count], everyone[shopper_count], everyone[shopper_count + 1]
+    print("Counting round trips per request, in process...")
+    round_trips = count_round_trips(env, probe, spare.products)
+    results = []
+    for endpoint in ENDPOINTS:
+        script = None
+        if endpoint.mode:
+            script = lua_script(workdir / f"{endpoint.mode.replace('+', '-')}.lua", endpoint.mode, shoppers)
+        results.append(benchmark(endpoint, servers[endpoint.server], script, options.seconds, shoppers[0]))
+    judge(results, ENDPOINTS)
+    labels = {endpoint.name: f"{endpoint.name} {endpoint.label}" for endpoint in ENDPOINTS}
+    print()
+    print(table(results, lambda result: labels[result.endpoint]))
+    print()
+    print(round_trip_table(round_trips))
+    write_json(
+        RESULTS,
+        "cart",
+        results,
+        {
+            "gunicorn": settings,
+            "wrk": {"threads": WRK_THREADS, "connections": WRK_CONNECTIONS, "duration_s": options.seconds},
+            "warmup_s": WARMUP_SECONDS,
+            "products": PRODUCTS,
+            "shoppers": shopper_count,
+            "lines_per_cart": LINES,
+            "line_quantity_at_start": LINE_QUANTITY,
+            "stock_added_per_product": STOCK_DELTA,
+            "store": "nx-27017 --db memory",
+            "database": "the local PostgreSQL, a database of the run's own",
+            "cpu_busy_before": None if busy is None else round(busy, 3),
+            "app_env": {**APP_ENV, "JWT_ACCESS_TTL": str(access_ttl)},
+        },
+        round_trips=round_trips,
+    )
+    print(f"\nWrote {RESULTS.relative_to(ROOT)}")
+
+
+def _ignore_signals() -> None:
+    """While cleaning up: a second Ctrl-C or SIGTERM must not leave servers or the database behind."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_args(__doc__.split("\n\n")[0], argv)
+    if not have_wrk():
+        return 2
+    busy = prepare()
+    processes = Processes()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-cart-"))
+    keep_logs = True  # for a failure, to investigate
+    try:
+        print(f"Creating a database, starting nx-27017 and seeding {PRODUCTS} products...")
+        with database() as database_url:
+            try:
+                run(options, busy, processes, workdir, database_url)
+                keep_logs = False
+            finally:
+                _ignore_signals()
+                processes.stop_all()  # before the database is dropped
+    except BenchError as error:
+        print(f"benchmark failed: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        keep_logs = False
+        return 130
+    finally:
+        _ignore_signals()
+        processes.stop_all()
+        if keep_logs:
+            print(f"logs kept in {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
