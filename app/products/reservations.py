@@ -35,9 +35,10 @@ from app.products.errors import (
     ReservationConflict,
     ReservationNotFound,
 )
-from app.products.models import Reservation, all_of, from_epoch_ms, stamped, to_epoch_ms, utcnow
+from app.products.models import Reservation, from_epoch_ms, stamped, to_epoch_ms, utcnow
 
 STALE_AFTER = timedelta(seconds=30)
+CAS_ATTEMPTS = 500
 WAIT_SECONDS = 0.01
 MAX_ROUNDS = 300
 
@@ -187,23 +188,38 @@ def _drive(claimed: dict[str, Any]) -> StockReservation:
 
 
 def _apply(step: str, product_id: str, delta: int) -> bool:
-    """Apply a step's effect on the product's counters, at most once."""
-    condition: dict[str, Any] = {"product_id": product_id, "pending_steps": {"$nin": [step]}}
-    if _kind(step) == "commit":
-        condition.update(reserved={"$gte": -delta}, stock={"$gte": -delta})
-        increments = {"stock": delta, "reserved": delta}
-    elif delta > 0:
-        condition.update(status="active")
-        increments = {"reserved": delta}
-    else:
-        condition.update(reserved={"$gte": -delta})
-        increments = {"reserved": delta}
-    available = {"$expr": {"$gte": [{"$subtract": ["$stock", "$reserved"]}, max(delta, 0)]}}
-    result = products().update_one(
-        all_of(condition, available),
-        stamped({"$inc": {**increments, "version": 1}, "$push": {"pending_steps": step}}),
-    )
-    return result.modified_count == 1
+    """Apply a step's effect on the product's counters, at most once.
+
+    Read, check in Python, then update only if `stock` and `reserved` are still what was
+    read (a compare-and-set), retrying when another step got there first. Not one update
+    with `$expr`: nx-27017 then ignores the `product_id` index and scans every product
+    (14 ms at 1,000 products, on a single-threaded server).
+    """
+    kind = _kind(step)
+    increments = {"stock": delta, "reserved": delta} if kind == "commit" else {"reserved": delta}
+    for _ in range(CAS_ATTEMPTS):
+        product = products().find_one(
+            {"product_id": product_id}, {"_id": 0, "stock": 1, "reserved": 1, "status": 1, "pending_steps": 1}
+        )
+        if product is None or step in (product.get("pending_steps") or ()) or not _allows(kind, delta, product):
+            return False
+        seen = {"product_id": product_id, "stock": product["stock"], "reserved": product["reserved"]}
+        result = products().update_one(
+            {**seen, "pending_steps": {"$nin": [step]}},
+            stamped({"$inc": {**increments, "version": 1}, "$push": {"pending_steps": step}}),
+        )
+        if result.modified_count == 1:
+            return True
+    raise ReservationBusy(f"Product {product_id!r} is changing too fast; try again.")
+
+
+def _allows(kind: str, delta: int, product: dict[str, Any]) -> bool:
+    stock, reserved = product["stock"], product["reserved"]
+    if kind == "commit":
+        return reserved >= -delta and stock >= -delta
+    if delta > 0:
+        return product.get("status") == "active" and stock - reserved >= delta
+    return reserved >= -delta
 
 
 def _finalise(claimed: dict[str, Any], *, applied: bool) -> dict[str, Any]:
