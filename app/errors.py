@@ -7,15 +7,19 @@ unexpected exceptions (500, logged with a traceback).
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from flask import Flask, Response, current_app, json, request
 from werkzeug.exceptions import HTTPException
 
 PROBLEM_MIMETYPE = "application/problem+json"
 logger = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class DomainError(Exception):
@@ -50,6 +54,31 @@ class ApiError(Exception):
         super().__init__(detail)
         self.status, self.code, self.detail = status, code, detail
         self.errors, self.headers = errors, headers or {}
+
+
+def outages_as(
+    failures: tuple[type[Exception], ...],
+    unavailable: Callable[[], DomainError],
+    *,
+    cleanup: Callable[[], None] | None = None,
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorate a module's interface functions so that a store outage (`failures`, the
+    driver's connection errors) surfaces as the module's own 503 error, never a 500."""
+
+    def decorator(function: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(function)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return function(*args, **kwargs)
+            except failures as error:
+                if cleanup is not None:
+                    cleanup()
+                logger.warning("%s: store unavailable: %s", function.__module__, error)
+                raise unavailable() from error
+
+        return wrapper
+
+    return decorator
 
 
 def problem(

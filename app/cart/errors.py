@@ -39,3 +39,7 @@ class IdempotencyKeyInUse(CartError):
 
 class OrderNotFound(CartError):
     status, code = 404, "order_not_found"
+
+
+class CartUnavailable(CartError):
+    status, code = 503, "dependency_unavailable"

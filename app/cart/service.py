@@ -46,9 +46,7 @@ class Carts:
     # --- reads -------------------------------------------------------------------------
 
     def get(self, owner_id: str) -> CartDto:
-        cart = self._active_cart(owner_id)
-        db.session.commit()
-        return self._to_dto(cart)
+        return self._to_dto(self._active_cart(owner_id))
 
     # --- writes ------------------------------------------------------------------------
 
@@ -101,7 +99,7 @@ class Carts:
         if guest_cart is None or not guest_cart.lines:
             db.session.rollback()
             return MergeResult(cart=self.get(user_id), merged_lines=0, adjustments=())
-        cart = self._locked_cart_keeping(user_id)
+        cart = self._locked_cart(user_id, keep_transaction=True)  # the guest cart stays locked
         adjustments, released, merged_lines = [], [], len(guest_cart.lines)
         try:
             for guest_line in list(guest_cart.lines):
@@ -143,13 +141,6 @@ class Carts:
             )
         line.reserved_until = until
         return wanted
-
-    def _locked_cart_keeping(self, owner_id: str) -> Cart:
-        """Like _locked_cart, without committing the caller's open transaction first."""
-        cart = self._active_cart(owner_id)
-        return db.session.scalar(
-            select(Cart).where(Cart.id == cart.id).with_for_update().execution_options(populate_existing=True)
-        )
 
     def checkout(self, owner_id: str, expected_version: int | None = None) -> OrderDto:
         """Turn the cart into an order: every line's hold becomes a sale, or nothing is sold.
@@ -276,8 +267,9 @@ class Carts:
 
     # --- helpers -----------------------------------------------------------------------
 
-    def _active_cart(self, owner_id: str) -> Cart:
-        """The owner's active cart, created if there is none (safe when two requests race)."""
+    def _active_cart(self, owner_id: str, *, keep_transaction: bool = False) -> Cart:
+        """The owner's active cart, created (and committed, unless the caller's open transaction
+        must be kept) if there is none; safe when two first requests race."""
         query = select(Cart).where(Cart.owner_id == owner_id, Cart.status == "active")
         cart = db.session.scalar(query)
         if cart is not None:
@@ -287,13 +279,16 @@ class Carts:
                 cart = Cart(owner_id=owner_id, expires_at=utcnow() + self._lifetime(owner_id))
                 db.session.add(cart)
         except IntegrityError:
-            cart = db.session.scalar(query)
+            return db.session.scalar(query)
+        if not keep_transaction:
+            db.session.commit()
         return cart
 
-    def _locked_cart(self, owner_id: str, expected_version: int | None = None) -> Cart:
+    def _locked_cart(
+        self, owner_id: str, expected_version: int | None = None, *, keep_transaction: bool = False
+    ) -> Cart:
         """The active cart, its row locked until the caller commits: writes to one cart queue up."""
-        cart = self._active_cart(owner_id)
-        db.session.commit()
+        cart = self._active_cart(owner_id, keep_transaction=keep_transaction)
         locked = db.session.scalar(
             select(Cart).where(Cart.id == cart.id).with_for_update().execution_options(populate_existing=True)
         )

@@ -17,7 +17,7 @@ from app.gateway.cart_schemas import (
     RemoveItemQuerySchema,
     SetQuantitySchema,
 )
-from app.gateway.http import etag_of, optional_expected_version, require_json_body
+from app.gateway.http import optional_expected_version, require_json_body, with_etag
 from app.gateway.idempotency import IDEMPOTENCY_KEY, idempotent
 
 blp = ApiBlueprint(
@@ -44,10 +44,6 @@ def _write_docs(view):
     return view
 
 
-def _with_etag(current: cart.Cart, status: int = 200):
-    return current, status, {"ETag": etag_of(current.version)}
-
-
 @blp.route("")
 class Cart(MethodView):
     @shopper
@@ -55,7 +51,7 @@ class Cart(MethodView):
     @blp.doc(security=BEARER)
     def get(self):
         """Your cart (created empty if you have none)"""
-        return _with_etag(cart.get_cart(owner_id=get_jwt_identity()))
+        return with_etag(cart.get_cart(owner_id=get_jwt_identity()))
 
     @shopper
     @idempotent(required=False)
@@ -63,7 +59,7 @@ class Cart(MethodView):
     @_write_docs
     def delete(self):
         """Empty your cart, releasing its stock"""
-        return _with_etag(cart.empty_cart(owner_id=get_jwt_identity(), expected_version=optional_expected_version()))
+        return with_etag(cart.empty_cart(owner_id=get_jwt_identity(), expected_version=optional_expected_version()))
 
 
 @blp.route("/products")
@@ -76,7 +72,7 @@ class CartProducts(MethodView):
     def post(self, body):
         """Add units of a product (reserves them)"""
         added = cart.add_item(owner_id=get_jwt_identity(), expected_version=optional_expected_version(), **body)
-        return _with_etag(added, 201)
+        return with_etag(added, 201)
 
 
 @blp.route("/products/<string:product_id>")
@@ -89,7 +85,7 @@ class CartProduct(MethodView):
     def put(self, body, product_id):
         """Set a line's quantity (0 removes it)"""
         owner_id, version = get_jwt_identity(), optional_expected_version()
-        return _with_etag(
+        return with_etag(
             cart.set_item_quantity(owner_id=owner_id, product_id=product_id, expected_version=version, **body)
         )
 
@@ -101,7 +97,7 @@ class CartProduct(MethodView):
     def delete(self, query, product_id):
         """Remove ONE unit, deleting the line at zero (the original's behaviour); `?all=true` removes the line"""
         owner_id, version = get_jwt_identity(), optional_expected_version()
-        return _with_etag(
+        return with_etag(
             cart.remove_item(
                 owner_id=owner_id, product_id=product_id, whole_line=query["all"], expected_version=version
             )

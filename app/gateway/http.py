@@ -17,8 +17,9 @@ def require_json_body() -> None:
         raise ApiError(415, "unsupported_media_type", "Send the body as JSON (Content-Type: application/json).")
 
 
-def etag_of(version: int) -> str:
-    return f'"{version}"'
+def with_etag(resource, status: int = 200, **headers: str):
+    """A view's answer carrying the resource's version as its (strong) ETag: `"<version>"`."""
+    return resource, status, {"ETag": f'"{resource.version}"', **headers}
 
 
 def expected_version() -> int:

@@ -7,7 +7,7 @@ from app.errors import ApiError
 from app.extensions import ApiBlueprint
 from app.gateway.auth import BEARER, roles_required
 from app.gateway.caching import after_catalog_request, public_cache
-from app.gateway.http import etag_of, expected_version, require_json_body
+from app.gateway.http import expected_version, require_json_body, with_etag
 from app.gateway.schemas import (
     ProductCreateSchema,
     ProductPatchSchema,
@@ -32,10 +32,6 @@ def _admin_docs(view):
     for status, description in ADMIN_ERRORS:
         view = blp.problem_response(status, description)(view)
     return view
-
-
-def _with_etag(product, status=200, **headers):
-    return product, status, {"ETag": etag_of(product.version), **headers}
 
 
 @blp.route("")
@@ -74,7 +70,7 @@ class Products(MethodView):
         """Create a product (admin)"""
         product = products.create_product(draft=draft)
         location = url_for("products.ProductById", product_id=product.product_id)
-        return _with_etag(product, 201, Location=location)
+        return with_etag(product, 201, Location=location)
 
 
 @blp.route("/<string:product_id>")
@@ -85,7 +81,7 @@ class ProductById(MethodView):
     @blp.problem_response(404, "Unknown product (`product_not_found`)")
     def get(self, product_id):
         """Get one product, with its ETag"""
-        return _with_etag(products.get_product(product_id=product_id))
+        return with_etag(products.get_product(product_id=product_id))
 
     @roles_required("admin")
     @blp.arguments(ProductPatchSchema)
@@ -99,7 +95,7 @@ class ProductById(MethodView):
     def patch(self, changes, product_id):
         """Change a product (admin); needs If-Match"""
         product = products.update_product(product_id=product_id, changes=changes, expected_version=expected_version())
-        return _with_etag(product)
+        return with_etag(product)
 
     @roles_required("admin")
     @blp.response(204)
@@ -125,4 +121,4 @@ class ProductStock(MethodView):
     def post(self, adjustment, product_id):
         """Adjust on-hand stock (admin)"""
         product = products.adjust_stock(product_id=product_id, **adjustment)
-        return _with_etag(product)
+        return with_etag(product)

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable
-from typing import ParamSpec, TypeVar
 
 import mongoengine
 from pymongo.errors import ConnectionFailure, PyMongoError
 
+from app.errors import outages_as
 from app.products.errors import ProductsUnavailable
 from app.products.models import DOCUMENTS
 
 logger = logging.getLogger(__name__)
-P = ParamSpec("P")
-R = TypeVar("R")
 
 # Fail fast when MongoDB is unreachable instead of hanging a worker for pymongo's 30 s
 # default; any of these can be overridden in MONGODB_URI's query string.
@@ -32,18 +28,9 @@ def _defaults_not_in(uri: str) -> dict[str, int]:
     return {key: value for key, value in CLIENT_DEFAULTS.items() if key.lower() + "=" not in query}
 
 
-def translate_store_errors(function: Callable[P, R]) -> Callable[P, R]:
-    """Turn driver-level connection failures into the module's own ProductsUnavailable."""
-
-    @functools.wraps(function)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return function(*args, **kwargs)
-        except ConnectionFailure as error:
-            logger.warning("products store unavailable: %s", error)
-            raise ProductsUnavailable("The products store is unavailable; try again shortly.") from error
-
-    return wrapper
+translate_store_errors = outages_as(
+    (ConnectionFailure,), lambda: ProductsUnavailable("The products store is unavailable; try again shortly.")
+)
 
 
 def ping() -> bool:

@@ -1,0 +1,13 @@
+"""Turns database outages into the module's own CartUnavailable."""
+
+from sqlalchemy.exc import OperationalError
+
+from app.cart.errors import CartUnavailable
+from app.errors import outages_as
+from app.extensions import db
+
+translate_database_errors = outages_as(
+    (OperationalError,),
+    lambda: CartUnavailable("The cart database is unavailable; try again shortly."),
+    cleanup=db.session.rollback,
+)
