@@ -18,6 +18,9 @@ from pymongo.uri_parser import parse_uri
 REPOSITORY = Path(__file__).resolve().parent.parent
 DEVELOPMENT_JWT_SECRET = "dev-only-jwt-secret-change-me-in-production"  # noqa: S105 (refused in production)
 ENVIRONMENTS = ("development", "test", "production")
+MODULES = ("products", "cart", "accounts", "gateway")
+# The modules each module calls: served in the same process, or reached at their *_SERVICE_URL.
+CALLS = {"gateway": ("products", "cart", "accounts"), "cart": ("products",)}
 MIN_PRODUCTION_SECRET_LENGTH = 32
 
 
@@ -59,11 +62,33 @@ class AuthSettings:
 
 
 @dataclass(frozen=True)
+class ResilienceSettings:
+    """Bounds on every outbound call, so that no dependency can hang or exhaust a worker."""
+
+    service_connect_timeout: float = 1.0  # seconds, HTTP calls to another module's service
+    service_read_timeout: float = 5.0
+    service_retries: int = 2  # extra attempts, for idempotent calls only
+    service_pool_size: int = 10  # concurrent calls per service (the bulkhead) and pooled connections
+    breaker_failures: int = 5  # consecutive failures that open a dependency's circuit
+    breaker_reset_seconds: int = 10  # how long it stays open before one probe is let through
+    db_connect_timeout: int = 3  # seconds
+    db_statement_timeout_ms: int = 10_000
+    db_pool_size: int = 5
+    db_pool_timeout: int = 3  # seconds to wait for a pooled connection (the database's bulkhead)
+    redis_timeout: float = 0.5  # seconds, connect and read
+
+
+@dataclass(frozen=True)
 class Settings:
     env: str = "development"
     api_port: int = 3000
     products_service_port: int = 3001
     cart_service_port: int = 3002
+    accounts_service_port: int = 3003
+    modules: tuple[str, ...] = MODULES
+    products_service_url: str | None = None
+    cart_service_url: str | None = None
+    accounts_service_url: str | None = None
     mongodb_uri: str = "mongodb://127.0.0.1:27017/products"
     database_url: str = f"sqlite:///{REPOSITORY / 'var' / 'storefront.db'}"
     jwt_secret: str = DEVELOPMENT_JWT_SECRET
@@ -80,6 +105,7 @@ class Settings:
     user_cart_days: int = 90
     mail: MailSettings = MailSettings()
     auth: AuthSettings = AuthSettings()
+    resilience: ResilienceSettings = ResilienceSettings()
 
     @property
     def is_production(self) -> bool:
@@ -87,6 +113,25 @@ class Settings:
 
     def override(self, **changes: object) -> Settings:
         return replace(self, **changes)
+
+    def serves(self, module: str) -> bool:
+        return module in self.modules
+
+    def service_url(self, module: str) -> str | None:
+        return getattr(self, f"{module}_service_url")
+
+    def remote_modules(self) -> tuple[str, ...]:
+        """The modules this process calls over HTTP: called by a served module, not served here."""
+        called = {callee for module in self.modules for callee in CALLS.get(module, ())}
+        return tuple(module for module in MODULES if module in called and not self.serves(module))
+
+
+def listen_port(settings: Settings) -> int:
+    """The port a process serves: the gateway's API_PORT, else its first module's service port."""
+    if settings.serves("gateway"):
+        return settings.api_port
+    first = next(module for module in MODULES if settings.serves(module))
+    return getattr(settings, f"{first}_service_port")
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -98,6 +143,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         api_port=reader.port("API_PORT", 3000),
         products_service_port=reader.port("PRODUCTS_SERVICE_PORT", 3001),
         cart_service_port=reader.port("CART_SERVICE_PORT", 3002),
+        accounts_service_port=reader.port("ACCOUNTS_SERVICE_PORT", 3003),
+        modules=reader.modules("APP_MODULES"),
+        products_service_url=reader.url("PRODUCTS_SERVICE_URL", schemes=("http", "https")),
+        cart_service_url=reader.url("CART_SERVICE_URL", schemes=("http", "https")),
+        accounts_service_url=reader.url("ACCOUNTS_SERVICE_URL", schemes=("http", "https")),
         mongodb_uri=reader.mongodb_uri("MONGODB_URI", Settings.mongodb_uri),
         database_url=_database_url(reader),
         jwt_secret=reader.text("JWT_SECRET") or DEVELOPMENT_JWT_SECRET,
@@ -116,6 +166,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         service_api_keys=tuple(key.strip() for key in (reader.text("SERVICE_API_KEY") or "").split(",") if key.strip()),
         mail=_mail_settings(reader),
         auth=_auth_settings(reader),
+        resilience=_resilience_settings(reader),
     )
     validate(settings)
     return settings
@@ -158,8 +209,36 @@ def _auth_settings(reader: _Reader) -> AuthSettings:
     )
 
 
+def _resilience_settings(reader: _Reader) -> ResilienceSettings:
+    defaults = ResilienceSettings()
+    return ResilienceSettings(
+        service_connect_timeout=reader.seconds("SERVICE_CONNECT_TIMEOUT", defaults.service_connect_timeout),
+        service_read_timeout=reader.seconds("SERVICE_READ_TIMEOUT", defaults.service_read_timeout),
+        service_retries=reader.integer("SERVICE_RETRIES", defaults.service_retries, minimum=0, maximum=10),
+        service_pool_size=reader.integer("SERVICE_POOL_SIZE", defaults.service_pool_size, minimum=1, maximum=1000),
+        breaker_failures=reader.integer("BREAKER_FAILURES", defaults.breaker_failures, minimum=1),
+        breaker_reset_seconds=reader.integer("BREAKER_RESET_SECONDS", defaults.breaker_reset_seconds, minimum=1),
+        db_connect_timeout=reader.integer("DB_CONNECT_TIMEOUT", defaults.db_connect_timeout, minimum=1),
+        db_statement_timeout_ms=reader.integer(
+            "DB_STATEMENT_TIMEOUT_MS", defaults.db_statement_timeout_ms, minimum=100
+        ),
+        db_pool_size=reader.integer("DB_POOL_SIZE", defaults.db_pool_size, minimum=1, maximum=1000),
+        db_pool_timeout=reader.integer("DB_POOL_TIMEOUT", defaults.db_pool_timeout, minimum=1),
+        redis_timeout=reader.seconds("REDIS_TIMEOUT", defaults.redis_timeout),
+    )
+
+
 def validate(settings: Settings) -> None:
     """Rules that span variables; also applied to settings built by tests."""
+    for module in settings.remote_modules():
+        if settings.service_url(module) is None:
+            served = ",".join(settings.modules)
+            raise ConfigError(
+                f"{module.upper()}_SERVICE_URL",
+                f"must be set: APP_MODULES={served} calls the {module} module but does not serve it",
+            )
+    if not settings.service_api_keys and (settings.remote_modules() or not settings.serves("gateway")):
+        raise ConfigError("SERVICE_API_KEY", "must be set when modules run as separate services")
     if not settings.is_production:
         return
     if settings.auth.algorithm == "HS256":
@@ -210,6 +289,28 @@ class _Reader:
             bounds = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
             raise ConfigError(name, f"must be {bounds}, got {value}")
         return value
+
+    def seconds(self, name: str, default: float) -> float:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(name, f"must be a number of seconds, got {raw!r}") from None
+        if not 0 < value <= 3600:
+            raise ConfigError(name, f"must be between 0 and 3600 seconds, got {raw}")
+        return value
+
+    def modules(self, name: str) -> tuple[str, ...]:
+        raw = self.text(name)
+        if raw is None:
+            return MODULES
+        wanted = {module.strip().lower() for module in raw.split(",") if module.strip()}
+        unknown = sorted(wanted - set(MODULES))
+        if unknown or not wanted:
+            raise ConfigError(name, f"must list modules among {', '.join(MODULES)}, got {raw!r}")
+        return tuple(module for module in MODULES if module in wanted)
 
     def boolean(self, name: str, default: bool) -> bool:
         raw = self.text(name)
