@@ -1,12 +1,55 @@
-"""gunicorn settings; every value can be overridden with GUNICORN_* environment variables."""
+"""gunicorn settings for every run mode; GUNICORN_* variables override the defaults.
 
+The port comes from the app's own settings (`listen_port`), so APP_MODULES alone chooses
+3000, 3001, 3002 or 3003, and a bad setting stops the master with the app's one-line error.
+"""
+
+import json
 import multiprocessing
 import os
+from datetime import UTC, datetime
 
-bind = f"{os.environ.get('API_HOST', '0.0.0.0')}:{os.environ.get('API_PORT', '3000')}"  # noqa: S104 (container port)
-workers = int(os.environ.get("GUNICORN_WORKERS", min(multiprocessing.cpu_count() * 2 + 1, 8)))
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
-keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
+from gunicorn.glogging import Logger
+
+from app.config import listen_port, load_settings
+
+
+def _env(name: str, default: object) -> str:
+    """The variable, or the default when it is unset or blank (compose passes `${VAR:-}` as blank)."""
+    return os.environ.get(name, "").strip() or str(default)
+
+
+bind = f"{_env('API_HOST', '0.0.0.0')}:{listen_port(load_settings())}"  # noqa: S104 (container port)
+workers = int(_env("GUNICORN_WORKERS", min(multiprocessing.cpu_count() * 2 + 1, 8)))
+worker_class = _env("GUNICORN_WORKER_CLASS", "sync")
+timeout = int(_env("GUNICORN_TIMEOUT", 30))
+graceful_timeout = int(_env("GUNICORN_GRACEFUL_TIMEOUT", 20))
+keepalive = int(_env("GUNICORN_KEEPALIVE", 5))
+accesslog = _env("GUNICORN_ACCESS_LOG", "-")
+
+
+class JsonAccessLogger(Logger):
+    """Writes each access log line as one JSON object (json.dumps). A JSON access_log_format
+    cannot do this safely: gunicorn escapes `"` in values but not `\\` or control characters,
+    so a request for `/a%5C` would break the line."""
+
+    def access(self, resp, req, environ, request_time):
+        if not self.access_log_enabled:
+            return
+        atoms = self.atoms(resp, req, environ, request_time)
+        line = {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "remote_addr": atoms["h"],
+            "method": atoms["m"],
+            "path": atoms["U"],
+            "query": atoms["q"] or None,
+            "status": int(atoms["s"]),
+            "bytes": atoms["B"],
+            "duration_ms": round(request_time.total_seconds() * 1000, 3),
+            "user_agent": atoms["a"] if atoms["a"] != "-" else None,
+            "request_id": atoms.get("{x-request-id}i") or atoms.get("{x-request-id}o"),
+        }
+        self.access_log.info("%s", json.dumps(line))
+
+
+logger_class = JsonAccessLogger

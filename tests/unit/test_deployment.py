@@ -1,0 +1,330 @@
+"""The deployment files agree with the settings the app reads.
+
+Docker cannot run here, so docker-compose.yml, the Dockerfile and gunicorn.conf.py are checked
+against app.config itself: the variables it reads, the port `listen_port` picks for each
+service's environment, and the modules each one serves and calls.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import runpy
+from datetime import timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from urllib.error import HTTPError, URLError
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from gunicorn.config import Config
+
+from app.config import MODULES, ConfigError, Settings, listen_port, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+APP_SERVICES = [name for name, service in SERVICES.items() if "build" in service]
+ONE_SHOT = "migrate"
+SPLIT = {"products-service": {"products"}, "cart-service": {"cart"}, "gateway": {"gateway", "accounts"}}
+PORTS = {"api": 3000, "products-service": 3001, "cart-service": 3002, "gateway": 3000}
+IMAGES = {"mongodb": "mongo:7", "postgres": "postgres:16", "redis": "redis:7", "rabbitmq": "rabbitmq:3-management"}
+# What an operator must export; compose refuses to start without them.
+REQUIRED = {"JWT_SECRET": "a-production-secret-of-at-least-32-characters", "SERVICE_API_KEY": "service-key"}
+
+
+def names_read(path: Path) -> set[str]:
+    """Upper-case string literals passed first to a call: how app/config.py reads a variable
+    (`reader.port("API_PORT", ...)`, `env.get("NODE_ENV")`) and gunicorn.conf.py (`_env(...)`)."""
+    return set(re.findall(r'[\w.]\(\s*"([A-Z][A-Z0-9_]*)"', path.read_text()))
+
+
+READ = names_read(REPO / "app" / "config.py") | names_read(REPO / "gunicorn.conf.py")
+
+
+def interpolate(value: object) -> str:
+    """What compose makes of `${VAR:-default}` / `${VAR:?message}` when the shell sets nothing
+    but the required variables."""
+
+    def substitute(match: re.Match) -> str:
+        name, operator, rest = match.groups()
+        if operator == ":?":
+            return REQUIRED[name]
+        assert operator == ":-", f"${{{name}}} has no default"
+        return rest
+
+    return re.sub(r"\$\{(\w+)(:[-?])?([^}]*)\}", substitute, str(value))
+
+
+def environment(name: str) -> dict[str, str]:
+    return {key: interpolate(value) for key, value in SERVICES[name]["environment"].items()}
+
+
+def settings_of(name: str) -> Settings:
+    return load_settings(environment(name))
+
+
+def published_ports(name: str) -> list[tuple[str, int, int]]:
+    """(host address, host port, container port) for each `ports` entry."""
+    published = []
+    for entry in SERVICES[name].get("ports", []):
+        *address, host, container = interpolate(entry).split(":")
+        published.append((address[0] if address else "0.0.0.0", int(host), int(container)))  # noqa: S104
+    return published
+
+
+def started_with(name: str) -> set[str]:
+    """The services `docker compose up NAME` starts: NAME and its dependencies, transitively."""
+    started, pending = set(), [name]
+    while pending:
+        service = pending.pop()
+        if service not in started:
+            started.add(service)
+            pending.extend(SERVICES[service].get("depends_on", {}))
+    return started
+
+
+def test_the_variable_scan_sees_what_the_app_reads():
+    assert {"API_PORT", "APP_MODULES", "DB_STATEMENT_TIMEOUT_MS", "SERVICE_API_KEY", "GUNICORN_WORKERS"} <= READ
+
+
+def test_every_long_running_service_has_a_health_check():
+    for name, service in SERVICES.items():
+        if name == ONE_SHOT:
+            continue
+        check = service.get("healthcheck", {})
+        assert check.get("test"), f"{name} has no health check"
+        assert not check.get("disable"), f"{name} disables its health check"
+
+
+def test_the_migration_is_one_shot_and_waits_for_the_stores():
+    migrate = SERVICES[ONE_SHOT]
+    assert migrate["command"] == ["flask", "--app", "wsgi", "db", "upgrade"]
+    assert migrate["restart"] == "no"
+    assert migrate["healthcheck"] == {"disable": True}
+    assert {name: dep["condition"] for name, dep in migrate["depends_on"].items()} == {
+        "mongodb": "service_healthy",
+        "postgres": "service_healthy",
+        "redis": "service_healthy",
+    }
+
+
+@pytest.mark.parametrize("name", [name for name in APP_SERVICES if name != ONE_SHOT])
+def test_app_services_start_after_the_migration(name):
+    assert SERVICES[name]["depends_on"][ONE_SHOT] == {"condition": "service_completed_successfully"}
+
+
+def test_infrastructure_runs_the_official_images():
+    assert {name: service["image"] for name, service in SERVICES.items() if "image" in service} == IMAGES
+
+
+@pytest.mark.parametrize(("name", "data"), [("mongodb", "/data/db"), ("postgres", "/var/lib/postgresql/data")])
+def test_stores_keep_their_data_in_named_volumes(name, data):
+    volumes = dict(mount.split(":", 1)[::-1] for mount in SERVICES[name]["volumes"])
+    assert volumes[data] in COMPOSE["volumes"]
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_app_services_set_only_variables_the_app_reads(name):
+    assert set(environment(name)) - READ == set()
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_app_service_environments_are_valid_production_settings(name):
+    settings = settings_of(name)
+    assert settings.is_production
+    assert settings.database_url.startswith("postgresql+psycopg2://")
+
+
+def test_only_the_secrets_are_required():
+    text = (REPO / "docker-compose.yml").read_text()
+    assert set(re.findall(r"\$\{(\w+):\?", text)) == set(REQUIRED)
+
+
+@pytest.mark.parametrize("name", PORTS)
+def test_each_app_service_listens_on_the_port_it_publishes(name):
+    settings = settings_of(name)
+    ports = published_ports(name)
+    assert [container for _, _, container in ports] == [listen_port(settings)] == [PORTS[name]]
+    assert [host for _, host, _ in ports] == [PORTS[name]]
+
+
+def test_the_monolith_serves_every_module_in_the_default_profile():
+    assert "profiles" not in SERVICES["api"]
+    assert settings_of("api").modules == MODULES
+    assert settings_of("api").remote_modules() == ()
+
+
+@pytest.mark.parametrize("name", SPLIT)
+def test_split_services_serve_their_modules_in_the_split_profile(name):
+    assert SERVICES[name]["profiles"] == ["split"]
+    assert set(settings_of(name).modules) == SPLIT[name]
+
+
+def test_the_split_layout_serves_every_module_exactly_once():
+    served = [module for name in SPLIT for module in settings_of(name).modules]
+    assert sorted(served) == sorted(MODULES)
+
+
+@pytest.mark.parametrize("name", SPLIT)
+def test_split_services_call_each_remote_module_at_the_service_that_serves_it(name):
+    settings = settings_of(name)
+    for module in settings.remote_modules():
+        url = urlsplit(settings.service_url(module))
+        target = settings_of(url.hostname)
+        assert target.serves(module), f"{name} calls {module} at {url.hostname}, which does not serve it"
+        assert url.port == listen_port(target)
+        assert SERVICES[name]["depends_on"][url.hostname] == {"condition": "service_healthy"}
+
+
+def test_internal_services_publish_on_the_host_loopback_only():
+    for name in ("products-service", "cart-service"):
+        assert {address for address, _, _ in published_ports(name)} == {"127.0.0.1"}
+
+
+def test_naming_the_gateway_starts_the_split_layout_without_the_monolith():
+    started = started_with("gateway")
+    assert set(SPLIT) | {ONE_SHOT, "mongodb", "postgres", "redis"} <= started
+    assert "api" not in started
+
+
+def test_the_image_runs_gunicorn_as_a_non_root_user_with_pinned_packages():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    users = re.findall(r"^USER\s+(\S+)", dockerfile, re.MULTILINE)
+    assert users
+    assert users[-1] not in ("root", "0")
+    assert re.search(rf"useradd\b.*\b{users[-1]}\b", dockerfile)
+    assert re.search(r"pip install -c requirements\.lock\b", dockerfile)
+    assert re.search(r"^HEALTHCHECK\b", dockerfile, re.MULTILINE)
+    assert 'CMD ["gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"]' in dockerfile
+
+
+def test_every_file_the_image_copies_exists_and_is_in_the_build_context():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    sources = [src for line in re.findall(r"^COPY\s+(.+)$", dockerfile, re.MULTILINE) for src in line.split()[:-1]]
+    ignored = set((REPO / ".dockerignore").read_text().split())
+    assert {".git", ".venv", "var", "tests", "bench", ".env"} <= ignored
+    for source in sources:
+        assert (REPO / source).exists(), source
+        assert not ignored & {source, *(str(parent) for parent in Path(source).parents)}, source
+
+
+@pytest.fixture
+def gunicorn_config(monkeypatch):
+    """Runs gunicorn.conf.py as gunicorn does, with only the given variables set."""
+
+    def run(**variables: str) -> dict:
+        for name in READ:
+            monkeypatch.delenv(name, raising=False)
+        for name, value in variables.items():
+            monkeypatch.setenv(name, value)
+        return runpy.run_path(str(REPO / "gunicorn.conf.py"))
+
+    return run
+
+
+SPLIT_VARIABLES = {
+    "SERVICE_API_KEY": "service-key",
+    "PRODUCTS_SERVICE_URL": "http://products-service:3001",
+    "CART_SERVICE_URL": "http://cart-service:3002",
+    "ACCOUNTS_SERVICE_URL": "http://accounts-service:3003",
+}
+
+
+@pytest.mark.parametrize(
+    ("variables", "bind"),
+    [
+        ({}, "0.0.0.0:3000"),
+        ({"APP_MODULES": "products"}, "0.0.0.0:3001"),
+        ({"APP_MODULES": "cart"}, "0.0.0.0:3002"),
+        ({"APP_MODULES": "accounts"}, "0.0.0.0:3003"),
+        ({"APP_MODULES": "gateway,accounts"}, "0.0.0.0:3000"),
+        ({"APP_MODULES": "cart", "CART_SERVICE_PORT": "4002", "API_HOST": "127.0.0.1"}, "127.0.0.1:4002"),
+    ],
+)
+def test_gunicorn_binds_the_port_of_the_modules_it_serves(gunicorn_config, variables, bind):
+    assert gunicorn_config(**SPLIT_VARIABLES, **variables)["bind"] == bind
+
+
+def test_a_bad_setting_stops_gunicorn_with_the_apps_message(gunicorn_config):
+    with pytest.raises(ConfigError, match="API_PORT must be a whole number"):
+        gunicorn_config(API_PORT="x")
+
+
+def test_gunicorn_workers_follow_the_cpu_count_unless_set(gunicorn_config, monkeypatch):
+    monkeypatch.setattr("multiprocessing.cpu_count", lambda: 2)
+    assert gunicorn_config()["workers"] == 5
+    assert gunicorn_config(GUNICORN_WORKERS="")["workers"] == 5  # compose passes unset ones blank
+    assert gunicorn_config(GUNICORN_WORKERS="3")["workers"] == 3
+    monkeypatch.setattr("multiprocessing.cpu_count", lambda: 16)
+    assert gunicorn_config()["workers"] == 8
+
+
+def test_the_access_log_is_one_json_object_per_request_on_stdout(gunicorn_config, capsys):
+    config = Config()
+    for name, value in gunicorn_config().items():
+        if name in config.settings:
+            config.set(name, value)
+    logger = config.logger_class(config)
+    path = '/v1/products/a"b\\c\n'
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "RAW_URI": "/v1/products/a%22b%5Cc%0A?q=%22x%22",
+        "PATH_INFO": path,
+        "QUERY_STRING": "q=%22x%22",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "10.0.0.7",
+        "HTTP_USER_AGENT": 'curl "8"',
+    }
+    request = SimpleNamespace(headers=[("USER-AGENT", 'curl "8"'), ("X-REQUEST-ID", "req-1")])
+    response = SimpleNamespace(status="404 NOT FOUND", sent=57, headers=[("Content-Type", "application/problem+json")])
+
+    logger.access(response, request, environ, timedelta(microseconds=12_345))
+
+    [line] = capsys.readouterr().out.splitlines()
+    entry = json.loads(line)
+    assert entry.pop("time").endswith("+00:00")
+    assert entry == {
+        "remote_addr": "10.0.0.7",
+        "method": "GET",
+        "path": path,
+        "query": "q=%22x%22",
+        "status": 404,
+        "bytes": 57,
+        "duration_ms": 12.345,
+        "user_agent": 'curl "8"',
+        "request_id": "req-1",
+    }
+
+
+class _Answer:
+    def __init__(self, status: int):
+        self.status = status
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return False
+
+
+@pytest.mark.parametrize(
+    ("answer", "healthy"),
+    [
+        (_Answer(200), True),  # the gateway, every store up
+        (HTTPError("http://x", 404, "Not Found", {}, None), True),  # an internal-only service
+        (HTTPError("http://x", 503, "Service Unavailable", {}, None), False),  # a store down
+        (URLError(ConnectionRefusedError()), False),  # nothing listening
+    ],
+)
+def test_the_container_health_check(monkeypatch, answer, healthy):
+    def urlopen(url, timeout):
+        assert url == "http://127.0.0.1:3001/v1/health"
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr("urllib.request.urlopen", urlopen)
+    check = runpy.run_path(str(REPO / "scripts" / "healthcheck.py"))["check"]
+    assert check(3001) is healthy
