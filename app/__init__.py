@@ -10,12 +10,16 @@ from flask import Flask
 from swagger_ui_bundle import swagger_ui_path
 
 from app import cli
+from app.accounts import interface as accounts_interface
 from app.accounts import setup as accounts
+from app.cart import interface as cart_interface
 from app.cart import setup as cart
 from app.config import Settings, load_settings, validate
 from app.errors import register_error_handlers
 from app.extensions import api, cache, cors, db, jwt, limiter, migrate
 from app.gateway import setup as gateway
+from app.http_client import ServiceClient
+from app.products import interface as products_interface
 from app.products import setup as products
 
 SWAGGER_UI_ASSETS = "/api/assets"
@@ -30,6 +34,7 @@ EXPOSED_HEADERS = [
     "RateLimit-Reset",
 ]
 MIGRATIONS = str(Path(__file__).resolve().parent.parent / "migrations")
+PORTS = {port.module: port for port in (products_interface.port, cart_interface.port, accounts_interface.port)}
 
 
 def create_app(config: Settings | None = None) -> Flask:
@@ -51,11 +56,25 @@ def create_app(config: Settings | None = None) -> Flask:
     cache.init_app(app)
     cors.init_app(app, origins=list(settings.cors_origins), supports_credentials=True, expose_headers=EXPOSED_HEADERS)
     register_error_handlers(app)
+    app.extensions["remote_ports"] = {
+        module: ServiceClient(PORTS[module], settings.service_url(module), settings)
+        for module in settings.remote_modules()
+    }
 
-    gateway.register(app)  # first, so the public API leads the docs
-    products.register(settings)
-    accounts.register(app, settings)
-    cart.register(app, settings)
+    app.extensions["settings"] = settings
+    if settings.serves("gateway"):
+        gateway.register(app)  # first, so the public API leads the docs
+    else:
+        gateway.register_health(app)
+    if settings.serves("products"):
+        products.register(app, settings)
+    if settings.serves("accounts"):
+        accounts.register(app, settings)
+    if settings.serves("cart"):
+        cart.register(app, settings)
+    for module in PORTS:
+        if settings.serves(module):
+            app.register_blueprint(PORTS[module].blueprint())
     cli.init_app(app)
     return app
 
@@ -77,7 +96,7 @@ def flask_config(settings: Settings) -> dict[str, object]:
             }
         },
         "SQLALCHEMY_DATABASE_URI": settings.database_url,
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, **database_bounds(settings)},
         "JWT_SECRET_KEY": settings.jwt_secret,
         "JWT_ALGORITHM": settings.auth.algorithm,
         "JWT_PRIVATE_KEY": settings.auth.private_key,
@@ -96,7 +115,26 @@ def flask_config(settings: Settings) -> dict[str, object]:
         "RATELIMIT_HEADER_RESET": "RateLimit-Reset",
         "AUTH_RATE_LIMIT": settings.auth_rate_limit,
         "SERVICE_API_KEYS": settings.service_api_keys,
+        "CIRCUIT_BREAKER": {
+            "failures": settings.resilience.breaker_failures,
+            "reset_seconds": settings.resilience.breaker_reset_seconds,
+        },
         "CACHE_TYPE": "SimpleCache" if settings.catalog_cache_ttl else "NullCache",
         "CACHE_DEFAULT_TIMEOUT": settings.catalog_cache_ttl,
         "CACHE_NO_NULL_WARNING": True,
+    }
+
+
+def database_bounds(settings: Settings) -> dict[str, object]:
+    """Timeouts and a bounded pool for PostgreSQL (the embedded SQLite needs neither)."""
+    if not settings.database_url.startswith("postgresql"):
+        return {}
+    limits = settings.resilience
+    return {
+        "pool_size": limits.db_pool_size,
+        "pool_timeout": limits.db_pool_timeout,
+        "connect_args": {
+            "connect_timeout": limits.db_connect_timeout,
+            "options": f"-c statement_timeout={limits.db_statement_timeout_ms}",
+        },
     }

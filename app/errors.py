@@ -13,8 +13,11 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, ParamSpec, TypeVar
 
+import pybreaker
 from flask import Flask, Response, current_app, json, request
 from werkzeug.exceptions import HTTPException
+
+from app.resilience import new_breaker, retry_after
 
 PROBLEM_MIMETYPE = "application/problem+json"
 logger = logging.getLogger(__name__)
@@ -60,25 +63,44 @@ def outages_as(
     failures: tuple[type[Exception], ...],
     unavailable: Callable[[], DomainError],
     *,
+    store: str,
     cleanup: Callable[[], None] | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Decorate a module's interface functions so that a store outage (`failures`, the
-    driver's connection errors) surfaces as the module's own 503 error, never a 500."""
+    driver's connection errors) surfaces as the module's own 503 error, never a 500.
+
+    Calls go through the store's circuit breaker, one per store and process: once it opens,
+    calls fail at once, with `Retry-After`, instead of each waiting for a timeout.
+    """
 
     def decorator(function: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(function)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            breaker = _store_breaker(store, failures)
             try:
-                return function(*args, **kwargs)
-            except failures as error:
+                return breaker.call(function, *args, **kwargs)
+            except pybreaker.CircuitBreakerError:
+                error = unavailable()
+                error.headers["Retry-After"] = str(retry_after(breaker))
+                raise error from None
+            except failures as failure:
                 if cleanup is not None:
                     cleanup()
-                logger.warning("%s: store unavailable: %s", function.__module__, error)
-                raise unavailable() from error
+                logger.warning("%s: store unavailable: %s", function.__module__, failure)
+                error = unavailable()
+                error.headers["Retry-After"] = "1"
+                raise error from failure
 
         return wrapper
 
     return decorator
+
+
+def _store_breaker(store: str, failures: tuple[type[Exception], ...]) -> pybreaker.CircuitBreaker:
+    breakers = current_app.extensions.setdefault("breakers", {})
+    if store not in breakers:
+        breakers.setdefault(store, new_breaker(store, counts=failures, **current_app.config["CIRCUIT_BREAKER"]))
+    return breakers[store]
 
 
 def problem(

@@ -12,6 +12,8 @@ from flask_migrate import Migrate
 from flask_smorest import Api, Blueprint
 from flask_smorest.utils import prepare_response
 from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from webargs.flaskparser import FlaskParser
 
 from app.errors import PROBLEM_MIMETYPE, handle_http_exception
@@ -75,3 +77,14 @@ cors = CORS()
 db = SQLAlchemy()
 migrate = Migrate()
 cache = Cache()
+
+
+def database_answers() -> bool:
+    """Whether the SQL database answers (for the health checks of the modules that use it)."""
+    try:
+        db.session.execute(text("SELECT 1"))
+    except SQLAlchemyError:
+        return False
+    finally:
+        db.session.remove()
+    return True

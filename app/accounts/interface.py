@@ -9,8 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import text as _text
-from sqlalchemy.exc import SQLAlchemyError as _SQLAlchemyError
 
 from app.accounts.database import translate_database_errors as _translate_database_errors
 from app.accounts.dto import LoginAttempt, MfaSetup, Session, User, UserPage
@@ -33,7 +31,9 @@ from app.accounts.errors import (
     WeakPassword,
 )
 from app.accounts.service import ROLES
+from app.extensions import database_answers as _database_answers
 from app.extensions import db as _db
+from app.ports import Port as _Port
 
 __all__ = [
     "ROLES",
@@ -82,128 +82,146 @@ __all__ = [
     "verify_email",
 ]
 
+port = _Port("accounts", unavailable=AccountsUnavailable)
+
 
 def _accounts():
     return current_app.extensions["accounts"]
 
 
+@port.expose
 @_translate_database_errors
 def register_user(*, email: str, password: str) -> User:
     """Create a customer account and email a verification link."""
     return _accounts().register(email, password)
 
 
+@port.expose
 @_translate_database_errors
 def verify_email(*, token: str) -> User:
     return _accounts().verify_email(token)
 
 
+@port.expose
 @_translate_database_errors
 def resend_verification(*, email: str) -> None:
     """Send a new link if the account exists and is unverified; silent otherwise."""
     _accounts().resend_verification(email)
 
 
+@port.expose
 @_translate_database_errors
 def log_in(*, attempt: LoginAttempt) -> Session:
     return _accounts().login(attempt)
 
 
+@port.expose
 @_translate_database_errors
 def start_guest_session() -> Session:
     return _accounts().sessions.issue_guest()
 
 
+@port.expose
 @_translate_database_errors
 def refresh_session(*, refresh_claims: dict[str, Any]) -> Session:
     """Spend a refresh token (its decoded claims) for a new pair; reuse revokes its family."""
     return _accounts().sessions.refresh(refresh_claims)
 
 
+@port.expose(idempotent=True)
 @_translate_database_errors
 def log_out(*, access_claims: dict[str, Any]) -> None:
     _accounts().sessions.logout(access_claims)
 
 
+@port.expose(idempotent=True)
 @_translate_database_errors
 def end_all_sessions(*, user_id: str) -> None:
     _accounts().log_out_everywhere(user_id)
 
 
+@port.expose(idempotent=True)
 @_translate_database_errors
 def is_token_revoked(*, claims: dict[str, Any]) -> bool:
     return _accounts().sessions.is_revoked(claims)
 
 
+@port.expose
 @_translate_database_errors
 def request_password_reset(*, email: str) -> None:
     """Email a reset link if the account exists; never says whether it does."""
     _accounts().request_password_reset(email)
 
 
+@port.expose
 @_translate_database_errors
 def reset_password(*, token: str, new_password: str) -> None:
     _accounts().reset_password(token, new_password)
 
 
+@port.expose
 @_translate_database_errors
 def change_password(*, user_id: str, current_password: str, new_password: str) -> Session:
     """Change the password, end every other session, and return a fresh one for the caller."""
     return _accounts().change_password(user_id, current_password, new_password)
 
 
+@port.expose
 @_translate_database_errors
 def start_mfa_setup(*, user_id: str) -> MfaSetup:
     return _accounts().start_mfa_setup(user_id)
 
 
+@port.expose
 @_translate_database_errors
 def enable_mfa(*, user_id: str, otp: str) -> User:
     return _accounts().enable_mfa(user_id, otp)
 
 
+@port.expose
 @_translate_database_errors
 def disable_mfa(*, user_id: str, otp: str | None = None, password: str | None = None) -> User:
     return _accounts().disable_mfa(user_id, otp, password)
 
 
+@port.expose(idempotent=True)
 @_translate_database_errors
 def get_user(*, user_id: str) -> User:
     return _accounts().get_user(user_id)
 
 
+@port.expose(idempotent=True)
 @_translate_database_errors
 def update_profile(*, user_id: str, changes: dict[str, Any]) -> User:
     return _accounts().update_profile(user_id, changes)
 
 
+@port.expose(idempotent=True)
 @_translate_database_errors
 def list_users(*, page: int = 1, page_size: int = 20) -> UserPage:
     return _accounts().list_users(page, page_size)
 
 
+@port.expose(idempotent=True)
 @_translate_database_errors
 def update_user(*, user_id: str, roles: list[str] | None = None, is_active: bool | None = None) -> User:
     """Admin change of roles or activation; ends the user's sessions so it takes effect."""
     return _accounts().update_user(user_id, roles, is_active)
 
 
+@port.expose
 @_translate_database_errors
 def create_admin(*, email: str, password: str) -> User:
     return _accounts().create_admin(email, password)
 
 
+@port.expose(idempotent=True)
 def store_name() -> str:
     """The database behind the module ("postgresql", or "sqlite" in the embedded default)."""
     return _db.engine.dialect.name
 
 
+@port.expose(idempotent=True)
 def is_available() -> bool:
     """Whether the accounts database answers (for health checks)."""
-    try:
-        _db.session.execute(_text("SELECT 1"))
-    except _SQLAlchemyError:
-        return False
-    finally:
-        _db.session.remove()
-    return True
+    return _database_answers()

@@ -9,5 +9,6 @@ from app.extensions import db
 translate_database_errors = outages_as(
     (OperationalError,),
     lambda: CartUnavailable("The cart database is unavailable; try again shortly."),
+    store="postgresql",
     cleanup=db.session.rollback,
 )

@@ -7,6 +7,12 @@ from app.gateway import auth_routes, cart_routes, health, order_routes, products
 
 
 def register(app: Flask) -> None:
-    for module in (products, cart_routes, order_routes, auth_routes, users, health):
+    for module in (products, cart_routes, order_routes, auth_routes, users):
         api.register_blueprint(module.blp)
+    register_health(app)
+
+
+def register_health(app: Flask) -> None:
+    """What every process serves, whichever modules it runs: /v1/health and the security headers."""
+    api.register_blueprint(health.blp)
     app.after_request(security_headers.add)

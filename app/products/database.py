@@ -29,7 +29,9 @@ def _defaults_not_in(uri: str) -> dict[str, int]:
 
 
 translate_store_errors = outages_as(
-    (ConnectionFailure,), lambda: ProductsUnavailable("The products store is unavailable; try again shortly.")
+    (ConnectionFailure,),
+    lambda: ProductsUnavailable("The products store is unavailable; try again shortly."),
+    store="mongodb",
 )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
+from app.ports import Port as _Port
 from app.products import catalog as _catalog
 from app.products import reconcile as _reconcile
 from app.products import reservations as _reservations
@@ -79,18 +80,23 @@ __all__ = [
     "update_product",
 ]
 
+port = _Port("products", unavailable=ProductsUnavailable)
 
+
+@port.expose(idempotent=True)
 @_translate_store_errors
 def get_product(*, product_id: str) -> Product:
     return _catalog.get_product(product_id)
 
 
+@port.expose(idempotent=True)
 @_translate_store_errors
 def get_products(*, product_ids: Iterable[str]) -> tuple[Product, ...]:
     """The products that exist among `product_ids`, in the order asked for."""
     return _catalog.get_products(product_ids)
 
 
+@port.expose(idempotent=True)
 @_translate_store_errors
 def list_products(
     *, filters: ProductFilters = _NO_FILTERS, sort: str = DEFAULT_SORT, page: int = 1, page_size: int = 20
@@ -99,44 +105,52 @@ def list_products(
     return _catalog.list_products(filters, sort, page, page_size)
 
 
+@port.expose
 @_translate_store_errors
 def create_product(*, draft: ProductDraft) -> Product:
     return _catalog.create_product(draft)
 
 
+@port.expose
 @_translate_store_errors
 def update_product(*, product_id: str, changes: ProductChanges, expected_version: int) -> Product:
     """Apply `changes` only if the product is still at `expected_version` (else VersionMismatch)."""
     return _catalog.update_product(product_id, changes, expected_version)
 
 
+@port.expose(idempotent=True)
 @_translate_store_errors
 def archive_product(*, product_id: str) -> Product:
     return _catalog.archive_product(product_id)
 
 
+@port.expose
 @_translate_store_errors
 def adjust_stock(*, product_id: str, delta: int, reason: str) -> Product:
     """Change on-hand stock; raises StockBelowReserved rather than drop below the reserved units."""
     return _catalog.adjust_stock(product_id, delta, reason)
 
 
+@port.expose(idempotent=True)
 @_translate_store_errors
 def reserve_stock(*, product_id: str, quantity: int, reservation_id: str, expires_at: datetime) -> StockReservation:
     """Hold exactly `quantity` units for `reservation_id` (idempotent; 0 holds none)."""
     return _reservations.reserve_stock(product_id, quantity, reservation_id, expires_at)
 
 
+@port.expose(idempotent=True)
 @_translate_store_errors
 def release_reservation(*, reservation_id: str) -> StockReservation:
     return _reservations.release_reservation(reservation_id)
 
 
+@port.expose(idempotent=True)
 @_translate_store_errors
 def commit_reservation(*, reservation_id: str) -> StockReservation:
     return _reservations.commit_reservation(reservation_id)
 
 
+@port.expose(idempotent=True)
 @_translate_store_errors
 def reconcile_inventory(*, dry_run: bool = False) -> ReconcileReport:
     """Make each product's `reserved` match its active reservations, and report what changed.
@@ -147,17 +161,20 @@ def reconcile_inventory(*, dry_run: bool = False) -> ReconcileReport:
     return _reconcile.reconcile_inventory(dry_run=dry_run)
 
 
+@port.expose(idempotent=True)
 @_translate_store_errors
 def import_products(*, drafts: Iterable[ProductDraft]) -> int:
     """Bulk insert for seeding: skips drafts whose productId or SKU exists; returns the count inserted."""
     return _catalog.import_products(drafts)
 
 
+@port.expose(idempotent=True)
 @_translate_store_errors
 def delete_all_products() -> int:
     return _catalog.delete_all_products()
 
 
+@port.expose(idempotent=True)
 def is_available() -> bool:
     """Whether the products store answers (for health checks)."""
     return _ping()

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import click
+from flask import Flask
 from flask.cli import AppGroup
 
 from app.config import Settings
-from app.extensions import api
-from app.products import database, interface, routes
+from app.products import database, interface
 
 inventory_cli = AppGroup("inventory", help="Inventory maintenance jobs.")
 
 
-def register(settings: Settings) -> None:
+def register(app: Flask, settings: Settings) -> None:
     database.connect(settings.mongodb_uri)
     database.ensure_indexes()
-    # register() is given no app; with cli_group=None the blueprint's commands join the
-    # app's own CLI at top level, so the group is `flask inventory ...`.
-    routes.blp.cli.add_command(inventory_cli)
-    api.register_blueprint(routes.blp, cli_group=None)
+    app.cli.add_command(inventory_cli)
 
 
 @inventory_cli.command("reconcile")

@@ -10,7 +10,7 @@ import itertools
 import json
 import re
 import time
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import jwt as pyjwt
 import pytest
@@ -19,7 +19,6 @@ from flask_jwt_extended import create_access_token, create_refresh_token
 from app.products import interface as products
 
 PROBLEM = "application/problem+json"
-SERVICE_HEADERS = {"X-Service-Key": "test-service-key"}
 OTHER_SECRET = "another-secret-that-is-also-long-enough-for-hs256-987654321"
 MISSING = object()
 _skus = itertools.count(1)
@@ -92,15 +91,6 @@ def reserve_units(app, product_id: str, quantity: int, reservation_id: str = "ca
             reservation_id=reservation_id,
             expires_at=datetime.now(UTC) + timedelta(minutes=15),
         )
-
-
-def in_fifteen_minutes() -> str:
-    return (datetime.now(UTC) + timedelta(minutes=15)).replace(microsecond=0).isoformat()
-
-
-def reserve_over_http(client, reservation_id: str, product_id: str, quantity: int, expires_at: str | None = None):
-    body = {"product_id": product_id, "quantity": quantity, "expires_at": expires_at or in_fifteen_minutes()}
-    return client.put(f"/internal/products/reservations/{reservation_id}", json=body, headers=SERVICE_HEADERS)
 
 
 # --- POST /v1/products ---------------------------------------------------------------------
@@ -832,111 +822,3 @@ def test_openapi_document_describes_the_catalog_and_its_security(client):
     assert all(operation.get("security") == [{"bearerAuth": []}] for operation in admin_operations)
     assert "security" not in paths["/v1/products"]["get"]
     assert "security" not in paths["/v1/products/{product_id}"]["get"]
-
-
-# --- /internal/products --------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("method", "path"),
-    [
-        ("get", "/internal/products/p1"),
-        ("put", "/internal/products/reservations/r1"),
-        ("post", "/internal/products/reservations/r1/release"),
-        ("post", "/internal/products/reservations/r1/commit"),
-    ],
-)
-@pytest.mark.parametrize("key", [None, "wrong-key"])
-def test_internal_api_needs_the_service_key(client, admin_headers, method, path, key):
-    create(client, admin_headers, productId="p1")
-    headers = {"X-Service-Key": key} if key else {}
-    body = {"product_id": "p1", "quantity": 1, "expires_at": in_fifteen_minutes()}
-
-    response = getattr(client, method)(path, json=body, headers={**admin_headers, **headers})
-
-    assert_problem(response, 401, "service_key_invalid")
-    assert fetch(client, "p1")["reserved"] == 0
-
-
-def test_internal_get_returns_the_product_archived_ones_included(client, admin_headers):
-    create(client, admin_headers, productId="p1", price="19.99")
-    assert client.delete("/v1/products/p1", headers=admin_headers).status_code == 204
-
-    response = client.get("/internal/products/p1", headers=SERVICE_HEADERS)
-
-    assert response.status_code == 200
-    body = response.get_json()
-    assert (body["product_id"], body["price"], body["status"]) == ("p1", "19.99", "archived")
-    assert_problem(client.get("/internal/products/nope", headers=SERVICE_HEADERS), 404, "product_not_found")
-
-
-def test_internal_reserve_is_idempotent_and_visible_in_the_catalog(client, admin_headers):
-    create(client, admin_headers, productId="p1", stock=5)
-    expires_at = (datetime.now(UTC) + timedelta(minutes=15)).replace(microsecond=0)
-    sent = expires_at.astimezone(timezone(timedelta(hours=2))).isoformat()
-
-    first = reserve_over_http(client, "r1", "p1", 3, expires_at=sent)
-    again = reserve_over_http(client, "r1", "p1", 3, expires_at=sent)
-
-    assert first.status_code == 200
-    body = first.get_json()
-    assert (body["reservation_id"], body["product_id"], body["quantity"], body["status"]) == ("r1", "p1", 3, "active")
-    assert datetime.fromisoformat(body["expires_at"]) == expires_at
-    assert again.get_json() == body
-    product = fetch(client, "p1")
-    assert (product["stock"], product["reserved"], product["available"]) == (5, 3, 2)
-
-
-def test_internal_reserve_refuses_more_than_available(client, admin_headers):
-    create(client, admin_headers, productId="p1", stock=2)
-
-    assert_problem(reserve_over_http(client, "r1", "p1", 3), 409, "insufficient_stock")
-    assert fetch(client, "p1")["reserved"] == 0
-
-
-def test_internal_reserve_needs_an_expiry_with_a_timezone(client, admin_headers):
-    create(client, admin_headers, productId="p1", stock=2)
-    naive = (datetime.now(UTC) + timedelta(minutes=15)).replace(tzinfo=None).isoformat()
-
-    body = assert_problem(reserve_over_http(client, "r1", "p1", 1, expires_at=naive), 400, "validation_error")
-    assert set(body["errors"]) == {"expires_at"}
-
-
-def test_internal_reserve_with_an_expiry_past_year_9999_is_refused(client, admin_headers):
-    create(client, admin_headers, productId="p1", stock=5)
-    response = reserve_over_http(client, "r1", "p1", 3, expires_at="9999-12-31T23:00:00-05:00")
-
-    body = assert_problem(response, 400, "validation_error")
-    assert set(body["errors"]) == {"expires_at"}
-    assert fetch(client, "p1")["reserved"] == 0
-
-
-@pytest.mark.parametrize(
-    ("action", "final_status", "stock_after"), [("release", "released", 5), ("commit", "committed", 3)]
-)
-def test_internal_release_and_commit_apply_once(client, admin_headers, action, final_status, stock_after):
-    create(client, admin_headers, productId="p1", stock=5)
-    assert reserve_over_http(client, "r1", "p1", 2).status_code == 200
-    assert fetch(client, "p1")["reserved"] == 2
-
-    for _ in range(2):
-        response = client.post(f"/internal/products/reservations/r1/{action}", headers=SERVICE_HEADERS)
-        assert response.status_code == 200
-        assert response.get_json()["status"] == final_status
-        product = fetch(client, "p1")
-        assert (product["stock"], product["reserved"], product["available"]) == (stock_after, 0, stock_after)
-
-
-def test_internal_release_after_commit_is_a_conflict(client, admin_headers):
-    create(client, admin_headers, productId="p1", stock=5)
-    reserve_over_http(client, "r1", "p1", 2)
-    assert client.post("/internal/products/reservations/r1/commit", headers=SERVICE_HEADERS).status_code == 200
-
-    assert_problem(
-        client.post("/internal/products/reservations/r1/release", headers=SERVICE_HEADERS), 409, "reservation_conflict"
-    )
-
-
-def test_internal_release_of_unknown_reservation_is_404(client):
-    response = client.post("/internal/products/reservations/nope/release", headers=SERVICE_HEADERS)
-    assert_problem(response, 404, "reservation_not_found")

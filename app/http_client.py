@@ -1,0 +1,129 @@
+"""Any module's port over HTTP: what a process uses for a module it does not serve itself.
+
+One client per remote module and process, with every guard an outbound call needs:
+- a pooled keep-alive session, with connect and read timeouts (no call can hang a worker);
+- a bulkhead: at most SERVICE_POOL_SIZE calls in flight, so one slow service cannot hold
+  every thread; a call that finds it full fails at once with 503;
+- retries with exponential backoff and jitter (tenacity), for idempotent functions only and
+  within a retry budget, so retries cannot multiply the load on a failing service;
+- a circuit breaker (pybreaker): after BREAKER_FAILURES failures in a row, calls fail at
+  once with 503 `dependency_unavailable` and `Retry-After` until one probe succeeds.
+Only transport errors and 5xx answers count as failures; a 4xx answer is the service's
+domain error, raised again in the caller as the very same exception class.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import pybreaker
+import requests
+from requests.adapters import HTTPAdapter
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from app.config import Settings
+from app.errors import DomainError
+from app.ports import CALLER_HEADER, SERVICE_KEY_HEADER, Exposed, Port, exception_class
+from app.resilience import RetryBudget, new_breaker, retry_after
+
+logger = logging.getLogger(__name__)
+# Members of a problem document that are not the exception's own extensions.
+PROBLEM_MEMBERS = {"type", "title", "status", "detail", "instance", "code", "exception"}
+
+
+class ServiceFailure(Exception):
+    """The service did not answer, or answered 5xx: counts against its breaker."""
+
+    def __init__(self, reason: str, response: requests.Response | None = None):
+        super().__init__(reason)
+        self.response = response
+
+
+class ServiceClient:
+    def __init__(self, port: Port, base_url: str, settings: Settings):
+        limits = settings.resilience
+        self.port = port
+        self.base_url = base_url.rstrip("/")
+        self.timeout = (limits.service_connect_timeout, limits.service_read_timeout)
+        self.attempts_when_idempotent = 1 + limits.service_retries
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=limits.service_pool_size)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers.update(
+            {SERVICE_KEY_HEADER: settings.service_api_keys[0], CALLER_HEADER: ",".join(settings.modules)}
+        )
+        self.bulkhead = threading.BoundedSemaphore(limits.service_pool_size)
+        self.bulkhead_wait = limits.service_connect_timeout
+        self.breaker = new_breaker(
+            f"{port.module}-service",
+            failures=limits.breaker_failures,
+            reset_seconds=limits.breaker_reset_seconds,
+            counts=(ServiceFailure,),
+        )
+        self.budget = RetryBudget()
+
+    def call(self, function: Exposed, arguments: dict[str, Any]) -> Any:
+        if not self.bulkhead.acquire(timeout=self.bulkhead_wait):
+            raise self._unavailable("has too many calls in flight", seconds=1)
+        try:
+            self.budget.record_call()
+            response = self._send_with_retries(function, function.encode_arguments(arguments))
+        except pybreaker.CircuitBreakerError:
+            raise self._unavailable("is failing; calls are paused", seconds=retry_after(self.breaker)) from None
+        except ServiceFailure as failure:
+            raise self._as_domain_error(failure.response) or self._unavailable(f"is unreachable ({failure})") from None
+        finally:
+            self.bulkhead.release()
+        if response.status_code == 200:
+            return function.decode_result(response.json()["result"])
+        raise self._as_domain_error(response) or self._unavailable(f"refused the call ({response.status_code})")
+
+    def _send_with_retries(self, function: Exposed, payload: dict[str, Any]) -> requests.Response:
+        attempts = self.attempts_when_idempotent if function.idempotent else 1
+        retrying = Retrying(
+            stop=stop_after_attempt(attempts),
+            wait=wait_exponential_jitter(initial=0.05, max=1.0),
+            retry=retry_if_exception(lambda error: isinstance(error, ServiceFailure) and self.budget.try_spend()),
+            reraise=True,
+        )
+        return retrying(
+            self.breaker.call, self._send, f"{self.base_url}/internal/{self.port.module}/{function.name}", payload
+        )
+
+    def _send(self, url: str, payload: dict[str, Any]) -> requests.Response:
+        try:
+            response = self.session.post(url, json=payload, timeout=self.timeout)
+        except requests.RequestException as error:
+            raise ServiceFailure(type(error).__name__) from error
+        if response.status_code >= 500:
+            raise ServiceFailure(f"answered {response.status_code}", response)
+        return response
+
+    def _as_domain_error(self, response: requests.Response | None) -> DomainError | None:
+        """The exception the service raised, rebuilt from its problem document."""
+        if response is None:
+            return None
+        try:
+            body = response.json()
+        except ValueError:
+            return None
+        error_class = exception_class(body.get("exception", "")) if isinstance(body, dict) else None
+        if error_class is None:
+            logger.error(
+                "%s service answered %s without a known exception: %.200s",
+                self.port.module,
+                response.status_code,
+                response.text,
+            )
+            return None
+        headers = {"Retry-After": response.headers["Retry-After"]} if "Retry-After" in response.headers else None
+        extensions = {name: value for name, value in body.items() if name not in PROBLEM_MEMBERS}
+        return error_class(body.get("detail", ""), headers=headers, **extensions)
+
+    def _unavailable(self, reason: str, *, seconds: int = 1) -> DomainError:
+        return self.port.unavailable(
+            f"The {self.port.module} service {reason}; try again shortly.", headers={"Retry-After": str(seconds)}
+        )

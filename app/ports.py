@@ -1,0 +1,202 @@
+"""Module ports: a module's interface functions, called in this process or over HTTP.
+
+Each `interface.py` declares its functions with `Port.expose`. The composition root decides,
+per module, whether a call runs here (the module is in APP_MODULES) or goes to the module's
+own service (its *_SERVICE_URL, see service_client.py). Both paths take and return the same
+DTOs and raise the same exceptions: arguments and results cross the wire through one cattrs
+converter, typed by the function's own annotations, and a DomainError raised by the service is
+raised again, as the same class with the same extensions, in the caller.
+
+The service side is one route per module, `POST /internal/<module>/<function>`, closed to
+anyone without a service key (`X-Service-Key`) and a caller name (`X-Service-Caller`).
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import functools
+import hmac
+import inspect
+import logging
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, Protocol
+
+import cattrs
+from cattrs.preconf.json import make_converter
+from flask import Blueprint, current_app, g, jsonify, request
+
+from app.errors import ApiError, DomainError, problem
+
+logger = logging.getLogger(__name__)
+
+converter = make_converter()
+converter.register_unstructure_hook(Decimal, str)
+
+
+def _decimal(value: Any, _type: type) -> Decimal:
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"not a decimal number: {value!r}") from None
+
+
+def _datetime(value: Any, _type: type) -> datetime:
+    """An ISO 8601 instant; one without a UTC offset is refused rather than guessed."""
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        raise ValueError(f"{value!r} has no UTC offset")
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{value!r} is out of range") from None
+
+
+converter.register_structure_hook(Decimal, _decimal)
+converter.register_structure_hook(datetime, _datetime)
+converter.register_structure_hook(typing.Any, lambda value, _type: value)
+converter.register_structure_hook_func(
+    lambda type_: typing.get_origin(type_) is collections.abc.Iterable,
+    lambda value, type_: [converter.structure(item, typing.get_args(type_)[0]) for item in value],
+)
+
+SERVICE_KEY_HEADER = "X-Service-Key"
+CALLER_HEADER = "X-Service-Caller"
+
+
+class RemoteCaller(Protocol):
+    def call(self, function: Exposed, arguments: dict[str, Any]) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Exposed:
+    """One interface function as both sides of the wire see it."""
+
+    module: str
+    name: str
+    local: Callable[..., Any]
+    idempotent: bool  # safe to retry: same arguments, same effect
+
+    @functools.cached_property
+    def hints(self) -> dict[str, Any]:
+        return typing.get_type_hints(self.local)
+
+    def encode_arguments(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        return {name: converter.unstructure(value, self.hints.get(name, Any)) for name, value in arguments.items()}
+
+    def decode_arguments(self, payload: Any) -> dict[str, Any]:
+        if not isinstance(payload, dict):
+            raise ApiError(400, "validation_error", "The body must be a JSON object of keyword arguments.")
+        parameters = inspect.signature(self.local).parameters
+        errors = {name: ["Unknown argument."] for name in payload if name not in parameters}
+        arguments = {}
+        for name, value in payload.items():
+            if name in errors:
+                continue
+            try:
+                arguments[name] = converter.structure(value, self.hints.get(name, Any))
+            except (cattrs.BaseValidationError, ValueError, TypeError) as error:
+                errors[name] = [f"Invalid value: {error}"]
+        missing = [
+            name
+            for name, parameter in parameters.items()
+            if parameter.default is parameter.empty and name not in payload
+        ]
+        errors.update({name: ["Missing argument."] for name in missing})
+        if errors:
+            raise ApiError(400, "validation_error", "The call has invalid arguments.", errors=errors)
+        return arguments
+
+    def encode_result(self, result: Any) -> Any:
+        return converter.unstructure(result, self.hints.get("return", Any))
+
+    def decode_result(self, payload: Any) -> Any:
+        return_type = self.hints.get("return", Any)
+        return None if return_type is type(None) else converter.structure(payload, return_type)
+
+
+class Port:
+    """The functions one module offers the others; see the module docstring."""
+
+    def __init__(self, module: str, *, unavailable: type[DomainError]):
+        self.module = module
+        self.unavailable = unavailable  # raised when the module's service cannot be reached
+        self.functions: dict[str, Exposed] = {}
+
+    def expose(self, function: Callable | None = None, *, idempotent: bool = False) -> Callable:
+        def decorate(local: Callable) -> Callable:
+            exposed = Exposed(self.module, local.__name__, local, idempotent)
+            self.functions[exposed.name] = exposed
+
+            @functools.wraps(local)
+            def call(**arguments: Any) -> Any:
+                remote = self.remote()
+                return local(**arguments) if remote is None else remote.call(exposed, arguments)
+
+            return call
+
+        return decorate(function) if function is not None else decorate
+
+    def remote(self) -> RemoteCaller | None:
+        """The HTTP client of this module's service, when this process does not serve it."""
+        return current_app.extensions.get("remote_ports", {}).get(self.module)
+
+    def blueprint(self) -> Blueprint:
+        """The module's service API: `POST /internal/<module>/<function>` with the keyword
+        arguments as a JSON object; answers `{"result": ...}` or a problem document."""
+        blueprint = Blueprint(f"internal-{self.module}", __name__, url_prefix=f"/internal/{self.module}")
+        blueprint.before_request(require_service_credentials)
+
+        @blueprint.post("/<name>")
+        def call(name: str):
+            exposed = self.functions.get(name)
+            if exposed is None:
+                raise ApiError(404, "not_found", f"The {self.module} service has no function {name!r}.")
+            arguments = exposed.decode_arguments(request.get_json())
+            logger.debug("%s.%s called by %s", self.module, name, g.service_caller)
+            try:
+                result = exposed.local(**arguments)
+            except DomainError as error:
+                return problem(
+                    error.status,
+                    error.code,
+                    error.detail,
+                    headers=error.headers,
+                    exception=exception_name(type(error)),
+                    **error.extensions,
+                )
+            return jsonify(result=exposed.encode_result(result))
+
+        return blueprint
+
+
+def require_service_credentials() -> None:
+    """Internal routes answer only callers holding one of SERVICE_API_KEY's keys (several are
+    accepted so that a key can be rotated), compared in constant time, and naming themselves."""
+    sent = request.headers.get(SERVICE_KEY_HEADER, "").encode()
+    keys = current_app.config["SERVICE_API_KEYS"]
+    if not sent or not any(hmac.compare_digest(sent, key.encode()) for key in keys):
+        raise ApiError(401, "service_key_invalid", "A valid X-Service-Key header is required.")
+    caller = request.headers.get(CALLER_HEADER, "").strip()
+    if not caller:
+        raise ApiError(401, "service_caller_missing", "The X-Service-Caller header must name the calling service.")
+    g.service_caller = caller
+
+
+def exception_name(error_class: type[DomainError]) -> str:
+    return f"{error_class.__module__}.{error_class.__qualname__}"
+
+
+def exception_class(name: str) -> type[DomainError] | None:
+    """The DomainError subclass a service named, among those this process has loaded (no
+    import by name: a service can only name exceptions the caller already knows)."""
+    pending = [DomainError]
+    while pending:
+        candidate = pending.pop()
+        if exception_name(candidate) == name:
+            return candidate
+        pending.extend(candidate.__subclasses__())
+    return None

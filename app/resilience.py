@@ -1,0 +1,68 @@
+"""The guards every outbound call goes through: circuit breakers and a retry budget.
+
+Timeouts are set where each client is built (settings in ResilienceSettings); bulkheads are
+the bounded pools of each client (pymongo's maxPoolSize, SQLAlchemy's pool, the service
+clients' semaphores).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from datetime import UTC, datetime
+
+import pybreaker
+
+
+def new_breaker(
+    name: str, *, failures: int, reset_seconds: int, counts: tuple[type[BaseException], ...]
+) -> pybreaker.CircuitBreaker:
+    """A breaker that opens after `failures` consecutive failures of the kinds in `counts`
+    (any other exception is an answer, not a failure) and lets one probe through after
+    `reset_seconds`."""
+    return pybreaker.CircuitBreaker(
+        fail_max=failures,
+        reset_timeout=reset_seconds,
+        exclude=[lambda error: not isinstance(error, counts)],
+        name=name,
+        throw_new_error_on_trip=False,
+    )
+
+
+def retry_after(breaker: pybreaker.CircuitBreaker) -> int:
+    """Whole seconds until an open breaker lets a probe through (at least 1)."""
+    opened_at = breaker._state_storage.opened_at  # pybreaker keeps no public accessor
+    if opened_at is None:
+        return 1
+    remaining = breaker.reset_timeout - (datetime.now(UTC) - opened_at).total_seconds()
+    return max(1, math.ceil(remaining))
+
+
+class RetryBudget:
+    """Retries allowed: at most `ratio` of the calls of the last `window` seconds, plus
+    `floor` so that a quiet process can still retry. A failing dependency then sees little
+    more traffic than it would without retries, instead of (1 + retries) times as much."""
+
+    def __init__(self, ratio: float = 0.2, floor: int = 10, window: float = 10.0):
+        self.ratio, self.floor, self.window = ratio, floor, window
+        self._calls: deque[float] = deque()
+        self._retries: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def record_call(self) -> None:
+        with self._lock:
+            self._calls.append(time.monotonic())
+
+    def try_spend(self) -> bool:
+        """Take one retry from the budget; False when it is used up."""
+        with self._lock:
+            now = time.monotonic()
+            for stamps in (self._calls, self._retries):
+                while stamps and stamps[0] < now - self.window:
+                    stamps.popleft()
+            if len(self._retries) >= self.floor + self.ratio * len(self._calls):
+                return False
+            self._retries.append(now)
+            return True
