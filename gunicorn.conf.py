@@ -26,6 +26,9 @@ timeout = int(_env("GUNICORN_TIMEOUT", 30))
 graceful_timeout = int(_env("GUNICORN_GRACEFUL_TIMEOUT", 20))
 keepalive = int(_env("GUNICORN_KEEPALIVE", 5))
 accesslog = _env("GUNICORN_ACCESS_LOG", "-")
+# No gunicornc socket: containers are managed with signals, and the image's system user has no
+# home directory to put the socket in.
+control_socket_disable = True
 
 
 class JsonAccessLogger(Logger):

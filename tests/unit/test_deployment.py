@@ -224,6 +224,15 @@ def gunicorn_config(monkeypatch):
     return run
 
 
+def loaded_by_gunicorn(namespace: dict) -> Config:
+    """The file's settings as gunicorn applies them: known names only, each validated."""
+    config = Config()
+    for name, value in namespace.items():
+        if name in config.settings:
+            config.set(name, value)
+    return config
+
+
 SPLIT_VARIABLES = {
     "SERVICE_API_KEY": "service-key",
     "PRODUCTS_SERVICE_URL": "http://products-service:3001",
@@ -247,6 +256,13 @@ def test_gunicorn_binds_the_port_of_the_modules_it_serves(gunicorn_config, varia
     assert gunicorn_config(**SPLIT_VARIABLES, **variables)["bind"] == bind
 
 
+def test_gunicorn_settings_are_valid_for_gunicorn(gunicorn_config):
+    config = loaded_by_gunicorn(gunicorn_config())
+    assert config.address == [("0.0.0.0", 3000)]  # noqa: S104
+    assert config.control_socket_disable
+    assert config.logger_class.__name__ == "JsonAccessLogger"
+
+
 def test_a_bad_setting_stops_gunicorn_with_the_apps_message(gunicorn_config):
     with pytest.raises(ConfigError, match="API_PORT must be a whole number"):
         gunicorn_config(API_PORT="x")
@@ -262,10 +278,7 @@ def test_gunicorn_workers_follow_the_cpu_count_unless_set(gunicorn_config, monke
 
 
 def test_the_access_log_is_one_json_object_per_request_on_stdout(gunicorn_config, capsys):
-    config = Config()
-    for name, value in gunicorn_config().items():
-        if name in config.settings:
-            config.set(name, value)
+    config = loaded_by_gunicorn(gunicorn_config())
     logger = config.logger_class(config)
     path = '/v1/products/a"b\\c\n'
     environ = {
