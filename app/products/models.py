@@ -90,9 +90,9 @@ class Reservation(Document):
     status = StringField(default="active", choices=RESERVATION_STATUSES)
     expires_at_ms = LongField(required=True)
     version = IntField(default=1)
-    # The step in flight and the change it makes to `quantity`; None when idle.
+    # The step in flight and, for a reserve step, the quantity held once it is applied; None when idle.
     pending_step = StringField(null=True)
-    pending_delta = IntField(default=0)
+    pending_quantity = IntField(default=0)
     pending_since_ms = LongField(default=0)
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)

@@ -3,8 +3,11 @@
 MongoDB has no multi-document transaction we can rely on (see shared MONGO.md), so a
 reservation changes in three single-document steps:
 
-1. claim: a compare-and-set on the reservation's `version` records the step in flight
-   (`pending_step`, `pending_delta`), so only one caller drives a reservation at a time;
+1. claim: one conditional update of the reservation records the step in flight
+   (`pending_step`, and `pending_quantity`, the quantity it holds once a reserve step is
+   applied) only if no step is in flight, so only one caller drives a reservation at a
+   time. The claim is made without reading the reservation first (its filter says what
+   must hold); the document it returns gives the step's delta;
 2. apply: one conditional update of the product moves its counters and records the step
    id in `pending_steps`; the `$nin` guard makes a step apply at most once;
 3. finalise: the reservation takes its new quantity or status and forgets the step, then
@@ -19,6 +22,7 @@ finalises the reservation according to what really happened.
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -54,21 +58,24 @@ def reserve_stock(product_id: str, quantity: int, reservation_id: str, expires_a
     releases only the difference.
     """
     expires = to_epoch_ms(expires_at)
+    changing = {"product_id": product_id, "status": "active", "quantity": {"$ne": quantity}}
     for _ in range(MAX_ROUNDS):
+        # The usual case (an open, idle reservation whose quantity changes) costs one command;
+        # the rest (a new reservation, no change, a step in flight, a conflict) is read first.
+        claimed = _claim(reservation_id, "reserve", changing, quantity, {"expires_at_ms": expires})
+        if claimed is not None:
+            return _drive(claimed)
         current = reservations().find_one({"reservation_id": reservation_id})
         if current is None:
             claimed = _create_claimed(reservation_id, product_id, quantity, expires)
-        else:
-            _check_open(current, product_id)
-            if current["pending_step"]:
-                _wait_or_recover(current)
-                continue
-            delta = quantity - current["quantity"]
-            if delta == 0:
-                return _to_dto(_touch(current, expires))
-            claimed = _claim(current, "reserve", delta, {"expires_at_ms": expires})
-        if claimed is not None:
-            return _drive(claimed)
+            if claimed is not None:
+                return _drive(claimed)
+            continue
+        _check_open(current, product_id)
+        if current["pending_step"]:
+            _wait_or_recover(current)
+        elif current["quantity"] == quantity:
+            return _to_dto(_touch(current, expires))
     raise ReservationBusy(f"Reservation {reservation_id!r} is busy; try again.")
 
 
@@ -84,6 +91,9 @@ def commit_reservation(reservation_id: str) -> StockReservation:
 
 def _close(reservation_id: str, kind: str, final_status: str) -> StockReservation:
     for _ in range(MAX_ROUNDS):
+        claimed = _claim(reservation_id, kind, {"status": "active"}, 0, {})
+        if claimed is not None:
+            return _drive(claimed)
         current = reservations().find_one({"reservation_id": reservation_id})
         if current is None:
             raise ReservationNotFound(f"No reservation {reservation_id!r}.", reservationId=reservation_id)
@@ -92,10 +102,6 @@ def _close(reservation_id: str, kind: str, final_status: str) -> StockReservatio
         _check_open(current, current["product_id"])
         if current["pending_step"]:
             _wait_or_recover(current)
-            continue
-        claimed = _claim(current, kind, -current["quantity"], {})
-        if claimed is not None:
-            return _drive(claimed)
     raise ReservationBusy(f"Reservation {reservation_id!r} is busy; try again.")
 
 
@@ -122,8 +128,8 @@ def _create_claimed(reservation_id: str, product_id: str, quantity: int, expires
         "status": "active",
         "expires_at_ms": expires,
         "version": 1,
-        "pending_step": _step_id("reserve", reservation_id, 1),
-        "pending_delta": quantity,
+        "pending_step": _step_id("reserve", reservation_id),
+        "pending_quantity": quantity,
         "pending_since_ms": to_epoch_ms(now),
         "created_at": now,
         "updated_at": now,
@@ -135,27 +141,38 @@ def _create_claimed(reservation_id: str, product_id: str, quantity: int, expires
     return document
 
 
-def _claim(current: dict[str, Any], kind: str, delta: int, extra: dict[str, Any]) -> dict | None:
-    version = current["version"] + 1
+def _claim(
+    reservation_id: str, kind: str, conditions: dict[str, Any], pending_quantity: int, extra: dict[str, Any]
+) -> dict | None:
+    """Record a `kind` step on the reservation if it is idle and `conditions` hold; the
+    claimed document, or None when nothing matched (the caller then reads to learn why)."""
     return reservations().find_one_and_update(
-        {"reservation_id": current["reservation_id"], "version": current["version"], "pending_step": None},
+        {"reservation_id": reservation_id, "pending_step": None, **conditions},
         stamped(
             {
                 "$set": {
-                    "version": version,
-                    "pending_step": _step_id(kind, current["reservation_id"], version),
-                    "pending_delta": delta,
+                    "pending_step": _step_id(kind, reservation_id),
+                    "pending_quantity": pending_quantity,
                     "pending_since_ms": to_epoch_ms(utcnow()),
                     **extra,
-                }
+                },
+                "$inc": {"version": 1},
             }
         ),
         return_document=ReturnDocument.AFTER,
     )
 
 
-def _step_id(kind: str, reservation_id: str, version: int) -> str:
-    return f"{kind}:{version}:{reservation_id}"
+def _step_id(kind: str, reservation_id: str) -> str:
+    """Unique per step (the claim does not read the reservation's version to number it)."""
+    return f"{kind}:{uuid.uuid4().hex}:{reservation_id}"
+
+
+def _delta(claimed: dict[str, Any]) -> int:
+    """What the claimed step does to the product's counters."""
+    if _kind(claimed["pending_step"]) == "reserve":
+        return claimed["pending_quantity"] - claimed["quantity"]
+    return -claimed["quantity"]
 
 
 def _kind(step: str) -> str:
@@ -163,7 +180,7 @@ def _kind(step: str) -> str:
 
 
 def _drive(claimed: dict[str, Any]) -> StockReservation:
-    step, delta, product_id = claimed["pending_step"], claimed["pending_delta"], claimed["product_id"]
+    step, delta, product_id = claimed["pending_step"], _delta(claimed), claimed["product_id"]
     if _apply(step, product_id, delta):
         return _to_dto(_finalise(claimed, applied=True))
     product = products().find_one(
@@ -183,7 +200,7 @@ def _drive(claimed: dict[str, Any]) -> StockReservation:
         f"Only {available} of product {product_id!r} available; {delta} more requested.",
         productId=product_id,
         available=available,
-        requested=claimed["quantity"] + delta,
+        requested=claimed["pending_quantity"],
     )
 
 
@@ -224,10 +241,10 @@ def _allows(kind: str, delta: int, product: dict[str, Any]) -> bool:
 
 def _finalise(claimed: dict[str, Any], *, applied: bool) -> dict[str, Any]:
     step = claimed["pending_step"]
-    changes: dict[str, Any] = {"pending_step": None, "pending_delta": 0}
+    changes: dict[str, Any] = {"pending_step": None, "pending_quantity": 0}
     kind = _kind(step)
     if applied and kind == "reserve":
-        changes["quantity"] = claimed["quantity"] + claimed["pending_delta"]
+        changes["quantity"] = claimed["pending_quantity"]
     elif applied:
         changes["status"] = "released" if kind == "release" else "committed"
     if not applied and kind == "reserve" and claimed["quantity"] == 0:

@@ -58,10 +58,9 @@ def held_by_active_reservations(product_id: str = "p1") -> int:
 def leave_pending_step(reservation_id: str, step: str, delta: int, *, stale: bool = True) -> None:
     """What a process that died between claiming and finalising a step leaves behind."""
     since = datetime.now(UTC) - (STALE_AFTER + timedelta(seconds=1) if stale else timedelta(0))
-    reservations.reservations().update_one(
-        {"reservation_id": reservation_id},
-        {"$set": {"pending_step": step, "pending_delta": delta, "pending_since_ms": to_epoch_ms(since)}},
-    )
+    held = reservations.reservations().find_one({"reservation_id": reservation_id})["quantity"]
+    pending = {"pending_step": step, "pending_quantity": held + delta, "pending_since_ms": to_epoch_ms(since)}
+    reservations.reservations().update_one({"reservation_id": reservation_id}, {"$set": pending})
 
 
 @pytest.mark.usefixtures("ctx")

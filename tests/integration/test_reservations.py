@@ -147,9 +147,10 @@ class TestCrashRecovery:
     """A process that died mid-change leaves a pending step; the next caller repairs it."""
 
     def _crash_mid_step(self, step: str) -> None:
+        """A step claimed on r1 (which holds 2 units) that would make it hold 5."""
         since = to_epoch_ms(datetime.now(UTC))
         reservations().update_one(
-            {"reservation_id": "r1"}, {"$set": {"pending_step": step, "pending_delta": 3, "pending_since_ms": since}}
+            {"reservation_id": "r1"}, {"$set": {"pending_step": step, "pending_quantity": 5, "pending_since_ms": since}}
         )
 
     def _age_pending_step(self, reservation_id: str = "r1") -> None:

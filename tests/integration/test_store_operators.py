@@ -71,6 +71,19 @@ def test_find_one_and_update_returns_the_new_document(things):
     assert things.find_one_and_update({"key": "a", "stock": 5}, {"$inc": {"stock": 1}}) is None
 
 
+def test_claim_without_reading_first(things):
+    """reservations._claim: one findAndModify whose filter says what must hold (an idle record,
+    i.e. a null field, and a value other than the one asked for)."""
+    claim = {"key": "a", "step": None, "stock": {"$ne": 7}}
+    claimed = things.find_one_and_update(
+        claim, {"$set": {"step": "s", "stock": 7}, "$inc": {"v": 1}}, return_document=ReturnDocument.AFTER
+    )
+    assert (claimed["step"], claimed["stock"], claimed["v"]) == ("s", 7, 1)
+    assert things.find_one_and_update(claim, {"$set": {"step": "t"}}) is None  # no longer idle
+    things.update_one({"key": "a"}, {"$set": {"step": None}})
+    assert things.find_one_and_update(claim, {"$set": {"step": "t"}}) is None  # already 7
+
+
 def test_current_date_stores_a_datetime(things):
     before = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     things.update_one({"key": "a"}, stamped({"$set": {"note": "n"}}))
