@@ -19,9 +19,10 @@ class RevocationStore(Protocol):
 
     def revoke(self, revoked_id: str, expires_at: datetime) -> None: ...
 
-    def is_revoked(self, *ids: str) -> bool: ...
-
-    def generation(self, user_id: uuid.UUID) -> int | None: ...
+    def state(self, ids: list[str], user_id: uuid.UUID | None) -> tuple[bool, int | None]:
+        """Whether any of `ids` is revoked, and the user's session generation (None for no
+        user, or an unknown one), in one round trip: it is asked on every authenticated request."""
+        ...
 
     def set_generation(self, user_id: uuid.UUID, generation: int) -> None: ...
 
@@ -37,11 +38,13 @@ class SqlRevocations:
         db.session.execute(delete(RevokedToken).where(RevokedToken.expires_at < utcnow()))
         db.session.commit()
 
-    def is_revoked(self, *ids: str) -> bool:
-        return db.session.scalar(select(RevokedToken.jti).where(RevokedToken.jti.in_(ids)).limit(1)) is not None
-
-    def generation(self, user_id: uuid.UUID) -> int | None:
-        return _generation_in_database(user_id)
+    def state(self, ids: list[str], user_id: uuid.UUID | None) -> tuple[bool, int | None]:
+        revoked = select(RevokedToken.jti).where(RevokedToken.jti.in_(ids)).exists()
+        if user_id is None:
+            return bool(db.session.scalar(select(revoked))), None
+        generation = select(User.session_generation).where(User.id == user_id).scalar_subquery()
+        is_revoked, current = db.session.execute(select(revoked, generation)).one()
+        return bool(is_revoked), current
 
     def set_generation(self, user_id: uuid.UUID, generation: int) -> None:
         """Nothing to do: the users table is the source."""
@@ -58,13 +61,19 @@ class RedisRevocations:
         seconds = max(int((expires_at - utcnow()).total_seconds()) + 1, 1)
         self.client.set(f"storefront:revoked:{revoked_id}", 1, ex=seconds)
 
-    def is_revoked(self, *ids: str) -> bool:
-        return bool(self.client.exists(*(f"storefront:revoked:{revoked_id}" for revoked_id in ids)))
+    def state(self, ids: list[str], user_id: uuid.UUID | None) -> tuple[bool, int | None]:
+        pipeline = self.client.pipeline(transaction=False)
+        pipeline.exists(*(f"storefront:revoked:{revoked_id}" for revoked_id in ids))
+        if user_id is not None:
+            pipeline.get(f"storefront:generation:{user_id}")
+        revoked, *cached = pipeline.execute()
+        if user_id is None:
+            return bool(revoked), None
+        if cached[0] is not None:
+            return bool(revoked), int(cached[0])
+        return bool(revoked), self._generation(user_id)
 
-    def generation(self, user_id: uuid.UUID) -> int | None:
-        cached = self.client.get(f"storefront:generation:{user_id}")
-        if cached is not None:
-            return int(cached)
+    def _generation(self, user_id: uuid.UUID) -> int | None:
         generation = _generation_in_database(user_id)
         if generation is not None:
             # NX: a logout-all that committed meanwhile has already stored the newer value.

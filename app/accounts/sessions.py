@@ -106,13 +106,12 @@ class Sessions:
 
     def is_revoked(self, claims: dict[str, Any]) -> bool:
         revoked_ids = [claims["jti"]] + ([f"family:{claims['fam']}"] if claims.get("fam") else [])
-        if self.store.is_revoked(*revoked_ids):
-            return True
         subject = claims["sub"]
-        if subject.startswith(GUEST_PREFIX):
-            return False
-        try:
-            user_id = uuid.UUID(subject)
-        except ValueError:
-            return True
-        return self.store.generation(user_id) != claims.get("gen")
+        user_id = None
+        if not subject.startswith(GUEST_PREFIX):
+            try:
+                user_id = uuid.UUID(subject)
+            except ValueError:
+                return True
+        revoked, generation = self.store.state(revoked_ids, user_id)
+        return revoked or (user_id is not None and generation != claims.get("gen"))
