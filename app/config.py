@@ -100,6 +100,7 @@ class Settings:
     log_level: str = "INFO"
     service_api_keys: tuple[str, ...] = ()
     catalog_cache_ttl: int = 2
+    cart_cache_ttl: int = 2  # seconds; with REDIS_URL only (app/cart/cache.py)
     cart_reservation_ttl: int = 15 * 60
     guest_cart_days: int = 30
     user_cart_days: int = 90
@@ -160,6 +161,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), default="INFO", upper=True
         ),
         catalog_cache_ttl=reader.integer("CATALOG_CACHE_TTL", 2, minimum=0, maximum=3600),
+        cart_cache_ttl=reader.integer("CART_CACHE_TTL", Settings.cart_cache_ttl, minimum=0, maximum=60),
         cart_reservation_ttl=reader.integer("CART_RESERVATION_TTL", Settings.cart_reservation_ttl, minimum=60),
         guest_cart_days=reader.integer("GUEST_CART_DAYS", Settings.guest_cart_days, minimum=1),
         user_cart_days=reader.integer("USER_CART_DAYS", Settings.user_cart_days, minimum=1),

@@ -6,17 +6,26 @@ and released only *after* a line is shrunk or deleted. A crash in between leaves
 reservation without a line (released when it expires) or nothing, never a line without
 its reservation. Each cart write locks the cart's row, so parallel writes never lose one
 another.
+
+Reads go through the CartCache (cache.py): every committed write moves the owner's cache
+generation on before it answers, so a read never shows a cart older than the last write.
+Each request is one PostgreSQL transaction whose ORM objects are copied into plain
+`_Contents` before the commit, so nothing is loaded again after it.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import UTC, timedelta
 from decimal import Decimal
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import joinedload
 
+from app.cart.cache import CartCache
 from app.cart.dto import Cart as CartDto
 from app.cart.dto import CartItem, MergeAdjustment, MergeResult, OrderPage
 from app.cart.dto import Order as OrderDto
@@ -37,16 +46,57 @@ MAX_LINE_QUANTITY = 100
 CENT = Decimal("0.01")
 
 
+@dataclass(frozen=True)
+class _Line:
+    product_id: str
+    sku: str
+    name: str
+    unit_price: Decimal
+    quantity: int
+
+
+@dataclass(frozen=True)
+class _Contents:
+    """A cart as committed, copied out of the ORM objects (which expire at the commit)."""
+
+    cart_id: str
+    owner_id: str
+    currency: str
+    version: int
+    lines: tuple[_Line, ...]
+
+    @property
+    def product_ids(self) -> list[str]:
+        return [line.product_id for line in self.lines]
+
+
+def _contents(cart: Cart) -> _Contents:
+    lines = tuple(
+        _Line(line.product_id, line.sku, line.name, Decimal(line.unit_price).quantize(CENT), line.quantity)
+        for line in cart.lines
+    )
+    return _Contents(str(cart.id), cart.owner_id, cart.currency, cart.version, lines)
+
+
 class Carts:
-    def __init__(self, reservation_ttl: int, guest_cart_days: int, user_cart_days: int):
+    def __init__(self, reservation_ttl: int, guest_cart_days: int, user_cart_days: int, cache: CartCache):
         self.reservation_ttl = timedelta(seconds=reservation_ttl)
         self.guest_cart_lifetime = timedelta(days=guest_cart_days)
         self.user_cart_lifetime = timedelta(days=user_cart_days)
+        self.cache = cache
 
     # --- reads -------------------------------------------------------------------------
 
     def get(self, owner_id: str) -> CartDto:
-        return self._to_dto(self._active_cart(owner_id))
+        return self.cache.cart(owner_id, lambda: self._load(owner_id))
+
+    def _load(self, owner_id: str) -> tuple[CartDto, bool]:
+        """The cart from the databases, every product read fresh; cacheable unless the
+        products store could not be reached."""
+        contents = _contents(self._active_cart(owner_id))
+        db.session.rollback()  # ends the read-only transaction before the products store is asked
+        current = self._current_products(contents.product_ids, fresh=contents.product_ids)
+        return _render(contents, current), current is not None
 
     # --- writes ------------------------------------------------------------------------
 
@@ -81,10 +131,11 @@ class Carts:
         released = [line.reservation_id for line in cart.lines]
         cart.lines.clear()
         self._bump(cart)
-        db.session.commit()
+        contents = _contents(cart)
+        self._commit(owner_id)
         for reservation_id in released:
             products.release_reservation(reservation_id=reservation_id)
-        return self._to_dto(cart)
+        return _render(contents, {})
 
     def merge(self, guest_id: str, user_id: str) -> MergeResult:
         """Move a guest's cart into a user's: quantities add up, capped by the line maximum
@@ -93,13 +144,11 @@ class Carts:
         Order of steps, as everywhere here: grow the user's holds, then commit the lines,
         then release the guest's holds, so a failure only ever leaves stock over-held.
         """
-        guest_cart = db.session.scalar(
-            select(Cart).where(Cart.owner_id == guest_id, Cart.status == "active").with_for_update()
-        )
+        guest_cart = self._find_cart(guest_id, lock=True)
         if guest_cart is None or not guest_cart.lines:
             db.session.rollback()
             return MergeResult(cart=self.get(user_id), merged_lines=0, adjustments=())
-        cart = self._locked_cart(user_id, keep_transaction=True)  # the guest cart stays locked
+        cart = self._locked_cart(user_id)  # in the same transaction: the guest cart stays locked
         adjustments, released, merged_lines = [], [], len(guest_cart.lines)
         try:
             for guest_line in list(guest_cart.lines):
@@ -122,10 +171,12 @@ class Carts:
         guest_cart.status = "merged"
         self._bump(guest_cart)
         self._bump(cart)
-        db.session.commit()
+        contents = _contents(cart)
+        self._commit(guest_id, user_id)
         for reservation_id in released:
             products.release_reservation(reservation_id=reservation_id)
-        return MergeResult(cart=self._to_dto(cart), merged_lines=merged_lines, adjustments=tuple(adjustments))
+        current = self._current_products(contents.product_ids, fresh=contents.product_ids)
+        return MergeResult(cart=_render(contents, current), merged_lines=merged_lines, adjustments=tuple(adjustments))
 
     def _grow_for_merge(self, line: CartLine, wanted: int) -> int:
         """Hold up to `wanted` units on the line; returns how many it holds."""
@@ -165,8 +216,10 @@ class Carts:
         cart.status = "checked_out"
         self._bump(cart)
         db.session.add(order)
-        db.session.commit()
-        return order_to_dto(order)
+        db.session.flush()
+        placed = order_to_dto(order)
+        self._commit(owner_id)
+        return placed
 
     def _confirm_hold(self, line: CartLine) -> None:
         until = utcnow() + self.reservation_ttl
@@ -207,19 +260,19 @@ class Carts:
                 f"A cart line holds at most {MAX_LINE_QUANTITY} units.", maximum=MAX_LINE_QUANTITY, productId=product_id
             )
         if line is None or quantity > line.quantity:
-            self._grow(cart, line, product_id, quantity)
-        else:
-            self._shrink(cart, line, quantity)
-        return self._to_dto(cart)
+            return self._grow(cart, line, product_id, quantity)
+        return self._shrink(cart, line, quantity)
 
-    def _grow(self, cart: Cart, line: CartLine | None, product_id: str, quantity: int) -> None:
-        """Reserve first, then write the line; undo the reservation if the write fails."""
+    def _grow(self, cart: Cart, line: CartLine | None, product_id: str, quantity: int) -> CartDto:
+        """Reserve first, then write the line; undo the reservation if the write fails.
+
+        The reservation checks that the product exists and is on sale; the products are read
+        after it (the changed one fresh, so the answer shows the units just held), which
+        also gives a new line its snapshot of SKU, name and price.
+        """
+        reservation_id = line.reservation_id if line else str(uuid.uuid4())
+        until = utcnow() + self.reservation_ttl
         try:
-            product = products.get_product(product_id=product_id)
-            if product.status != "active":
-                raise products.ProductNotFound(f"No product with productId {product_id!r}.", productId=product_id)
-            reservation_id = line.reservation_id if line else str(uuid.uuid4())
-            until = utcnow() + self.reservation_ttl
             products.reserve_stock(
                 product_id=product_id, quantity=quantity, reservation_id=reservation_id, expires_at=until
             )
@@ -228,7 +281,17 @@ class Carts:
             raise
         previous = line.quantity if line else 0
         try:
+            product_ids = [*(existing.product_id for existing in cart.lines), *([] if line else [product_id])]
+            try:
+                current = self.cache.products(product_ids, fresh=(product_id,))
+            except products.ProductsUnavailable:
+                if line is None:
+                    raise  # a new line needs its snapshot
+                current = None  # the line grows all the same; the answer shows the snapshots
             if line is None:
+                product = current.get(product_id)
+                if product is None or product.status != "active":
+                    raise products.ProductNotFound(f"No product with productId {product_id!r}.", productId=product_id)
                 line = CartLine(
                     product_id=product_id,
                     sku=product.sku,
@@ -241,6 +304,7 @@ class Carts:
                 cart.lines.append(line)
             line.quantity, line.reserved_until = quantity, until
             self._bump(cart)
+            contents = _contents(cart)
             db.session.commit()
         except Exception:
             db.session.rollback()
@@ -248,56 +312,73 @@ class Carts:
                 product_id=product_id, quantity=previous, reservation_id=reservation_id, expires_at=until
             )
             raise
+        self.cache.changed(contents.owner_id)
+        return _render(contents, current)
 
-    def _shrink(self, cart: Cart, line: CartLine, quantity: int) -> None:
+    def _shrink(self, cart: Cart, line: CartLine, quantity: int) -> CartDto:
         """Write the smaller line first, then give the difference back."""
-        reservation_id, product_id = line.reservation_id, line.product_id
+        reservation_id, product_id, reserved_until = line.reservation_id, line.product_id, line.reserved_until
         if quantity == 0:
             cart.lines.remove(line)
         else:
             line.quantity = quantity
         self._bump(cart)
-        db.session.commit()
+        contents = _contents(cart)
+        self._commit(contents.owner_id)
         if quantity == 0:
             products.release_reservation(reservation_id=reservation_id)
         else:
             products.reserve_stock(
-                product_id=product_id, quantity=quantity, reservation_id=reservation_id, expires_at=line.reserved_until
+                product_id=product_id, quantity=quantity, reservation_id=reservation_id, expires_at=reserved_until
             )
+        fresh = (product_id,) if quantity else ()
+        return _render(contents, self._current_products(contents.product_ids, fresh=fresh))
 
     # --- helpers -----------------------------------------------------------------------
 
-    def _active_cart(self, owner_id: str, *, keep_transaction: bool = False) -> Cart:
-        """The owner's active cart, created (and committed, unless the caller's open transaction
-        must be kept) if there is none; safe when two first requests race."""
-        query = select(Cart).where(Cart.owner_id == owner_id, Cart.status == "active")
-        cart = db.session.scalar(query)
+    def _find_cart(self, owner_id: str, *, lock: bool) -> Cart | None:
+        """The owner's active cart with its lines, in one statement; `lock` holds its row
+        until the transaction ends."""
+        query = (
+            select(Cart)
+            .options(joinedload(Cart.lines))
+            .where(Cart.owner_id == owner_id, Cart.status == "active")
+            .execution_options(populate_existing=True)
+        )
+        if lock:
+            query = query.with_for_update(of=Cart)
+        return db.session.execute(query).unique().scalar_one_or_none()
+
+    def _active_cart(self, owner_id: str, *, lock: bool = False) -> Cart:
+        """The owner's active cart, created if there is none (committed at once unless the
+        row is to stay locked for a write); safe when two first requests race."""
+        cart = self._find_cart(owner_id, lock=lock)
         if cart is not None:
             return cart
         try:
             with db.session.begin_nested():
-                cart = Cart(owner_id=owner_id, expires_at=utcnow() + self._lifetime(owner_id))
+                cart = Cart(owner_id=owner_id, expires_at=utcnow() + self._lifetime(owner_id), lines=[])
                 db.session.add(cart)
-        except IntegrityError:
-            return db.session.scalar(query)
-        if not keep_transaction:
+        except IntegrityError:  # the other request's cart, once it has committed
+            return self._find_cart(owner_id, lock=lock)
+        if not lock:
             db.session.commit()
         return cart
 
-    def _locked_cart(
-        self, owner_id: str, expected_version: int | None = None, *, keep_transaction: bool = False
-    ) -> Cart:
+    def _locked_cart(self, owner_id: str, expected_version: int | None = None) -> Cart:
         """The active cart, its row locked until the caller commits: writes to one cart queue up."""
-        cart = self._active_cart(owner_id, keep_transaction=keep_transaction)
-        locked = db.session.scalar(
-            select(Cart).where(Cart.id == cart.id).with_for_update().execution_options(populate_existing=True)
-        )
-        if expected_version is not None and locked.version != expected_version:
+        cart = self._active_cart(owner_id, lock=True)
+        if expected_version is not None and cart.version != expected_version:
             db.session.rollback()
             raise CartChanged(
                 f"The cart has changed (now version {cart.version}); fetch it again.", currentVersion=cart.version
             )
-        return locked
+        return cart
+
+    def _commit(self, *owner_ids: str) -> None:
+        """Commit a cart write, then stop the cache serving the owners' carts as they were."""
+        db.session.commit()
+        self.cache.changed(*owner_ids)
 
     def _line(self, cart: Cart, product_id: str) -> CartLine | None:
         return next((line for line in cart.lines if line.product_id == product_id), None)
@@ -311,41 +392,42 @@ class Carts:
     def _lifetime(self, owner_id: str) -> timedelta:
         return self.guest_cart_lifetime if owner_id.startswith("guest:") else self.user_cart_lifetime
 
-    def _to_dto(self, cart: Cart) -> CartDto:
+    def _current_products(self, product_ids: list[str], fresh: Collection[str]) -> dict[str, products.Product] | None:
+        """The lines' products (see CartCache.products); None when the store cannot be reached."""
         try:
-            current = {
-                product.product_id: product
-                for product in products.get_products(product_ids=[line.product_id for line in cart.lines])
-            }
-            reachable = True
+            return self.cache.products(product_ids, fresh=fresh)
         except products.ProductsUnavailable:
-            current, reachable = {}, False
-        items = tuple(self._item(line, current.get(line.product_id), reachable) for line in cart.lines)
-        return CartDto(
-            shopping_cart_id=str(cart.id),
-            user_id=cart.owner_id,
-            currency=cart.currency,
-            total_price=sum((item.line_total for item in items), Decimal("0.00")),
-            total_quantity=sum(item.quantity for item in items),
-            items=items,
-            version=cart.version,
-        )
+            return None
 
-    @staticmethod
-    def _item(line: CartLine, product: products.Product | None, reachable: bool) -> CartItem:
-        unit_price = Decimal(line.unit_price).quantize(CENT)
-        available = (product.available if product.status == "active" else 0) if product else None
-        return CartItem(
-            product_id=line.product_id,
-            sku=line.sku,
-            name=line.name,
-            price=unit_price,
-            quantity=line.quantity,
-            line_total=unit_price * line.quantity,
-            available=available if reachable else None,
-            current_price=product.price if product else None,
-            price_changed=bool(product and product.price != unit_price),
-        )
+
+def _render(contents: _Contents, current: dict[str, products.Product] | None) -> CartDto:
+    """The cart as answered; `current` None: the products store could not be reached, so
+    the lines answer from their snapshots."""
+    items = tuple(_item(line, (current or {}).get(line.product_id), current is not None) for line in contents.lines)
+    return CartDto(
+        shopping_cart_id=contents.cart_id,
+        user_id=contents.owner_id,
+        currency=contents.currency,
+        total_price=sum((item.line_total for item in items), Decimal("0.00")),
+        total_quantity=sum(item.quantity for item in items),
+        items=items,
+        version=contents.version,
+    )
+
+
+def _item(line: _Line, product: products.Product | None, reachable: bool) -> CartItem:
+    available = (product.available if product.status == "active" else 0) if product else None
+    return CartItem(
+        product_id=line.product_id,
+        sku=line.sku,
+        name=line.name,
+        price=line.unit_price,
+        quantity=line.quantity,
+        line_total=line.unit_price * line.quantity,
+        available=available if reachable else None,
+        current_price=product.price if product else None,
+        price_changed=bool(product and product.price != line.unit_price),
+    )
 
 
 def _order_from(cart: Cart) -> Order:

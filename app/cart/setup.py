@@ -4,6 +4,7 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 
+from app.cart.cache import CartCache
 from app.cart.service import Carts
 from app.cart.sweep import sweep
 from app.config import Settings
@@ -14,6 +15,7 @@ def register(app: Flask, settings: Settings) -> None:
         reservation_ttl=settings.cart_reservation_ttl,
         guest_cart_days=settings.guest_cart_days,
         user_cart_days=settings.user_cart_days,
+        cache=CartCache.build(settings.redis_url, settings.cart_cache_ttl, settings.resilience.redis_timeout),
     )
     carts_cli = AppGroup("carts", help="Cart maintenance jobs.")
 

@@ -14,6 +14,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 
+from flask import current_app
 from sqlalchemy import or_, select
 
 from app.cart.models import Cart, CartLine, utcnow
@@ -52,6 +53,8 @@ def sweep(*, now: datetime | None = None) -> SweepReport:
             cart.version += 1
             carts_swept += 1
         db.session.commit()
+        if leaving or abandoned:
+            current_app.extensions["carts"].cache.changed(cart.owner_id)
         for line in leaving:
             _release(line.reservation_id)
         lines_released += len(leaving)

@@ -1,0 +1,149 @@
+"""Carts and product snapshots kept in Redis, so that most cart reads touch no database.
+
+Read-your-writes stays exact with a per-owner *generation*: after every committed cart
+write (before its answer goes out) the owner's generation is set to a new random token. A
+reader fetches the token and the cached cart in one MGET and uses the cart only if it was
+stored under that very token; on a miss it loads the cart from the databases and stores it
+under the token it read *before* loading. A write that commits in between sets a new
+token, so whatever that reader stores is never served: a cached cart's contents (lines,
+quantities, prices paid, totals, version) are never stale. Random tokens rather than a
+counter: a generation key that expires and starts again can never come back to a value a
+live entry was stored under.
+
+Product-derived fields (`available`, `currentPrice`, `priceChanged`) may be up to
+CART_CACHE_TTL seconds old: a cached cart expires after that long, and the product
+snapshots that cart writes use for their other lines are as old at most (the product a
+write just changed is always read fresh, and a cart loaded for the cache reads every
+product fresh, so the two ages never add up).
+
+Without REDIS_URL (or with CART_CACHE_TTL=0) nothing is cached: workers share no memory, so
+a per-worker copy could not see another worker's write. A Redis error is logged and the
+request is served from the databases. Should Redis fail exactly while a write sets its new
+generation, other workers may serve the cart as it was before that write until the entry
+expires (CART_CACHE_TTL seconds at most).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Collection, Iterable
+
+from flask_caching.backends import RedisCache
+from redis import Redis, RedisError
+
+from app.cart.dto import Cart
+from app.products import interface as products
+
+logger = logging.getLogger(__name__)
+
+# Bump the version when what is pickled (the DTOs) changes shape, so old entries are ignored.
+KEY_PREFIX = "storefront:cart:1:"
+GENERATION_TTL = 7 * 24 * 3600  # seconds; far longer than any entry lives (see the module docstring)
+
+
+class CartCache:
+    def __init__(self, store: RedisCache | None, ttl: int):
+        self.store = store
+        self.ttl = ttl
+
+    @classmethod
+    def build(cls, redis_url: str | None, ttl: int, timeout: float) -> CartCache:
+        if not redis_url or not ttl:
+            return cls(None, ttl)
+        client = Redis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        return cls(RedisCache(host=client, key_prefix=KEY_PREFIX, default_timeout=ttl), ttl)
+
+    def cart(self, owner_id: str, load: Callable[[], tuple[Cart, bool]]) -> Cart:
+        """The owner's cart, from the cache when it was stored under the current generation.
+
+        `load` reads it from the databases and says whether the result may be cached (not
+        when the products store could not be reached).
+        """
+        if self.store is None:
+            return load()[0]
+        try:
+            generation, entry = self.store.get_many(_generation_key(owner_id), _cart_key(owner_id))
+        except RedisError as error:
+            logger.warning("cart cache unavailable, reading the databases: %s", error)
+            return load()[0]
+        generation = generation or ""
+        if entry is not None and entry[0] == generation:
+            return entry[1]
+        cart, cacheable = load()
+        if cacheable:
+            self._quietly(lambda: self.store.set(_cart_key(owner_id), (generation, cart)))
+        return cart
+
+    def changed(self, *owner_ids: str) -> None:
+        """Call after a cart write committed: the owners' cached carts are no longer served."""
+        if self.store is None:
+            return
+        tokens = {_generation_key(owner_id): uuid.uuid4().hex for owner_id in owner_ids}
+        try:
+            self.store.set_many(tokens, timeout=GENERATION_TTL)
+        except RedisError as error:
+            logger.error("cart cache: could not move the generation of %s on: %s", owner_ids, error)
+
+    def products(self, product_ids: Iterable[str], fresh: Collection[str]) -> dict[str, products.Product]:
+        """The current products by id (those that exist): the ids in `fresh` read from the
+        products store, the others from snapshots at most `ttl` seconds old when there are any.
+
+        Raises ProductsUnavailable as products.get_products does.
+        """
+        wanted = list(dict.fromkeys(product_ids))
+        if self.store is None or not wanted:
+            return _by_id(products.get_products(product_ids=wanted))
+        cached = [product_id for product_id in wanted if product_id not in fresh]
+        found: dict[str, products.Product] = {}
+        if cached:
+            try:
+                snapshots = self.store.get_many(*(_product_key(product_id) for product_id in cached))
+            except RedisError as error:
+                logger.warning("cart cache unavailable, reading the products store: %s", error)
+                snapshots = [None] * len(cached)
+            found = {
+                product_id: snapshot
+                for product_id, snapshot in zip(cached, snapshots, strict=True)
+                if snapshot is not None
+            }
+        missing = [product_id for product_id in wanted if product_id not in found]
+        if missing:
+            read = _read(missing)
+            found.update(read)
+            if read:
+                self._quietly(lambda: self.store.set_many({_product_key(key): value for key, value in read.items()}))
+        return {product_id: found[product_id] for product_id in wanted if product_id in found}
+
+    def _quietly(self, write: Callable[[], object]) -> None:
+        """Filling the cache is an optimisation: a failure is logged, the answer still goes out."""
+        try:
+            write()
+        except RedisError as error:
+            logger.warning("cart cache: could not store an entry: %s", error)
+
+
+def _read(product_ids: list[str]) -> dict[str, products.Product]:
+    """One product by its index (get_products' `$in` is a scan on nx-27017), several in one query."""
+    if len(product_ids) > 1:
+        return _by_id(products.get_products(product_ids=product_ids))
+    try:
+        return _by_id([products.get_product(product_id=product_ids[0])])
+    except products.ProductNotFound:
+        return {}
+
+
+def _by_id(found: Iterable[products.Product]) -> dict[str, products.Product]:
+    return {product.product_id: product for product in found}
+
+
+def _generation_key(owner_id: str) -> str:
+    return f"generation:{owner_id}"
+
+
+def _cart_key(owner_id: str) -> str:
+    return f"cart:{owner_id}"
+
+
+def _product_key(product_id: str) -> str:
+    return f"product:{product_id}"
