@@ -109,6 +109,9 @@ def flask_config(settings: Settings) -> dict[str, object]:
         "JWT_REFRESH_TOKEN_EXPIRES": timedelta(seconds=settings.auth.refresh_ttl),
         "RATELIMIT_DEFAULT": f"{settings.throttle_limit} per {settings.throttle_ttl} seconds",
         "RATELIMIT_STORAGE_URI": settings.redis_url or "memory://",
+        # With Redis down, limits count per worker in memory until it answers again.
+        "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
+        "RATELIMIT_STORAGE_OPTIONS": redis_bounds(settings),
         "RATELIMIT_HEADERS_ENABLED": True,
         "RATELIMIT_HEADER_LIMIT": "RateLimit-Limit",
         "RATELIMIT_HEADER_REMAINING": "RateLimit-Remaining",
@@ -138,3 +141,10 @@ def database_bounds(settings: Settings) -> dict[str, object]:
             "options": f"-c statement_timeout={limits.db_statement_timeout_ms}",
         },
     }
+
+
+def redis_bounds(settings: Settings) -> dict[str, float]:
+    if not settings.redis_url:
+        return {}
+    timeout = settings.resilience.redis_timeout
+    return {"socket_timeout": timeout, "socket_connect_timeout": timeout}

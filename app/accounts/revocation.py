@@ -1,17 +1,23 @@
-"""Where revoked access tokens and session generations live: Redis when REDIS_URL is set
-(shared by every worker and instance, entries expire with the tokens), else PostgreSQL."""
+"""Where revoked access tokens and session generations live: PostgreSQL always, and Redis in
+front of it when REDIS_URL is set (shared by every worker and instance, entries expire with
+the tokens), so that the check made on every request costs no SQL."""
 
 from __future__ import annotations
 
+import logging
+import threading
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
 
-from redis import Redis
+from redis import Redis, RedisError
 from sqlalchemy import delete, select
 
 from app.accounts.models import RevokedToken, User, utcnow
 from app.extensions import db
+
+logger = logging.getLogger(__name__)
 
 
 class RevocationStore(Protocol):
@@ -83,8 +89,61 @@ class RedisRevocations:
     def set_generation(self, user_id: uuid.UUID, generation: int) -> None:
         self.client.set(f"storefront:generation:{user_id}", generation, ex=GENERATION_TTL)
 
+    def forget_generation(self, user_id: uuid.UUID) -> None:
+        """Drop the cached generation: the next check reads it from the users table."""
+        self.client.delete(f"storefront:generation:{user_id}")
 
-def build_store(redis_url: str | None) -> RevocationStore:
+
+class RedisBackedBySql:
+    """Redis for the checks, PostgreSQL as the record, so that a Redis outage neither fails
+    requests nor forgets a logout.
+
+    Every revocation is written to PostgreSQL, then to Redis. While Redis does not answer,
+    checks read PostgreSQL. A write that missed Redis is replayed by this process before its
+    next Redis call succeeds; a missed generation is replayed by dropping Redis's copy (never
+    by writing the number, which another process may have raised since).
+    """
+
+    def __init__(self, redis: RedisRevocations, sql: SqlRevocations):
+        self.redis, self.sql = redis, sql
+        self._missed: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+
+    def revoke(self, revoked_id: str, expires_at: datetime) -> None:
+        self.sql.revoke(revoked_id, expires_at)
+        self._write(lambda: self.redis.revoke(revoked_id, expires_at))
+
+    def set_generation(self, user_id: uuid.UUID, generation: int) -> None:
+        self._write(
+            lambda: self.redis.set_generation(user_id, generation), lambda: self.redis.forget_generation(user_id)
+        )
+
+    def state(self, ids: list[str], user_id: uuid.UUID | None) -> tuple[bool, int | None]:
+        try:
+            self._replay()
+            return self.redis.state(ids, user_id)
+        except RedisError as error:
+            logger.warning("Redis unavailable, token checked in the database: %s", error)
+            return self.sql.state(ids, user_id)
+
+    def _write(self, write: Callable[[], None], replay: Callable[[], None] | None = None) -> None:
+        try:
+            self._replay()
+            write()
+        except RedisError as error:
+            logger.warning("Redis unavailable, revocation kept in the database until it answers: %s", error)
+            with self._lock:
+                self._missed.append(replay or write)
+
+    def _replay(self) -> None:
+        with self._lock:
+            while self._missed:
+                self._missed[0]()  # a RedisError leaves it queued
+                self._missed.pop(0)
+
+
+def build_store(redis_url: str | None, timeout: float) -> RevocationStore:
     if redis_url:
-        return RedisRevocations(Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2))
+        client = Redis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        return RedisBackedBySql(RedisRevocations(client), SqlRevocations())
     return SqlRevocations()

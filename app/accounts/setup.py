@@ -17,7 +17,7 @@ from app.config import Settings
 
 
 def register(app: Flask, settings: Settings) -> None:
-    sessions = Sessions(settings.auth, build_store(settings.redis_url))
+    sessions = Sessions(settings.auth, build_store(settings.redis_url, settings.resilience.redis_timeout))
     app.extensions["accounts"] = Accounts(settings.auth, sessions, build_mailer(settings.mail))
     app.cli.add_command(create_admin_command)
 

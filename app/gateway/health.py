@@ -2,13 +2,16 @@
 mode (the gateway, or one module's service) so that orchestrators can probe any process.
 
 Each module this process serves reports its store; each module it calls over HTTP reports
-whether its service answers (and its URL, as the original did).
+whether its service answers (and its URL, as the original did). Redis, when configured, is
+reported too, but it only degrades the process: rate limits then count per worker and caches
+are bypassed, so the answer stays 200 while every store and service is up.
 """
 
 from datetime import UTC, datetime
 
 from flask import current_app
 from flask.views import MethodView
+from redis import Redis, RedisError
 
 from app.accounts import interface as accounts
 from app.cart import interface as cart
@@ -40,8 +43,10 @@ class Health(MethodView):
                 url = settings.service_url(module)
                 dependencies[f"{module}Service"] = {"status": _status(interface.is_available), "url": url}
         healthy = all(dependency["status"] == "ok" for dependency in dependencies.values())
+        if settings.redis_url:
+            dependencies["redis"] = {"status": _redis_status(settings)}
         report = {
-            "status": "ok" if healthy else "degraded",
+            "status": "ok" if all(dependency["status"] == "ok" for dependency in dependencies.values()) else "degraded",
             "timestamp": datetime.now(UTC),
             "service": "api-gateway" if settings.serves("gateway") else f"{settings.modules[0]}-service",
             "dependencies": dependencies,
@@ -54,3 +59,16 @@ def _status(is_available) -> str:
         return "ok" if is_available() else "down"
     except DomainError:  # the module's service cannot be reached
         return "down"
+
+
+def _redis_status(settings) -> str:
+    client = current_app.extensions.get("health_redis")
+    if client is None:
+        timeout = settings.resilience.redis_timeout
+        client = Redis.from_url(settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        current_app.extensions["health_redis"] = client
+    try:
+        client.ping()
+    except RedisError:
+        return "down"
+    return "ok"

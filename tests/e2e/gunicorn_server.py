@@ -18,16 +18,19 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
-def gunicorn(environment: dict[str, str], log: Path, *, workers: int = 1) -> Iterator[str]:
+def gunicorn(
+    environment: dict[str, str], log: Path, *, workers: int = 1, port: int | None = None, threads: int = 1
+) -> Iterator[str]:
     """Yields the base URL; the access log line of each request starts with the worker's pid."""
-    port = free_port()
+    port = port or free_port()
     command = [
         *(sys.executable, "-m", "gunicorn", "--config", "python:tests.e2e.no_config", "--no-control-socket"),
         *("--bind", f"127.0.0.1:{port}"),
         *("--workers", str(workers), "--access-logfile", "-", "--access-logformat", "%(p)s %(s)s %(r)s"),
+        *(("--threads", str(threads)) if threads > 1 else ()),
         "wsgi:app",
     ]
-    with log.open("w") as log_file:
+    with log.open("a") as log_file:
         server = subprocess.Popen(command, cwd=REPO, env=environment, stdout=log_file, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:

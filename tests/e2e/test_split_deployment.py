@@ -1,0 +1,251 @@
+"""The split deployment: products, cart and gateway+accounts as three gunicorn processes on
+loopback, like the original system's three services, talking through their HTTP ports.
+
+A buyer's whole journey goes through the gateway; then the products service is killed
+mid-run (clear 503s with Retry-After, nothing oversold or lost, recovery without restarting
+anything else), and Redis is stopped (the gateway degrades and keeps serving).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import TEST_SECRET
+from tests.e2e.gunicorn_server import REPO, gunicorn
+from tests.integration.test_auth_api import PASSWORD, last_email, token_from
+from tests.mongo_server import free_port
+from tests.redis_server import RedisServer
+
+SERVICE_KEY = "split-test-service-key-0123456789"
+
+
+@dataclass
+class SplitDeployment:
+    base_environment: dict[str, str]
+    workdir: Path
+    stack: ExitStack = field(default_factory=ExitStack)
+    products_port: int = field(default_factory=free_port)
+    products_service: ExitStack | None = None
+    cart_url: str = ""
+    gateway_url: str = ""
+
+    @property
+    def products_url(self) -> str:
+        return f"http://127.0.0.1:{self.products_port}"
+
+    def start(self) -> None:
+        self.start_products_service()
+        self.cart_url = self.stack.enter_context(
+            self._serve("cart", {"APP_MODULES": "cart", "PRODUCTS_SERVICE_URL": self.products_url})
+        )
+        self.gateway_url = self.stack.enter_context(
+            self._serve(
+                "gateway",
+                {
+                    "APP_MODULES": "gateway,accounts",
+                    "PRODUCTS_SERVICE_URL": self.products_url,
+                    "CART_SERVICE_URL": self.cart_url,
+                },
+            )
+        )
+
+    def start_products_service(self) -> None:
+        self.products_service = ExitStack()
+        self.products_service.enter_context(self._serve("products", {"APP_MODULES": "products"}, self.products_port))
+
+    def kill_products_service(self) -> None:
+        self.products_service.close()
+
+    def stop(self) -> None:
+        self.stack.close()
+        if self.products_service is not None:
+            self.products_service.close()
+
+    def _serve(self, name: str, extra: dict[str, str], port: int | None = None):
+        environment = {**self.base_environment, **extra}
+        return gunicorn(environment, self.workdir / f"{name}.log", workers=2, threads=4, port=port)
+
+
+@pytest.fixture
+def private_redis(tmp_path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def deployment(mongo_uri, database_url, mail_dir, app, private_redis, tmp_path) -> Iterator[SplitDeployment]:
+    environment = {
+        **os.environ,
+        "APP_ENV": "development",
+        "MONGODB_URI": mongo_uri,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": private_redis.url,
+        "JWT_SECRET": TEST_SECRET,
+        "SERVICE_API_KEY": SERVICE_KEY,
+        "MAIL_BACKEND": "file",
+        "MAIL_FILE_DIR": str(mail_dir),
+        "THROTTLE_LIMIT": "100000",
+        "AUTH_RATE_LIMIT": "1000 per minute",
+        "CATALOG_CACHE_TTL": "0",
+        "BREAKER_FAILURES": "3",
+        "BREAKER_RESET_SECONDS": "1",
+        "SERVICE_RETRIES": "1",
+        "LOG_LEVEL": "WARNING",
+    }
+    split = SplitDeployment(environment, tmp_path)
+    try:
+        split.start()
+        yield split
+    finally:
+        split.stop()
+
+
+def create_product(url: str, admin_headers: dict, product_id: str, stock: int, price: str = "5.00") -> None:
+    body = {"productId": product_id, "sku": f"SKU-{product_id}", "name": product_id, "price": price, "stock": stock}
+    response = requests.post(f"{url}/v1/products", json=body, headers=admin_headers, timeout=10)
+    assert response.status_code == 201, response.text
+
+
+def sign_up(url: str, mail_dir: Path, address: str) -> dict[str, str]:
+    """Register, verify the address from the emailed link, log in: the buyer's auth headers."""
+    assert requests.post(f"{url}/v1/auth/register", json={"email": address, "password": PASSWORD}, timeout=10).ok
+    token = token_from(last_email(mail_dir, address))
+    assert requests.post(f"{url}/v1/auth/verify-email", json={"token": token}, timeout=10).status_code == 200
+    login = requests.post(f"{url}/v1/auth/login", json={"email": address, "password": PASSWORD}, timeout=10)
+    assert login.status_code == 200, login.text
+    return {"Authorization": f"Bearer {login.json()['accessToken']}"}
+
+
+def product(url: str, product_id: str) -> dict:
+    return requests.get(f"{url}/v1/products/{product_id}", timeout=10).json()
+
+
+def test_buyer_journey_through_the_split_gateway(deployment, admin_headers, mail_dir):
+    url = deployment.gateway_url
+    create_product(url, admin_headers, "mug", stock=5, price="7.50")
+    create_product(url, admin_headers, "pen", stock=5, price="1.25")
+    buyer = sign_up(url, mail_dir, "split-buyer@example.test")
+
+    listed = requests.get(f"{url}/v1/products", timeout=10).json()
+    assert sorted(item["productId"] for item in listed) == ["mug", "pen"]
+    for product_id, quantity in (("mug", 2), ("pen", 3)):
+        added = requests.post(
+            f"{url}/v1/cart/products", json={"productId": product_id, "quantity": quantity}, headers=buyer, timeout=10
+        )
+        assert added.status_code == 201, added.text
+    assert requests.delete(f"{url}/v1/cart/products/pen", headers=buyer, timeout=10).status_code == 200
+    cart = requests.get(f"{url}/v1/cart", headers=buyer, timeout=10).json()
+    assert [(item["productId"], item["quantity"], item["available"]) for item in cart["items"]] == [
+        ("mug", 2, 3),
+        ("pen", 2, 3),
+    ]
+    assert cart["totalPrice"] == "17.50"
+
+    headers = {**buyer, "Idempotency-Key": "split-checkout-1"}
+    order = requests.post(f"{url}/v1/cart/checkout", headers=headers, timeout=10)
+    assert order.status_code == 201, order.text
+    assert order.json()["totalPrice"] == "17.50"
+    orders = requests.get(f"{url}/v1/orders", headers=buyer, timeout=10).json()
+    assert [listed_order["orderId"] for listed_order in orders] == [order.json()["orderId"]]
+    assert [(product(url, pid)["stock"], product(url, pid)["reserved"]) for pid in ("mug", "pen")] == [(3, 0), (3, 0)]
+
+    health = requests.get(f"{url}/v1/health", timeout=10).json()
+    assert health["status"] == "ok"
+    assert health["dependencies"]["productsService"] == {"status": "ok", "url": deployment.products_url}
+    assert health["dependencies"]["cartService"] == {"status": "ok", "url": deployment.cart_url}
+
+
+@pytest.mark.parametrize("service", ["products", "cart"])
+def test_internal_routes_refuse_callers_without_the_service_key(deployment, service):
+    service_url = deployment.products_url if service == "products" else deployment.cart_url
+    function = "get_product" if service == "products" else "get_cart"
+    body = {"product_id": "mug"} if service == "products" else {"owner_id": "someone"}
+
+    refused = requests.post(f"{service_url}/internal/{service}/{function}", json=body, timeout=10)
+    wrong = requests.post(
+        f"{service_url}/internal/{service}/{function}",
+        json=body,
+        headers={"X-Service-Key": "not-the-key", "X-Service-Caller": "intruder"},
+        timeout=10,
+    )
+
+    assert (refused.status_code, refused.json()["code"]) == (401, "service_key_invalid")
+    assert (wrong.status_code, wrong.json()["code"]) == (401, "service_key_invalid")
+
+
+def test_products_service_killed_mid_run_then_back(deployment, admin_headers, token, database_url, mongo_uri):
+    url = deployment.gateway_url
+    create_product(url, admin_headers, "mug", stock=4)
+    buyer = {"Authorization": f"Bearer {token('customer', subject='split-outage-buyer')}"}
+
+    def add(quantity: int = 1) -> requests.Response:
+        return requests.post(
+            f"{url}/v1/cart/products", json={"productId": "mug", "quantity": quantity}, headers=buyer, timeout=30
+        )
+
+    assert add(2).status_code == 201
+    deployment.kill_products_service()
+
+    refusals = [add() for _ in range(6)]
+    for refused in refusals:
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["Content-Type"] == "application/problem+json"
+        assert refused.json()["code"] == "dependency_unavailable"
+        assert int(refused.headers["Retry-After"]) >= 1
+    assert "paused" in refusals[-1].json()["detail"]  # the cart service's breaker opened
+    cart = requests.get(f"{url}/v1/cart", headers=buyer, timeout=30)
+    assert cart.status_code == 200
+    assert [(item["productId"], item["quantity"], item["available"]) for item in cart.json()["items"]] == [
+        ("mug", 2, None)
+    ]
+
+    deployment.start_products_service()
+    time.sleep(1.1)  # BREAKER_RESET_SECONDS: the next call is the breaker's probe
+    assert add().status_code == 201
+    cart = requests.get(f"{url}/v1/cart", headers=buyer, timeout=30).json()
+    assert [(item["quantity"], item["available"]) for item in cart["items"]] == [(3, 1)]
+    assert product(url, "mug")["reserved"] == 3  # no refused add held stock, none was lost
+
+    reconcile = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", "inventory", "reconcile"],
+        cwd=REPO,
+        env={**os.environ, "APP_ENV": "development", "MONGODB_URI": mongo_uri, "DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert reconcile.returncode == 0, reconcile.stderr
+    assert "fixed 0" in reconcile.stdout
+
+
+def test_redis_stopped_gateway_degrades_and_keeps_serving(deployment, private_redis, admin_headers, token):
+    url = deployment.gateway_url
+    create_product(url, admin_headers, "mug", stock=4)
+    buyer = {"Authorization": f"Bearer {token('customer', subject='split-redis-buyer')}"}
+    assert requests.get(f"{url}/v1/health", timeout=10).json()["dependencies"]["redis"]["status"] == "ok"
+
+    private_redis.stop()
+
+    assert requests.get(f"{url}/v1/products", timeout=10).status_code == 200
+    added = requests.post(
+        f"{url}/v1/cart/products", json={"productId": "mug", "quantity": 1}, headers=buyer, timeout=10
+    )
+    assert added.status_code == 201, added.text
+    assert requests.get(f"{url}/v1/cart", headers=buyer, timeout=10).status_code == 200
+    health = requests.get(f"{url}/v1/health", timeout=10)
+    assert health.status_code == 200  # still serving: degraded, not down
+    assert health.json()["status"] == "degraded"
+    assert health.json()["dependencies"]["redis"]["status"] == "down"
