@@ -15,7 +15,12 @@ logger = logging.getLogger(__name__)
 
 # Fail fast when MongoDB is unreachable instead of hanging a worker for pymongo's 30 s
 # default; any of these can be overridden in MONGODB_URI's query string.
-CLIENT_DEFAULTS = {"serverSelectionTimeoutMS": 3000, "connectTimeoutMS": 3000, "socketTimeoutMS": 10000}
+CLIENT_DEFAULTS = {
+    "serverSelectionTimeoutMS": 3000,
+    "connectTimeoutMS": 3000,
+    "socketTimeoutMS": 10000,
+    "waitQueueTimeoutMS": 3000,  # the bulkhead: a request waits this long for a pooled connection
+}
 
 
 def connect(uri: str) -> None:
