@@ -21,7 +21,7 @@ from typing import Any
 import pybreaker
 import requests
 from requests.adapters import HTTPAdapter
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
 
 from app.config import Settings
 from app.errors import DomainError
@@ -56,7 +56,6 @@ class ServiceClient:
             {SERVICE_KEY_HEADER: settings.service_api_keys[0], CALLER_HEADER: ",".join(settings.modules)}
         )
         self.bulkhead = threading.BoundedSemaphore(limits.service_pool_size)
-        self.bulkhead_wait = limits.service_connect_timeout
         self.breaker = new_breaker(
             f"{port.module}-service",
             failures=limits.breaker_failures,
@@ -66,7 +65,7 @@ class ServiceClient:
         self.budget = RetryBudget()
 
     def call(self, function: Exposed, arguments: dict[str, Any]) -> Any:
-        if not self.bulkhead.acquire(timeout=self.bulkhead_wait):
+        if not self.bulkhead.acquire(blocking=False):
             raise self._unavailable("has too many calls in flight", seconds=1)
         try:
             self.budget.record_call()
@@ -83,10 +82,12 @@ class ServiceClient:
 
     def _send_with_retries(self, function: Exposed, payload: dict[str, Any]) -> requests.Response:
         attempts = self.attempts_when_idempotent if function.idempotent else 1
+        # tenacity asks `retry` before `stop`: the budget is spent in `stop`, and only once the
+        # attempts are not used up, so a retry that will not happen costs nothing.
         retrying = Retrying(
-            stop=stop_after_attempt(attempts),
-            wait=wait_exponential_jitter(initial=0.05, max=1.0),
-            retry=retry_if_exception(lambda error: isinstance(error, ServiceFailure) and self.budget.try_spend()),
+            stop=stop_after_attempt(attempts) | (lambda _state: not self.budget.try_spend()),
+            wait=wait_exponential(multiplier=0.05, max=1.0) + wait_random(0, 0.05),  # 50 ms, 100 ms, ... + jitter
+            retry=retry_if_exception_type(ServiceFailure),
             reraise=True,
         )
         return retrying(

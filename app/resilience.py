@@ -11,7 +11,7 @@ import math
 import threading
 import time
 from collections import deque
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pybreaker
 
@@ -22,13 +22,55 @@ def new_breaker(
     """A breaker that opens after `failures` consecutive failures of the kinds in `counts`
     (any other exception is an answer, not a failure) and lets one probe through after
     `reset_seconds`."""
-    return pybreaker.CircuitBreaker(
+    return ConcurrentBreaker(
         fail_max=failures,
         reset_timeout=reset_seconds,
         exclude=[lambda error: not isinstance(error, counts)],
         name=name,
         throw_new_error_on_trip=False,
     )
+
+
+class ConcurrentBreaker(pybreaker.CircuitBreaker):
+    """pybreaker's breaker holds its lock for the whole guarded call, so calls through one
+    breaker would run one at a time: one slow call would queue every other thread of the
+    process behind it (no bulkhead, no timeout). Here the lock guards the state only; the call
+    runs outside it, and while half-open a single probe goes through, the others fail fast."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._probing = False
+
+    def call(self, func, *args, **kwargs):
+        with self._lock:
+            probe = self._admit()
+        try:
+            result = func(*args, **kwargs)
+        except BaseException as error:
+            with self._lock:
+                if probe:
+                    self._probing = False
+                self.state._handle_error(error)  # re-raises; counts a failure, opening on the last
+        with self._lock:
+            if probe:
+                self._probing = False
+            self.state._handle_success()
+        return result
+
+    def _admit(self) -> bool:
+        """Whether this call is the half-open probe; raises CircuitBreakerError when refused."""
+        state = self.state.name
+        if state == pybreaker.STATE_CLOSED:
+            return False
+        if state == pybreaker.STATE_OPEN:
+            opened_at = self._state_storage.opened_at
+            if opened_at and datetime.now(UTC) < opened_at + timedelta(seconds=self.reset_timeout):
+                raise pybreaker.CircuitBreakerError("Timeout not elapsed yet, circuit breaker still open")
+            self.half_open()
+        if self._probing:
+            raise pybreaker.CircuitBreakerError("A probe is in flight, circuit breaker still half-open")
+        self._probing = True
+        return True
 
 
 def retry_after(breaker: pybreaker.CircuitBreaker) -> int:
