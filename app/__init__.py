@@ -75,6 +75,7 @@ def create_app(config: Settings | None = None) -> Flask:
     for module in PORTS:
         if settings.serves(module):
             app.register_blueprint(PORTS[module].blueprint())
+            PORTS[module].document(api.spec)
     cli.init_app(app)
     return app
 

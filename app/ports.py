@@ -18,6 +18,7 @@ import functools
 import hmac
 import inspect
 import logging
+import re
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from typing import Any, Protocol
 import cattrs
 from cattrs.preconf.json import make_converter
 from flask import Blueprint, current_app, g, jsonify, request
+from werkzeug.routing import Map, Rule
 
 from app.errors import ApiError, DomainError, problem
 
@@ -171,6 +173,46 @@ class Port:
             return jsonify(result=exposed.encode_result(result))
 
         return blueprint
+
+    def document(self, spec: Any) -> None:
+        """Describe the service API in the OpenAPI document, one operation per function."""
+        for exposed in self.functions.values():
+            parameters = inspect.signature(exposed.local).parameters
+            body = {
+                "type": "object",
+                "properties": {name: {"description": _type_name(exposed.hints.get(name, Any))} for name in parameters},
+                "required": [name for name, parameter in parameters.items() if parameter.default is parameter.empty],
+                "additionalProperties": False,
+            }
+            problem_response = {"description": "problem+json naming the `exception` raised"}
+            rule = Rule(f"/internal/{self.module}/{exposed.name}")
+            Map([rule])  # binds the rule, as flask-smorest's spec plugin expects of routes
+            spec.path(
+                rule=rule,
+                operations={
+                    "post": {
+                        "tags": [f"internal-{self.module}"],
+                        "summary": (inspect.getdoc(exposed.local) or exposed.name).split("\n")[0],
+                        "description": f'Returns `{{"result": {_type_name(exposed.hints.get("return", Any))}}}`.'
+                        + (" Idempotent: safe to retry." if exposed.idempotent else ""),
+                        "security": [{"serviceKey": []}],
+                        "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+                        "responses": {
+                            "200": {"description": "The function's result"},
+                            "400": {"description": "Invalid arguments (`validation_error`)"},
+                            "401": {"description": "`service_key_invalid` or `service_caller_missing`"},
+                            "4XX": problem_response,
+                            "503": problem_response,
+                        },
+                    }
+                },
+            )
+
+
+def _type_name(type_: Any) -> str:
+    """`tuple[Product, ...]` rather than `tuple[app.products.dto.Product, ...]`, for the docs."""
+    name = type_.__name__ if isinstance(type_, type) and not typing.get_args(type_) else str(type_)
+    return re.sub(r"\b(?:\w+\.)+(\w+)", r"\1", name)
 
 
 def require_service_credentials() -> None:

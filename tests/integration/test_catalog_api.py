@@ -822,3 +822,15 @@ def test_openapi_document_describes_the_catalog_and_its_security(client):
     assert all(operation.get("security") == [{"bearerAuth": []}] for operation in admin_operations)
     assert "security" not in paths["/v1/products"]["get"]
     assert "security" not in paths["/v1/products/{product_id}"]["get"]
+
+
+def test_openapi_document_describes_the_internal_service_api(client):
+    spec = client.get("/api/openapi.json").get_json()
+
+    reserve = spec["paths"]["/internal/products/reserve_stock"]["post"]
+    assert reserve["security"] == [{"serviceKey": []}]
+    body = reserve["requestBody"]["content"]["application/json"]["schema"]
+    assert body["required"] == ["product_id", "quantity", "reservation_id", "expires_at"]
+    assert "Idempotent" in reserve["description"]
+    assert "Idempotent" not in spec["paths"]["/internal/cart/add_item"]["post"]["description"]
+    assert "/internal/accounts/log_in" in spec["paths"]
