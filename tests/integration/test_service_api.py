@@ -1,0 +1,351 @@
+"""The internal service API, `POST /internal/<module>/<function>`, through the test client.
+
+What another service sees is asserted: status, the problem+json `code`, `exception` and
+extensions, the `{"result": ...}` document, and the effect on the catalog's public view.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+PROBLEM = "application/problem+json"
+SERVICE_HEADERS = {"X-Service-Key": "test-service-key", "X-Service-Caller": "test"}
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def call(client, module: str, function: str, headers=SERVICE_HEADERS, **arguments):
+    return client.post(f"/internal/{module}/{function}", json=arguments, headers=headers)
+
+
+def result(response):
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    return response.get_json()["result"]
+
+
+def assert_problem(response, status: int, code: str, exception: str | None = None) -> dict:
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == PROBLEM
+    body = response.get_json()
+    assert (body["status"], body["code"]) == (status, code)
+    if exception is not None:
+        assert body["exception"] == exception
+    return body
+
+
+def in_fifteen_minutes() -> str:
+    return (datetime.now(UTC) + timedelta(minutes=15)).replace(microsecond=0).isoformat()
+
+
+def create(client, product_id: str = "p1", stock: int = 5, **fields) -> dict:
+    draft = {"sku": f"SKU-{product_id.upper()}", "name": "Trail shoe", "price": "19.99", "stock": stock, **fields}
+    return result(call(client, "products", "create_product", draft={"product_id": product_id, **draft}))
+
+
+def reserve(client, reservation_id: str = "r1", product_id: str = "p1", quantity: int = 2, expires_at=None):
+    return call(
+        client,
+        "products",
+        "reserve_stock",
+        product_id=product_id,
+        quantity=quantity,
+        reservation_id=reservation_id,
+        expires_at=expires_at or in_fifteen_minutes(),
+    )
+
+
+def public(client, product_id: str = "p1") -> dict:
+    response = client.get(f"/v1/products/{product_id}")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()
+
+
+def counters(client, product_id: str = "p1") -> tuple[int, int, int]:
+    product = public(client, product_id)
+    return product["stock"], product["reserved"], product["available"]
+
+
+# --- service credentials -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [
+        ({}, "service_key_invalid"),
+        ({"X-Service-Caller": "test"}, "service_key_invalid"),
+        ({"X-Service-Key": "wrong-key", "X-Service-Caller": "test"}, "service_key_invalid"),
+        ({"X-Service-Key": "test-service-key-but-longer", "X-Service-Caller": "test"}, "service_key_invalid"),
+        ({"X-Service-Key": "test-service-key"}, "service_caller_missing"),
+        ({"X-Service-Key": "test-service-key", "X-Service-Caller": "  "}, "service_caller_missing"),
+    ],
+    ids=["nothing", "no-key", "wrong-key", "longer-key", "no-caller", "blank-caller"],
+)
+@pytest.mark.parametrize(
+    ("module", "function", "arguments"),
+    [
+        ("products", "reserve_stock", {"product_id": "p1", "quantity": 1, "reservation_id": "r1"}),
+        ("products", "adjust_stock", {"product_id": "p1", "delta": -5, "reason": "theft"}),
+        ("products", "get_product", {"product_id": "p1"}),
+        ("products", "no_such_function", {}),
+        ("cart", "add_item", {"owner_id": "guest:1", "product_id": "p1", "quantity": 1}),
+        ("accounts", "start_guest_session", {}),
+    ],
+    ids=["reserve_stock", "adjust_stock", "get_product", "unknown", "cart.add_item", "accounts"],
+)
+def test_internal_calls_need_a_service_key_and_a_caller(client, headers, code, module, function, arguments):
+    create(client, stock=5)
+    if "reservation_id" in arguments:
+        arguments = {**arguments, "expires_at": in_fifteen_minutes()}
+
+    body = assert_problem(call(client, module, function, headers=headers, **arguments), 401, code)
+
+    assert "exception" not in body
+    assert "result" not in body
+    assert counters(client) == (5, 0, 5)
+    cart = result(call(client, "cart", "get_cart", owner_id="guest:1"))
+    assert cart["items"] == []
+
+
+def test_an_internal_route_answers_no_other_method(client):
+    response = client.get("/internal/products/get_product", headers=SERVICE_HEADERS)
+
+    assert_problem(response, 405, "method_not_allowed")
+
+
+def test_an_unknown_function_is_404(client):
+    body = assert_problem(call(client, "products", "drop_database"), 404, "not_found")
+    assert "drop_database" in body["detail"]
+    assert_problem(call(client, "gateway", "get_product", product_id="p1"), 404, "not_found")
+
+
+# --- argument validation -------------------------------------------------------------------
+
+
+def test_unknown_and_missing_arguments_are_400_naming_each(client):
+    response = call(client, "products", "reserve_stock", product_id="p1", quantity=1, colour="red")
+
+    body = assert_problem(response, 400, "validation_error")
+    assert body["errors"] == {
+        "colour": ["Unknown argument."],
+        "reservation_id": ["Missing argument."],
+        "expires_at": ["Missing argument."],
+    }
+
+
+def test_a_body_that_is_not_an_object_is_400(client):
+    response = client.post("/internal/products/get_product", json=["p1"], headers=SERVICE_HEADERS)
+
+    assert_problem(response, 400, "validation_error")
+
+
+def test_an_expiry_without_a_utc_offset_is_refused(client):
+    create(client, stock=2)
+    naive = (datetime.now(UTC) + timedelta(minutes=15)).replace(tzinfo=None).isoformat()
+
+    body = assert_problem(reserve(client, quantity=1, expires_at=naive), 400, "validation_error")
+
+    assert set(body["errors"]) == {"expires_at"}
+    assert counters(client) == (2, 0, 2)
+
+
+@pytest.mark.parametrize("expires_at", ["9999-12-31T23:00:00-05:00", "tomorrow", 1700000000])
+def test_an_expiry_out_of_range_or_not_a_date_is_refused(client, expires_at):
+    create(client, stock=5)
+
+    body = assert_problem(reserve(client, quantity=3, expires_at=expires_at), 400, "validation_error")
+
+    assert set(body["errors"]) == {"expires_at"}
+    assert counters(client) == (5, 0, 5)
+
+
+@pytest.mark.parametrize("price", ["nineteen", "19.99.1", ""])
+def test_a_price_that_is_not_a_decimal_is_refused(client, price):
+    draft = {"product_id": "p1", "sku": "SKU-1", "name": "Shoe", "price": price}
+
+    body = assert_problem(call(client, "products", "create_product", draft=draft), 400, "validation_error")
+
+    assert set(body["errors"]) == {"draft"}
+    assert client.get("/v1/products/p1").status_code == 404
+
+
+def test_a_quantity_that_is_not_a_number_is_refused(client):
+    create(client, stock=5)
+
+    body = assert_problem(reserve(client, quantity="lots"), 400, "validation_error")
+
+    assert set(body["errors"]) == {"quantity"}
+    assert counters(client) == (5, 0, 5)
+
+
+# --- products ------------------------------------------------------------------------------
+
+
+def test_get_product_returns_the_product_archived_ones_included(client):
+    create(client, price="19.99", tags=["run", "trail"])
+    archived = result(call(client, "products", "archive_product", product_id="p1"))
+    assert archived["status"] == "archived"
+
+    product = result(call(client, "products", "get_product", product_id="p1"))
+
+    assert (product["product_id"], product["price"], product["status"]) == ("p1", "19.99", "archived")
+    assert product["tags"] == ["run", "trail"]
+    assert datetime.fromisoformat(product["created_at"]).utcoffset() == timedelta(0)
+    body = assert_problem(
+        call(client, "products", "get_product", product_id="nope"),
+        404,
+        "product_not_found",
+        "app.products.errors.ProductNotFound",
+    )
+    assert body["productId"] == "nope"
+
+
+def test_reserve_is_idempotent_and_visible_in_the_catalog(client):
+    create(client, stock=5)
+    expires_at = (datetime.now(UTC) + timedelta(minutes=15)).replace(microsecond=0)
+    sent = expires_at.astimezone(timezone(timedelta(hours=2))).isoformat()
+
+    first = result(reserve(client, "r1", "p1", 3, expires_at=sent))
+    again = result(reserve(client, "r1", "p1", 3, expires_at=sent))
+
+    assert {key: first[key] for key in ("reservation_id", "product_id", "quantity", "status")} == {
+        "reservation_id": "r1",
+        "product_id": "p1",
+        "quantity": 3,
+        "status": "active",
+    }
+    assert datetime.fromisoformat(first["expires_at"]) == expires_at
+    assert again == first
+    assert counters(client) == (5, 3, 2)
+
+
+def test_reserving_more_than_available_is_409_with_the_exception_and_available(client):
+    create(client, stock=2)
+
+    body = assert_problem(
+        reserve(client, "r1", "p1", 3), 409, "insufficient_stock", "app.products.errors.InsufficientStock"
+    )
+
+    assert body["available"] == 2
+    assert body["productId"] == "p1"
+    assert counters(client) == (2, 0, 2)
+
+
+def test_reserving_an_unknown_product_is_404(client):
+    assert_problem(reserve(client, "r1", "nope", 1), 404, "product_not_found", "app.products.errors.ProductNotFound")
+
+
+@pytest.mark.parametrize(
+    ("function", "final_status", "stock_after"),
+    [("release_reservation", "released", 5), ("commit_reservation", "committed", 3)],
+)
+def test_release_and_commit_apply_once(client, function, final_status, stock_after):
+    create(client, stock=5)
+    result(reserve(client, "r1", "p1", 2))
+    assert counters(client) == (5, 2, 3)
+
+    for _ in range(2):
+        reservation = result(call(client, "products", function, reservation_id="r1"))
+        assert (reservation["reservation_id"], reservation["status"]) == ("r1", final_status)
+        assert counters(client) == (stock_after, 0, stock_after)
+
+
+def test_release_after_commit_is_a_reservation_conflict(client):
+    create(client, stock=5)
+    result(reserve(client, "r1", "p1", 2))
+    result(call(client, "products", "commit_reservation", reservation_id="r1"))
+
+    assert_problem(
+        call(client, "products", "release_reservation", reservation_id="r1"),
+        409,
+        "reservation_conflict",
+        "app.products.errors.ReservationConflict",
+    )
+    assert counters(client) == (3, 0, 3)
+
+
+@pytest.mark.parametrize("function", ["release_reservation", "commit_reservation"])
+def test_an_unknown_reservation_is_404(client, function):
+    body = assert_problem(
+        call(client, "products", function, reservation_id="nope"),
+        404,
+        "reservation_not_found",
+        "app.products.errors.ReservationNotFound",
+    )
+    assert body["reservationId"] == "nope"
+
+
+def test_stock_cannot_drop_below_the_reserved_units(client):
+    create(client, stock=5)
+    result(reserve(client, "r1", "p1", 4))
+
+    assert_problem(
+        call(client, "products", "adjust_stock", product_id="p1", delta=-2, reason="count"),
+        409,
+        "stock_below_reserved",
+        "app.products.errors.StockBelowReserved",
+    )
+    assert counters(client) == (5, 4, 1)
+
+
+# --- cart and accounts ---------------------------------------------------------------------
+
+
+def test_cart_functions_answer_the_cart(client):
+    create(client, stock=5, price="2.50")
+
+    empty = result(call(client, "cart", "get_cart", owner_id="guest:1"))
+    added = result(call(client, "cart", "add_item", owner_id="guest:1", product_id="p1", quantity=2))
+
+    assert (empty["user_id"], empty["items"], empty["total_price"]) == ("guest:1", [], "0.00")
+    assert [(item["product_id"], item["quantity"], item["line_total"]) for item in added["items"]] == [
+        ("p1", 2, "5.00")
+    ]
+    assert added["total_price"] == "5.00"
+    assert counters(client) == (5, 2, 3)
+
+
+def test_adding_an_unknown_product_to_a_cart_is_the_products_modules_404(client):
+    body = assert_problem(
+        call(client, "cart", "add_item", owner_id="guest:1", product_id="nope", quantity=1),
+        404,
+        "product_not_found",
+        "app.products.errors.ProductNotFound",
+    )
+    assert body["productId"] == "nope"
+    assert result(call(client, "cart", "get_cart", owner_id="guest:1"))["items"] == []
+
+
+def test_a_cart_write_with_a_stale_version_is_412(client):
+    create(client, stock=5)
+    cart = result(call(client, "cart", "get_cart", owner_id="guest:1"))
+
+    response = call(
+        client,
+        "cart",
+        "add_item",
+        owner_id="guest:1",
+        product_id="p1",
+        quantity=1,
+        expected_version=cart["version"] + 1,
+    )
+
+    assert_problem(response, 412, "precondition_failed", "app.cart.errors.CartChanged")
+    assert counters(client) == (5, 0, 5)
+
+
+def test_accounts_functions_answer_and_raise_their_errors(client):
+    guest = result(call(client, "accounts", "start_guest_session"))
+    assert guest["access_token"]
+    assert guest["refresh_token"] is None
+
+    body = assert_problem(
+        call(client, "accounts", "get_user", user_id="00000000-0000-0000-0000-000000000000"),
+        404,
+        "user_not_found",
+        "app.accounts.errors.UserNotFound",
+    )
+    assert body["userId"] == "00000000-0000-0000-0000-000000000000"
