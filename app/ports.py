@@ -64,6 +64,11 @@ converter.register_structure_hook_func(
     lambda type_: typing.get_origin(type_) is collections.abc.Iterable,
     lambda value, type_: [converter.structure(item, typing.get_args(type_)[0]) for item in value],
 )
+# An Iterable argument may be any iterable (a generator, say) of DTOs: sent as a JSON array.
+converter.register_unstructure_hook_factory(
+    lambda type_: typing.get_origin(type_) is collections.abc.Iterable,
+    lambda type_: lambda value: [converter.unstructure(item, typing.get_args(type_)[0]) for item in value],
+)
 
 SERVICE_KEY_HEADER = "X-Service-Key"
 CALLER_HEADER = "X-Service-Caller"
