@@ -67,6 +67,10 @@ from harness import (
 
 RESULTS = BENCH / "results" / "cart-latest.json"
 POSTGRES = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"  # the local server, trust auth
+# The local Redis, in a database number of the benchmark's own (the tests use 15): production
+# always has Redis (rate limits, revoked tokens, the cart cache), so the benchmark does too.
+# Flushed when the run starts and when it ends; no other database is touched.
+REDIS = "redis://127.0.0.1:6379/13"
 DATABASE = f"storefront_bench_{os.getpid()}"
 
 LINES = 5  # lines in every shopper's cart
@@ -89,6 +93,7 @@ APP_ENV = {
     "THROTTLE_TTL": "60",
     "AUTH_RATE_LIMIT": "100000 per minute",  # registering and logging in the shoppers
     "CATALOG_CACHE_TTL": "2",  # the default (not used by the cart)
+    "CART_CACHE_TTL": "2",  # the default: product figures in a cart at most 2 s old
     "JWT_SECRET": "bench-only-jwt-secret-0123456789-0123456789",
     "MAIL_BACKEND": "file",  # the verification links are read from the files
 }
@@ -154,6 +159,26 @@ def database() -> Iterator[str]:
             except SQLAlchemyError as error:
                 print(f"could not drop database {DATABASE}: {error}; drop it by hand", file=sys.stderr)
         server.dispose()
+
+
+@contextmanager
+def redis_database() -> Iterator[str]:
+    """REDIS's database, emptied before and after the run."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        client.flushdb()
+    except redis.RedisError as error:
+        raise BenchError(f"cannot use Redis at {REDIS}: {error}") from error
+    try:
+        yield REDIS
+    finally:
+        try:
+            client.flushdb()
+        except redis.RedisError as error:
+            print(f"could not flush {REDIS}: {error}", file=sys.stderr)
+        client.close()
 
 
 # --- the API ---------------------------------------------------------------------------------
@@ -265,6 +290,7 @@ class Tally:
     sql: Counter = field(default_factory=Counter)  # statements SQLAlchemy sent, by first keyword
     postgres: int = 0  # PostgreSQL round trips on the wire: also BEGIN, COMMIT and the pool's ping
     mongo: Counter = field(default_factory=Counter)  # MongoDB commands, by name
+    redis: int = 0  # Redis round trips (a pipeline is one)
 
     def per_request(self) -> dict[str, object]:
         n = self.requests or 1
@@ -273,6 +299,7 @@ class Tally:
             "sql_statements": sum(self.sql.values()) / n,
             "postgres_round_trips": self.postgres / n,
             "mongodb_commands": sum(self.mongo.values()) / n,
+            "redis_round_trips": self.redis / n,
             "sql_by_kind": {kind: count / n for kind, count in self.sql.most_common()},
             "mongodb_by_command": {name: count / n for name, count in self.mongo.most_common()},
         }
@@ -282,9 +309,10 @@ def count_round_trips(env: dict[str, str], probe: Shopper, new_products: list[st
     """Run requests of each kind through the Flask test client, against the same databases, and
     count what each costs: SQL statements (SQLAlchemy's before_cursor_execute), PostgreSQL round
     trips (a psycopg2 connection that counts what it sends, implicit BEGINs included) and MongoDB
-    commands (a pymongo CommandListener)."""
+    commands (a pymongo CommandListener) and Redis round trips (redis-py's packed sends)."""
     sys.path.insert(0, str(ROOT))
     import psycopg2.extensions
+    import redis.connection
     from pymongo import monitoring
     from sqlalchemy import event
 
@@ -335,6 +363,13 @@ def count_round_trips(env: dict[str, str], probe: Shopper, new_products: list[st
             return super().rollback()
 
     monitoring.register(MongoCommands())  # before create_app: only clients created later report
+    send_packed = redis.connection.AbstractConnection.send_packed_command
+
+    def counted_send(connection, command, check_health=True):
+        tally.redis += 1  # one call per command, or per pipeline: one round trip each
+        return send_packed(connection, command, check_health)
+
+    redis.connection.AbstractConnection.send_packed_command = counted_send
     app = create_app(load_settings(env))
     client = app.test_client()
     headers = {"Authorization": f"Bearer {probe.token}"}
@@ -346,12 +381,13 @@ def count_round_trips(env: dict[str, str], probe: Shopper, new_products: list[st
     )
     engine.dispose()
 
-    def send(method: str, path: str, expect: int, body: object = None) -> None:
+    def send(method: str, path: str, expect: int, body: object = None) -> object:
         answer = client.open(path, method=method, headers=headers, json=body)
         if answer.status_code != expect:
             raise BenchError(
                 f"in process: {method} {path} answered {answer.status_code}: {answer.get_data(True)[:300]}"
             )
+        return answer.get_json()
 
     def add(product: str) -> None:
         send("POST", "/v1/cart/products", 201, {"productId": product, "quantity": 1})
@@ -367,13 +403,24 @@ def count_round_trips(env: dict[str, str], probe: Shopper, new_products: list[st
         tally.requests = times
         return tally.per_request()
 
+    def get_uncached(_: int) -> None:
+        """A cart read after the cache let the cart go (as after a write): not counted."""
+        nonlocal tally
+        counting, tally = tally, Tally()
+        with app.app_context():
+            app.extensions["carts"].cache.changed(owner_id)
+        tally = counting
+        send("GET", "/v1/cart", 200)
+
     try:
         # First requests open the connections and fill SQLAlchemy's caches: not counted.
-        send("GET", "/v1/cart", 200)
+        owner_id = send("GET", "/v1/cart", 200)["userId"]
         add(probe.products[0])
         remove(probe.products[0])
+        send("GET", "/v1/cart", 200)
         counts = {
             "get-cart": measure(lambda _: send("GET", "/v1/cart", 200)),
+            "get-cart-uncached": measure(get_uncached),
             "add-to-cart": measure(lambda n: add(probe.products[n % LINES])),
             "remove-one": measure(lambda n: remove(probe.products[n % LINES])),
             "add-new-line": measure(lambda n: add(new_products[n]), len(new_products)),
@@ -393,17 +440,20 @@ def count_round_trips(env: dict[str, str], probe: Shopper, new_products: list[st
 def round_trip_table(counts: dict[str, dict[str, object]]) -> str:
     lines = [
         f"Round trips per request (in process, Flask test client, {ROUND_TRIP_SAMPLES} requests of each kind):",
-        f"{'request':<30} {'SQL stmts':>9} {'PG trips':>9} {'Mongo cmds':>10}  detail",
+        f"{'request':<30} {'SQL stmts':>9} {'PG trips':>9} {'Mongo cmds':>10} {'Redis':>6}  detail",
     ]
     for name, count in counts.items():
         sql = ", ".join(f"{n:g} {kind}" for kind, n in count["sql_by_kind"].items())
         mongo = ", ".join(f"{n:g} {command}" for command, n in count["mongodb_by_command"].items())
         lines.append(
             f"{name:<30} {count['sql_statements']:>9g} {count['postgres_round_trips']:>9g} "
-            f"{count['mongodb_commands']:>10g}  SQL: {sql or '-'}; MongoDB: {mongo or '-'}"
+            f"{count['mongodb_commands']:>10g} {count['redis_round_trips']:>6g}  "
+            f"SQL: {sql or '-'}; MongoDB: {mongo or '-'}"
         )
     lines.append(
-        "PG trips = SQL statements + psycopg2's BEGIN + COMMIT/ROLLBACK + the pool's pre-ping (SELECT 1 per checkout)."
+        "PG trips = SQL statements + psycopg2's BEGIN + COMMIT/ROLLBACK + the pool's pre-ping (SELECT 1 per"
+        " checkout);\n"
+        "Redis = round trips (rate limit, token check, cart cache; a pipeline counts once)."
     )
     return "\n".join(lines)
 
@@ -501,7 +551,12 @@ def benchmark(endpoint: Endpoint, base: str, script: Path | None, seconds: int, 
 
 
 def run(
-    options: argparse.Namespace, busy: float | None, processes: Processes, workdir: Path, database_url: str
+    options: argparse.Namespace,
+    busy: float | None,
+    processes: Processes,
+    workdir: Path,
+    database_url: str,
+    redis_url: str,
 ) -> None:
     settings = gunicorn_args(options)
     shopper_count = shoppers_needed(options.seconds)
@@ -511,7 +566,7 @@ def run(
     env = {key: value for key, value in os.environ.items() if key not in DROPPED_ENV}
     env.update(
         APP_ENV, MONGODB_URI=mongo_uri, DATABASE_URL=database_url, MAIL_FILE_DIR=str(workdir / "mail"),
-        JWT_ACCESS_TTL=str(access_ttl),
+        JWT_ACCESS_TTL=str(access_ttl), REDIS_URL=redis_url,
     )  # fmt: skip
     seed(env, workdir)
     run_flask(["db", "upgrade"], env, workdir, what="flask db upgrade", log_name="db-upgrade")
@@ -552,6 +607,7 @@ def run(
             "stock_added_per_product": STOCK_DELTA,
             "store": "nx-27017 --db memory",
             "database": "the local PostgreSQL, a database of the run's own",
+            "redis": f"{REDIS}, flushed before and after",
             "cpu_busy_before": None if busy is None else round(busy, 3),
             "app_env": {**APP_ENV, "JWT_ACCESS_TTL": str(access_ttl)},
         },
@@ -576,9 +632,9 @@ def main(argv: list[str] | None = None) -> int:
     keep_logs = True  # for a failure, to investigate
     try:
         print(f"Creating a database, starting nx-27017 and seeding {PRODUCTS} products...")
-        with database() as database_url:
+        with database() as database_url, redis_database() as redis_url:
             try:
-                run(options, busy, processes, workdir, database_url)
+                run(options, busy, processes, workdir, database_url, redis_url)
                 keep_logs = False
             finally:
                 _ignore_signals()
