@@ -15,7 +15,7 @@ from app.accounts import setup as accounts
 from app.cart import interface as cart_interface
 from app.cart import setup as cart
 from app.config import Settings, load_settings, validate
-from app.errors import register_error_handlers
+from app.errors import keep_retry_after, register_error_handlers
 from app.extensions import api, cache, cors, db, jwt, limiter, migrate
 from app.gateway import setup as gateway
 from app.http_client import ServiceClient
@@ -52,6 +52,7 @@ def create_app(config: Settings | None = None) -> Flask:
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
     api.spec.components.security_scheme("serviceKey", {"type": "apiKey", "in": "header", "name": "X-Service-Key"})
     jwt.init_app(app)
+    app.after_request(keep_retry_after)  # before the limiter's own hook, so that it runs after it
     limiter.init_app(app)
     cache.init_app(app)
     cors.init_app(app, origins=list(settings.cors_origins), supports_credentials=True, expose_headers=EXPOSED_HEADERS)

@@ -14,7 +14,7 @@ from http import HTTPStatus
 from typing import Any, ParamSpec, TypeVar
 
 import pybreaker
-from flask import Flask, Response, current_app, json, request
+from flask import Flask, Response, current_app, g, json, request
 from werkzeug.exceptions import HTTPException
 
 from app.resilience import new_breaker, retry_after
@@ -125,6 +125,17 @@ def problem(
     body.update(extensions)
     response = current_app.response_class(json.dumps(body), status=status, mimetype=PROBLEM_MIMETYPE)
     response.headers.update(headers or {})
+    if status != 429 and "Retry-After" in response.headers:
+        g.retry_after = response.headers["Retry-After"]
+    return response
+
+
+def keep_retry_after(response: Response) -> Response:
+    """Put back a problem's own Retry-After (a breaker's, say) that flask-limiter's header
+    injection replaced with its rate-limit window's reset; registered before the limiter, so
+    that it runs after it."""
+    if "retry_after" in g:
+        response.headers["Retry-After"] = g.retry_after
     return response
 
 

@@ -8,8 +8,9 @@ One client per remote module and process, with every guard an outbound call need
   within a retry budget, so retries cannot multiply the load on a failing service;
 - a circuit breaker (pybreaker): after BREAKER_FAILURES failures in a row, calls fail at
   once with 503 `dependency_unavailable` and `Retry-After` until one probe succeeds.
-Only transport errors and 5xx answers count as failures; a 4xx answer is the service's
-domain error, raised again in the caller as the very same exception class.
+Only transport errors and 5xx answers count as failures; any other answer naming a domain
+error (a 4xx, or a 503 about the service's own dependencies) is raised again in the caller as
+the very same exception class.
 """
 
 from __future__ import annotations
@@ -99,9 +100,16 @@ class ServiceClient:
             response = self.session.post(url, json=payload, timeout=self.timeout)
         except requests.RequestException as error:
             raise ServiceFailure(type(error).__name__) from error
-        if response.status_code >= 500:
+        if response.status_code >= 500 and not self._reports_another_outage(response):
             raise ServiceFailure(f"answered {response.status_code}", response)
         return response
+
+    def _reports_another_outage(self, response: requests.Response) -> bool:
+        """A 503 naming another module's Unavailable error: this service answers, a dependency
+        of its own is down (the cart service reporting the products service, say). It must not
+        open this service's breaker, or every cart read would fail with the products service."""
+        error = self._as_domain_error(response)
+        return error is not None and not isinstance(error, self.port.unavailable)
 
     def _as_domain_error(self, response: requests.Response | None) -> DomainError | None:
         """The exception the service raised, rebuilt from its problem document."""

@@ -57,6 +57,20 @@ def _datetime(value: Any, _type: type) -> datetime:
         raise ValueError(f"{value!r} is out of range") from None
 
 
+def _exactly(kind: type) -> Callable[[Any, type], Any]:
+    """cattrs converts primitives with the type itself (`int(1.5)` is 1, `bool("false")` is
+    True); across the wire a value of another JSON type is refused instead."""
+
+    def structure(value: Any, _type: type) -> Any:
+        if type(value) is not kind and not (kind is float and type(value) is int):
+            raise ValueError(f"expected {kind.__name__}, got {value!r}")
+        return value
+
+    return structure
+
+
+for _primitive in (int, float, str, bool):
+    converter.register_structure_hook(_primitive, _exactly(_primitive))
 converter.register_structure_hook(Decimal, _decimal)
 converter.register_structure_hook(datetime, _datetime)
 converter.register_structure_hook(typing.Any, lambda value, _type: value)

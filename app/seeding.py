@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 
 import click
+from flask.cli import with_appcontext
 
 from app.products import interface as products
 
@@ -62,6 +63,7 @@ def seed(count: int, *, show_progress: bool = True) -> int:
 
 
 @click.command("seed")
+@with_appcontext
 @click.option("--count", default=100, show_default=True, type=click.IntRange(1, 10_000_000), help="Products to have.")
 @click.option("--reset", is_flag=True, help="Delete every product, reservation and stock movement first.")
 @click.option("--yes", is_flag=True, help="Do not ask before --reset.")

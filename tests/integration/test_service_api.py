@@ -172,10 +172,11 @@ def test_a_price_that_is_not_a_decimal_is_refused(client, price):
     assert client.get("/v1/products/p1").status_code == 404
 
 
-def test_a_quantity_that_is_not_a_number_is_refused(client):
+@pytest.mark.parametrize("quantity", ["lots", "2", 1.5, True])
+def test_a_quantity_that_is_not_a_whole_number_is_refused_not_coerced(client, quantity):
     create(client, stock=5)
 
-    body = assert_problem(reserve(client, quantity="lots"), 400, "validation_error")
+    body = assert_problem(reserve(client, quantity=quantity), 400, "validation_error")
 
     assert set(body["errors"]) == {"quantity"}
     assert counters(client) == (5, 0, 5)
