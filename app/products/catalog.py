@@ -159,6 +159,7 @@ def new_document(draft: ProductDraft) -> dict[str, Any]:
         "currency": draft.currency,
         "stock": draft.stock,
         "reserved": 0,
+        "available": draft.stock,
         "status": "active",
         "created_at": now,
         "updated_at": now,
@@ -250,23 +251,47 @@ def archive_product(product_id: str) -> Product:
 
 def adjust_stock(product_id: str, delta: int, reason: str) -> Product:
     """Change on-hand stock by `delta`; never below what carts have reserved."""
-    raw = collection().find_one_and_update(
-        all_of({"product_id": product_id}, {"$expr": {"$gte": [{"$add": ["$stock", delta]}, "$reserved"]}}),
-        stamped({"$inc": {"stock": delta, "version": 1}}),
-        projection=PROJECTION,
-        return_document=ReturnDocument.AFTER,
-    )
-    if raw is None:
-        current = get_product(product_id)
-        raise StockBelowReserved(
-            f"Stock cannot drop by {-delta}: {current.stock} on hand, {current.reserved} reserved.",
-            stock=current.stock,
-            reserved=current.reserved,
-            available=current.available,
+    for _ in range(2):  # twice: once more after filling in `available` on an older document
+        raw = collection().find_one_and_update(
+            {"product_id": product_id, "available": {"$gte": -delta}},
+            stamped({"$inc": {"stock": delta, "available": delta, "version": 1}}),
+            projection=PROJECTION,
+            return_document=ReturnDocument.AFTER,
         )
-    product = to_dto(raw)
-    StockMovement(product_id=product_id, delta=delta, reason=reason, stock_after=product.stock).save()
-    return product
+        if raw is not None:
+            product = to_dto(raw)
+            StockMovement(product_id=product_id, delta=delta, reason=reason, stock_after=product.stock).save()
+            return product
+        current = collection().find_one({"product_id": product_id}, {"_id": 0, "available": 1, **PROJECTION})
+        if current is None:
+            raise ProductNotFound(f"No product with productId {product_id!r}.", productId=product_id)
+        if not backfill_available(current):
+            break
+    current = to_dto(current)
+    raise StockBelowReserved(
+        f"Stock cannot drop by {-delta}: {current.stock} on hand, {current.reserved} reserved.",
+        stock=current.stock,
+        reserved=current.reserved,
+        available=current.available,
+    )
+
+
+def backfill_available(raw: dict[str, Any]) -> bool:
+    """Give a product stored before the `available` field existed its value (stock - reserved);
+    False when `raw` has it already. Every writer of `stock` or `reserved` moves `available`
+    by the same update, and the stock rules filter on it, so it must be there."""
+    if "available" in raw:
+        return False
+    collection().update_one(
+        {
+            "product_id": raw["product_id"],
+            "stock": raw["stock"],
+            "reserved": raw["reserved"],
+            "available": {"$exists": False},
+        },
+        {"$set": {"available": raw["stock"] - raw["reserved"]}},
+    )
+    return True
 
 
 def import_products(drafts: Iterable[ProductDraft]) -> int:

@@ -58,6 +58,10 @@ class Product(Document):
     currency = StringField(default="USD")
     stock = IntField(default=0, min_value=0)
     reserved = IntField(default=0, min_value=0)
+    # Always stock - reserved, moved by the same update as they are, so that a reservation
+    # is one conditional update (`available >= n`); negative only when reconcile finds more
+    # held than stocked.
+    available = IntField()
     status = StringField(default="active", choices=PRODUCT_STATUSES)
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)

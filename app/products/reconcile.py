@@ -7,7 +7,9 @@ job repairs it in two passes:
 1. Stale pending steps (their process died) are recovered through
    `reservations.recover_stale_step`, the same code path a request uses.
 2. Each product's `reserved` is recomputed as the sum of the quantities of its "active"
-   reservations, and a drifted counter is set with a compare-and-set on the product's
+   reservations, and a drifted counter is set (with `available`, which must always be
+   `stock - reserved`; a drift of `available` alone is fixed too, and reported with
+   `reserved` unchanged) with a compare-and-set on the product's
    `version`: the product is read first, then its reservations, and the write applies only
    if the version is still the one read (else that product is read again, a few times).
 
@@ -53,7 +55,10 @@ logger = logging.getLogger(__name__)
 
 ATTEMPTS = 5
 PAUSE_SECONDS = 0.02
-PRODUCT_FIELDS = {"_id": 0, "product_id": 1, "stock": 1, "reserved": 1, "version": 1, "pending_steps": 1}
+PRODUCT_FIELDS = {
+    "_id": 0,
+    **dict.fromkeys(("product_id", "stock", "reserved", "available", "version", "pending_steps"), 1),
+}
 HOLDING_FIELDS = {"_id": 0, "product_id": 1, "quantity": 1, "pending_step": 1}
 # `{"$ne": None}` would also match documents without the field on nx-27017 (MongoDB does not).
 HAS_PENDING_STEP = {"status": "active", "pending_step": {"$type": "string"}}
@@ -162,7 +167,8 @@ def _reconcile_product(snapshot: dict[str, Any], holding: _Holding, dry_run: boo
         if any(step in applied for step in holding.steps_in_flight):
             continue  # applied (or fenced) but not finalised yet: wait for it
         oversold = holding.quantity > snapshot["stock"]
-        if snapshot["reserved"] == holding.quantity:
+        consistent = snapshot.get("available") == snapshot["stock"] - snapshot["reserved"]
+        if snapshot["reserved"] == holding.quantity and consistent:
             return _Checked(fix=None, oversold=oversold)
         fix = ReservedFix(product_id, snapshot["reserved"], holding.quantity, snapshot["stock"])
         if dry_run or _set_reserved(snapshot, holding.quantity):
@@ -175,9 +181,13 @@ def _reconcile_product(snapshot: dict[str, Any], holding: _Holding, dry_run: boo
 
 
 def _set_reserved(snapshot: dict[str, Any], reserved: int) -> bool:
-    """Compare-and-set on `version` (and on the `reserved` read, should a writer ever forget it)."""
+    """Compare-and-set on `version` (and on the `reserved` read, should a writer ever forget it).
+
+    `available` is set with it: every change of `stock` bumps `version` too, so the stock
+    read is still the stock when the write applies.
+    """
     result = products().update_one(
         {"product_id": snapshot["product_id"], "version": snapshot["version"], "reserved": snapshot["reserved"]},
-        stamped({"$set": {"reserved": reserved}, "$inc": {"version": 1}}),
+        stamped({"$set": {"reserved": reserved, "available": snapshot["stock"] - reserved}, "$inc": {"version": 1}}),
     )
     return result.modified_count == 1

@@ -9,7 +9,9 @@ reservation changes in three single-document steps:
    time. The claim is made without reading the reservation first (its filter says what
    must hold); the document it returns gives the step's delta;
 2. apply: one conditional update of the product moves its counters and records the step
-   id in `pending_steps`; the `$nin` guard makes a step apply at most once;
+   id in `pending_steps`; the `$nin` guard makes a step apply at most once, and the filter
+   on the stored `available` (= stock - reserved, moved by the same `$inc`) makes it
+   never oversell;
 3. finalise: the reservation takes its new quantity or status and forgets the step, then
    the step id is pulled from the product.
 
@@ -29,8 +31,8 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from app.products.catalog import backfill_available, exists
 from app.products.catalog import collection as products
-from app.products.catalog import exists
 from app.products.dto import StockReservation
 from app.products.errors import (
     InsufficientStock,
@@ -42,6 +44,7 @@ from app.products.errors import (
 from app.products.models import Reservation, from_epoch_ms, stamped, to_epoch_ms, utcnow
 
 STALE_AFTER = timedelta(seconds=30)
+PRODUCT_FIELDS = {"_id": 0, "product_id": 1, "stock": 1, "reserved": 1, "available": 1, "status": 1, "pending_steps": 1}
 CAS_ATTEMPTS = 500
 WAIT_SECONDS = 0.01
 MAX_ROUNDS = 300
@@ -181,11 +184,9 @@ def _kind(step: str) -> str:
 
 def _drive(claimed: dict[str, Any]) -> StockReservation:
     step, delta, product_id = claimed["pending_step"], _delta(claimed), claimed["product_id"]
-    if _apply(step, product_id, delta):
+    applied, product = _apply(step, product_id, delta)
+    if applied:
         return _to_dto(_finalise(claimed, applied=True))
-    product = products().find_one(
-        {"product_id": product_id}, {"status": 1, "stock": 1, "reserved": 1, "pending_steps": 1}
-    )
     if product is not None and step in (product.get("pending_steps") or ()):
         # Fenced by a recovering caller, which finalises the reservation (or drops a new one).
         recovered = reservations().find_one({"reservation_id": claimed["reservation_id"]})
@@ -204,29 +205,34 @@ def _drive(claimed: dict[str, Any]) -> StockReservation:
     )
 
 
-def _apply(step: str, product_id: str, delta: int) -> bool:
-    """Apply a step's effect on the product's counters, at most once.
+def _apply(step: str, product_id: str, delta: int) -> tuple[bool, dict[str, Any] | None]:
+    """Apply a step's effect on the product's counters, at most once: (True, None) when
+    this call applied it, else (False, the product as read, None if there is none).
 
-    Read, check in Python, then update only if `stock` and `reserved` are still what was
-    read (a compare-and-set), retrying when another step got there first. Not one update
-    with `$expr`: nx-27017 then ignores the `product_id` index and scans every product
-    (14 ms at 1,000 products, on a single-threaded server).
+    One conditional update whose filter holds the whole rule (`available >= delta` to
+    reserve, enough reserved to release or sell). Not `$expr` over `stock` and `reserved`:
+    nx-27017 then ignores the `product_id` index and scans every product (14 ms at 1,000
+    products, on a single-threaded server). Only when it matches nothing is the product
+    read, to tell why (or to retry when the counters moved in between).
     """
     kind = _kind(step)
-    increments = {"stock": delta, "reserved": delta} if kind == "commit" else {"reserved": delta}
+    if kind == "commit":
+        guard, increments = {"reserved": {"$gte": -delta}, "stock": {"$gte": -delta}}, {"stock": delta}
+    elif delta > 0:
+        guard, increments = {"status": "active", "available": {"$gte": delta}}, {"available": -delta}
+    else:
+        guard, increments = {"reserved": {"$gte": -delta}, "available": {"$exists": True}}, {"available": -delta}
     for _ in range(CAS_ATTEMPTS):
-        product = products().find_one(
-            {"product_id": product_id}, {"_id": 0, "stock": 1, "reserved": 1, "status": 1, "pending_steps": 1}
-        )
-        if product is None or step in (product.get("pending_steps") or ()) or not _allows(kind, delta, product):
-            return False
-        seen = {"product_id": product_id, "stock": product["stock"], "reserved": product["reserved"]}
         result = products().update_one(
-            {**seen, "pending_steps": {"$nin": [step]}},
-            stamped({"$inc": {**increments, "version": 1}, "$push": {"pending_steps": step}}),
+            {"product_id": product_id, "pending_steps": {"$nin": [step]}, **guard},
+            stamped({"$inc": {"reserved": delta, **increments, "version": 1}, "$push": {"pending_steps": step}}),
         )
         if result.modified_count == 1:
-            return True
+            return True, None
+        product = products().find_one({"product_id": product_id}, PRODUCT_FIELDS)
+        if product is None or step in (product.get("pending_steps") or ()) or not _allows(kind, delta, product):
+            return False, product
+        backfill_available(product)  # a product stored before `available` existed; else a race: again
     raise ReservationBusy(f"Product {product_id!r} is changing too fast; try again.")
 
 

@@ -46,8 +46,9 @@ def stored(product_id: str = "p1") -> dict:
 
 
 def drift(by: int, product_id: str = "p1") -> None:
-    """Corrupt the counter behind the module's back, as a bug or a hand edit would."""
-    collection().update_one({"product_id": product_id}, {"$inc": {"reserved": by}})
+    """Corrupt the counters behind the module's back, as a bug in a writer would (every writer
+    moves `reserved` and `available` in one update)."""
+    collection().update_one({"product_id": product_id}, {"$inc": {"reserved": by, "available": -by}})
 
 
 def held_by_active_reservations(product_id: str = "p1") -> int:
@@ -119,6 +120,16 @@ class TestCounters:
         assert reserve(3, "b").quantity == 3
         assert stored()["reserved"] == 5
 
+    def test_a_drifted_available_alone_is_fixed(self):
+        make_product(stock=5)
+        reserve(2, "a")
+        collection().update_one({"product_id": "p1"}, {"$set": {"available": 5}})  # a hand edit
+
+        assert products.reconcile_inventory().fixes == (products.ReservedFix("p1", 2, 2, 5),)
+        assert stored()["available"] == 3
+        with pytest.raises(products.InsufficientStock):
+            reserve(4, "b")
+
     def test_a_product_without_reservations_drops_to_zero(self):
         make_product(stock=5)
         drift(+4)
@@ -172,7 +183,8 @@ class TestPendingSteps:
         reserve(2, "r1")
         leave_pending_step("r1", "reserve:99:r1", 3)
         collection().update_one(
-            {"product_id": "p1"}, {"$inc": {"reserved": 3, "version": 1}, "$push": {"pending_steps": "reserve:99:r1"}}
+            {"product_id": "p1"},
+            {"$inc": {"reserved": 3, "available": -3, "version": 1}, "$push": {"pending_steps": "reserve:99:r1"}},
         )
 
         report = products.reconcile_inventory()
@@ -360,7 +372,7 @@ class TestCommand:
         with app.app_context():
             make_product("42", stock=5)
             reserve(5, "a", "42")
-            collection().update_one({"product_id": "42"}, {"$set": {"stock": 3}})
+            collection().update_one({"product_id": "42"}, {"$set": {"stock": 3, "available": -2}})
 
         result = runner.invoke(args=["inventory", "reconcile"])
 

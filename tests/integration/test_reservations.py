@@ -92,6 +92,20 @@ class TestReserve:
         with pytest.raises(products.ProductNotFound):
             reserve(1)
 
+    def test_a_product_stored_before_available_existed_is_filled_in(self):
+        """Products written by older code have no `available` field; the first stock change
+        gives it its value (stock - reserved) and then applies as usual."""
+        make_product("p1", stock=10)
+        make_product("p2", stock=10)
+        reserve(2, "a")
+        collection().update_many({}, {"$unset": {"available": ""}})
+
+        reserve(5, "a")
+        assert counters() == (10, 5, 5)
+        products.release_reservation(reservation_id="a")
+        products.adjust_stock(product_id="p2", delta=-4, reason="breakage")
+        assert [collection().find_one({"product_id": p})["available"] for p in ("p1", "p2")] == [10, 6]
+
     def test_reservation_id_is_bound_to_its_product(self):
         make_product("p1")
         make_product("p2")
@@ -164,7 +178,8 @@ class TestCrashRecovery:
         reserve(2)
         step = "reserve:99:r1"
         self._crash_mid_step(step)
-        collection().update_one({"product_id": "p1"}, {"$inc": {"reserved": 3}, "$push": {"pending_steps": step}})
+        applied = {"$inc": {"reserved": 3, "available": -3}, "$push": {"pending_steps": step}}
+        collection().update_one({"product_id": "p1"}, applied)
         self._age_pending_step()
 
         assert reserve(5).quantity == 5

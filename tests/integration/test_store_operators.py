@@ -84,6 +84,19 @@ def test_claim_without_reading_first(things):
     assert things.find_one_and_update(claim, {"$set": {"step": "t"}}) is None  # already 7
 
 
+def test_guards_on_a_stored_counter(things):
+    """reservations._apply and catalog.adjust_stock: the rule is in the filter, `$exists`
+    keeps an `$inc` from creating a counter that a document does not have."""
+    things.update_one({"key": "a"}, {"$set": {"available": 2}})
+    assert things.update_one({"key": "a", "available": {"$gte": 3}}, {"$inc": {"available": -3}}).matched_count == 0
+    assert things.update_one({"key": "a", "available": {"$gte": 2}}, {"$inc": {"available": -2}}).modified_count == 1
+    assert (
+        things.update_one({"key": "b", "available": {"$exists": True}}, {"$inc": {"available": 1}}).matched_count == 0
+    )
+    assert keys(things.find({"available": {"$exists": False}})) == ["b"]
+    assert things.find_one({"key": "a"})["available"] == 0
+
+
 def test_current_date_stores_a_datetime(things):
     before = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     things.update_one({"key": "a"}, stamped({"$set": {"note": "n"}}))
