@@ -45,6 +45,12 @@ def gunicorn(
                 server.kill()
 
 
+def run_flask(args: list[str], environment: dict[str, str]) -> subprocess.CompletedProcess:
+    """`flask --app wsgi ARGS` as an operator runs it, in a process of its own."""
+    command = [sys.executable, "-m", "flask", "--app", "wsgi", *args]
+    return subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=120, check=False)
+
+
 def pids_that_answered(log: Path, path: str) -> set[str]:
     return {line.split()[0] for line in log.read_text().splitlines() if f" GET {path}" in line}
 

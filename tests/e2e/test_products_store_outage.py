@@ -4,13 +4,11 @@ its stock hold, and no drift to repair once the store is back."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import requests
 
 from tests.conftest import TEST_SECRET
-from tests.e2e.gunicorn_server import REPO, gunicorn
+from tests.e2e.gunicorn_server import gunicorn, run_flask
 from tests.mongo_server import MongoServer, free_port
 
 
@@ -63,10 +61,7 @@ def test_outage_mid_shopping(database_url, app, token, admin_headers, tmp_path):
             stock = {pid: requests.get(f"{url}/v1/products/{pid}", timeout=10).json() for pid in ("mug", "pen")}
             assert (stock["mug"]["reserved"], stock["pen"]["reserved"]) == (2, 0)
 
-        reconcile = subprocess.run(
-            [sys.executable, "-m", "flask", "--app", "wsgi", "inventory", "reconcile"],
-            cwd=REPO, env=environment, capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
+        reconcile = run_flask(["inventory", "reconcile"], environment)
         assert reconcile.returncode == 0, reconcile.stderr
         assert "fixed 0" in reconcile.stdout
     finally:

@@ -9,8 +9,6 @@ anything else), and Redis is stopped (the gateway degrades and keeps serving).
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -21,7 +19,7 @@ import pytest
 import requests
 
 from tests.conftest import TEST_SECRET
-from tests.e2e.gunicorn_server import REPO, gunicorn
+from tests.e2e.gunicorn_server import gunicorn, run_flask
 from tests.integration.test_auth_api import PASSWORD, last_email, token_from
 from tests.mongo_server import free_port
 from tests.redis_server import RedisServer
@@ -218,15 +216,8 @@ def test_products_service_killed_mid_run_then_back(deployment, admin_headers, to
     assert [(item["quantity"], item["available"]) for item in cart["items"]] == [(3, 1)]
     assert product(url, "mug")["reserved"] == 3  # no refused add held stock, none was lost
 
-    reconcile = subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "wsgi", "inventory", "reconcile"],
-        cwd=REPO,
-        env={**os.environ, "APP_ENV": "development", "MONGODB_URI": mongo_uri, "DATABASE_URL": database_url},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    environment = {**os.environ, "APP_ENV": "development", "MONGODB_URI": mongo_uri, "DATABASE_URL": database_url}
+    reconcile = run_flask(["inventory", "reconcile"], environment)
     assert reconcile.returncode == 0, reconcile.stderr
     assert "fixed 0" in reconcile.stdout
 
