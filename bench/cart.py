@@ -25,16 +25,12 @@ import math
 import os
 import re
 import secrets
-import shutil
-import signal
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +38,7 @@ from harness import (
     BENCH,
     DROPPED_ENV,
     PRODUCTS,
+    REDIS,
     ROOT,
     WARMUP_SECONDS,
     WRK_CONNECTIONS,
@@ -49,12 +46,12 @@ from harness import (
     BenchError,
     Processes,
     Result,
+    bench_main,
+    database,
     gunicorn_args,
-    have_wrk,
     judge,
-    parse_args,
     parse_wrk,
-    prepare,
+    redis_database,
     run_flask,
     run_wrk,
     seed,
@@ -66,12 +63,9 @@ from harness import (
 )
 
 RESULTS = BENCH / "results" / "cart-latest.json"
-POSTGRES = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"  # the local server, trust auth
 # The local Redis, in a database number of the benchmark's own (the tests use 15): production
 # always has Redis (rate limits, revoked tokens, the cart cache), so the benchmark does too.
 # Flushed when the run starts and when it ends; no other database is touched.
-REDIS = "redis://127.0.0.1:6379/13"
-DATABASE = f"storefront_bench_{os.getpid()}"
 
 LINES = 5  # lines in every shopper's cart
 LINE_QUANTITY = 2  # units each line starts with (add+remove then never empties a line)
@@ -126,59 +120,6 @@ class Shopper:
 
 
 # --- PostgreSQL ------------------------------------------------------------------------------
-
-
-@contextmanager
-def database() -> Iterator[str]:
-    """A fresh database on the local PostgreSQL, dropped on the way out whatever happens."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.exc import SQLAlchemyError
-
-    server = create_engine(
-        POSTGRES, isolation_level="AUTOCOMMIT",
-        connect_args={"connect_timeout": 5, "options": "-c statement_timeout=60000"},
-    )  # fmt: skip
-    drop = text(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-    created = False
-    try:
-        try:
-            with server.connect() as connection:
-                version = connection.execute(text("SHOW server_version")).scalar()
-                connection.execute(drop)
-                created = True  # from here on, it is dropped on the way out
-                connection.execute(text(f'CREATE DATABASE "{DATABASE}"'))
-        except SQLAlchemyError as error:
-            raise BenchError(f"cannot create database {DATABASE} on {POSTGRES}: {error}") from error
-        print(f"  database {DATABASE} on PostgreSQL {version}")
-        yield f"postgresql://postgres@127.0.0.1:5432/{DATABASE}"
-    finally:
-        if created:
-            try:
-                with server.connect() as connection:
-                    connection.execute(drop)
-            except SQLAlchemyError as error:
-                print(f"could not drop database {DATABASE}: {error}; drop it by hand", file=sys.stderr)
-        server.dispose()
-
-
-@contextmanager
-def redis_database() -> Iterator[str]:
-    """REDIS's database, emptied before and after the run."""
-    import redis
-
-    client = redis.Redis.from_url(REDIS, socket_timeout=5, socket_connect_timeout=5)
-    try:
-        client.flushdb()
-    except redis.RedisError as error:
-        raise BenchError(f"cannot use Redis at {REDIS}: {error}") from error
-    try:
-        yield REDIS
-    finally:
-        try:
-            client.flushdb()
-        except redis.RedisError as error:
-            print(f"could not flush {REDIS}: {error}", file=sys.stderr)
-        client.close()
 
 
 # --- the API ---------------------------------------------------------------------------------
@@ -558,6 +499,7 @@ def run(
     database_url: str,
     redis_url: str,
 ) -> None:
+    print(f"Starting nx-27017 and seeding {PRODUCTS} products...")
     settings = gunicorn_args(options)
     shopper_count = shoppers_needed(options.seconds)
     # Tokens issued before the runs must outlive them all (minimum: 15 minutes).
@@ -616,44 +558,8 @@ def run(
     print(f"\nWrote {RESULTS.relative_to(ROOT)}")
 
 
-def _ignore_signals() -> None:
-    """While cleaning up: a second Ctrl-C or SIGTERM must not leave servers or the database behind."""
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, signal.SIG_IGN)
-
-
 def main(argv: list[str] | None = None) -> int:
-    options = parse_args(__doc__.split("\n\n")[0], argv)
-    if not have_wrk():
-        return 2
-    busy = prepare()
-    processes = Processes()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-cart-"))
-    keep_logs = True  # for a failure, to investigate
-    try:
-        print(f"Creating a database, starting nx-27017 and seeding {PRODUCTS} products...")
-        with database() as database_url, redis_database() as redis_url:
-            try:
-                run(options, busy, processes, workdir, database_url, redis_url)
-                keep_logs = False
-            finally:
-                _ignore_signals()
-                processes.stop_all()  # before the database is dropped
-    except BenchError as error:
-        print(f"benchmark failed: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        keep_logs = False
-        return 130
-    finally:
-        _ignore_signals()
-        processes.stop_all()
-        if keep_logs:
-            print(f"logs kept in {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    return 0
+    return bench_main(__doc__, "cart", run, argv, stores=(database, redis_database))
 
 
 if __name__ == "__main__":

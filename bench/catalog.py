@@ -13,11 +13,10 @@ status is non-zero only when the benchmark itself could not run. See bench/READM
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,12 +32,10 @@ from harness import (
     BenchError,
     Processes,
     Result,
+    bench_main,
     gunicorn_args,
-    have_wrk,
     judge,
-    parse_args,
     parse_wrk,
-    prepare,
     run_wrk,
     seed,
     start_gunicorn,
@@ -95,67 +92,48 @@ def benchmark(endpoint: Endpoint, url: str, seconds: int) -> Result:
     return Result(endpoint=endpoint.name, url=url, **parse_wrk(run_wrk(url, seconds)))
 
 
-def main(argv: list[str] | None = None) -> int:
-    options = parse_args(__doc__.split("\n\n")[0], argv)
-    if not have_wrk():
-        return 2
-    busy = prepare()
+def run(options: argparse.Namespace, busy: float | None, processes: Processes, workdir: Path) -> None:
     settings = gunicorn_args(options)
-    processes = Processes()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-catalog-"))
-    keep_logs = True  # for a failure, to investigate
-    try:
-        print(f"Starting nx-27017 and seeding {PRODUCTS} products...")
-        mongo_uri = start_mongo(processes, workdir)
-        env = {key: value for key, value in os.environ.items() if key not in DROPPED_ENV}
-        env.update(APP_ENV, MONGODB_URI=mongo_uri)
-        seed(env, workdir)
-        print(f"Starting gunicorn ({' '.join(settings)}) for the catalog and the hello app...")
-        servers = {
-            "catalog": start_gunicorn(processes, "catalog", "wsgi:app", ROOT, settings, env, workdir),
-            "hello": start_gunicorn(processes, "hello", "hello_app:app", BENCH, settings, env, workdir),
-            "uncached": start_gunicorn(
-                processes, "uncached", "wsgi:app", ROOT, settings, {**env, "CATALOG_CACHE_TTL": "0"}, workdir
-            ),
-        }
-        results = []
-        for endpoint in ENDPOINTS:
-            url = servers[endpoint.server] + endpoint.path
-            print(f"wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} -d{options.seconds}s --latency {url}")
-            results.append(benchmark(endpoint, url, options.seconds))
-        judge(results, ENDPOINTS)
-        print()
-        print(table(results))
-        write_json(
-            RESULTS,
-            "catalog",
-            results,
-            {
-                "gunicorn": settings,
-                "wrk": {"threads": WRK_THREADS, "connections": WRK_CONNECTIONS, "duration_s": options.seconds},
-                "warmup_s": WARMUP_SECONDS,
-                "products": PRODUCTS,
-                "store": "nx-27017 --db memory",
-                "cpu_busy_before": None if busy is None else round(busy, 3),
-                "app_env": APP_ENV,
-            },
-        )
-        print(f"\nWrote {RESULTS.relative_to(ROOT)}")
-        keep_logs = False
-    except BenchError as error:
-        print(f"benchmark failed: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        keep_logs = False
-        return 130
-    finally:
-        processes.stop_all()
-        if keep_logs:
-            print(f"logs kept in {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    return 0
+    print(f"Starting nx-27017 and seeding {PRODUCTS} products...")
+    mongo_uri = start_mongo(processes, workdir)
+    env = {key: value for key, value in os.environ.items() if key not in DROPPED_ENV}
+    env.update(APP_ENV, MONGODB_URI=mongo_uri)
+    seed(env, workdir)
+    print(f"Starting gunicorn ({' '.join(settings)}) for the catalog and the hello app...")
+    servers = {
+        "catalog": start_gunicorn(processes, "catalog", "wsgi:app", ROOT, settings, env, workdir),
+        "hello": start_gunicorn(processes, "hello", "hello_app:app", BENCH, settings, env, workdir),
+        "uncached": start_gunicorn(
+            processes, "uncached", "wsgi:app", ROOT, settings, {**env, "CATALOG_CACHE_TTL": "0"}, workdir
+        ),
+    }
+    results = []
+    for endpoint in ENDPOINTS:
+        url = servers[endpoint.server] + endpoint.path
+        print(f"wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} -d{options.seconds}s --latency {url}")
+        results.append(benchmark(endpoint, url, options.seconds))
+    judge(results, ENDPOINTS)
+    print()
+    print(table(results))
+    write_json(
+        RESULTS,
+        "catalog",
+        results,
+        {
+            "gunicorn": settings,
+            "wrk": {"threads": WRK_THREADS, "connections": WRK_CONNECTIONS, "duration_s": options.seconds},
+            "warmup_s": WARMUP_SECONDS,
+            "products": PRODUCTS,
+            "store": "nx-27017 --db memory",
+            "cpu_busy_before": None if busy is None else round(busy, 3),
+            "app_env": APP_ENV,
+        },
+    )
+    print(f"\nWrote {RESULTS.relative_to(ROOT)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return bench_main(__doc__, "catalog", run, argv)
 
 
 if __name__ == "__main__":

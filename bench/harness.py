@@ -1,6 +1,6 @@
 """What the benchmarks share: the processes they start, wrk, and the report.
 
-bench/catalog.py and bench/cart.py import it (they run as scripts from the repository root, so
+bench/catalog.py, bench/cart.py and bench/split.py import it (they run as scripts from the repository root, so
 bench/ is on sys.path). Every server listens on 127.0.0.1 only; every process is started in its
 own session and stopped, bounded in time, whatever happens. See bench/README.md.
 """
@@ -18,10 +18,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -368,6 +370,66 @@ def write_json(path: Path, benchmark: str, results: list[Result], settings: dict
     os.replace(temporary, path)
 
 
+# --- stores of the run's own -----------------------------------------------------------------
+
+POSTGRES = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"  # the local server, trust auth
+REDIS = "redis://127.0.0.1:6379/13"  # a database number of the benchmarks' own
+DATABASE = f"storefront_bench_{os.getpid()}"
+
+
+@contextmanager
+def database() -> Iterator[str]:
+    """A fresh database on the local PostgreSQL, dropped on the way out whatever happens."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    server = create_engine(
+        POSTGRES, isolation_level="AUTOCOMMIT",
+        connect_args={"connect_timeout": 5, "options": "-c statement_timeout=60000"},
+    )  # fmt: skip
+    drop = text(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+    created = False
+    try:
+        try:
+            with server.connect() as connection:
+                version = connection.execute(text("SHOW server_version")).scalar()
+                connection.execute(drop)
+                created = True  # from here on, it is dropped on the way out
+                connection.execute(text(f'CREATE DATABASE "{DATABASE}"'))
+        except SQLAlchemyError as error:
+            raise BenchError(f"cannot create database {DATABASE} on {POSTGRES}: {error}") from error
+        print(f"  database {DATABASE} on PostgreSQL {version}")
+        yield f"postgresql://postgres@127.0.0.1:5432/{DATABASE}"
+    finally:
+        if created:
+            try:
+                with server.connect() as connection:
+                    connection.execute(drop)
+            except SQLAlchemyError as error:
+                print(f"could not drop database {DATABASE}: {error}; drop it by hand", file=sys.stderr)
+        server.dispose()
+
+
+@contextmanager
+def redis_database() -> Iterator[str]:
+    """REDIS's database, emptied before and after the run."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        client.flushdb()
+    except redis.RedisError as error:
+        raise BenchError(f"cannot use Redis at {REDIS}: {error}") from error
+    try:
+        yield REDIS
+    finally:
+        try:
+            client.flushdb()
+        except redis.RedisError as error:
+            print(f"could not flush {REDIS}: {error}", file=sys.stderr)
+        client.close()
+
+
 # --- command line ----------------------------------------------------------------------------
 
 
@@ -405,6 +467,53 @@ def prepare() -> float | None:
     if busy is not None and busy > BUSY_WARNING:
         print(f"warning: the CPU was {busy:.0%} busy before the benchmark started; expect lower, noisier numbers")
     return busy
+
+
+def ignore_signals() -> None:
+    """While cleaning up: a second Ctrl-C or SIGTERM must not leave servers or a database behind."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def bench_main(
+    doc: str,
+    name: str,
+    run: Callable[..., None],
+    argv: list[str] | None = None,
+    stores: tuple[Callable[[], AbstractContextManager[str]], ...] = (),
+) -> int:
+    """A benchmark's `main`: its options, a work folder, the stores of the run's own (what each
+    yields is passed to `run` after the options), and a cleanup that stops every server before
+    the stores go, whatever happens. Exit status 1 when the benchmark could not run."""
+    options = parse_args(doc.split("\n\n")[0], argv)
+    if not have_wrk():
+        return 2
+    busy = prepare()
+    processes = Processes()
+    workdir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+    keep_logs = True  # for a failure, to investigate
+    try:
+        with ExitStack() as stack:
+            resources = [stack.enter_context(store()) for store in stores]
+            stack.callback(processes.stop_all)  # callbacks run last-in first-out: before the stores go
+            stack.callback(ignore_signals)
+            run(options, busy, processes, workdir, *resources)
+        keep_logs = False
+    except BenchError as error:
+        print(f"benchmark failed: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        keep_logs = False
+        return 130
+    finally:
+        ignore_signals()
+        processes.stop_all()
+        if keep_logs:
+            print(f"logs kept in {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
 
 
 def have_wrk() -> bool:

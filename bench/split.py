@@ -21,13 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 import urllib.request
 from pathlib import Path
 
-from cart import _ignore_signals, database, redis_database
 from harness import (
     BENCH,
     DROPPED_ENV,
@@ -38,11 +35,11 @@ from harness import (
     BenchError,
     Processes,
     Result,
+    bench_main,
+    database,
     gunicorn_args,
-    have_wrk,
-    parse_args,
     parse_wrk,
-    prepare,
+    redis_database,
     run_flask,
     run_wrk,
     seed,
@@ -216,37 +213,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    options = parse_args(__doc__.split("\n\n")[0], argv)
-    if not have_wrk():
-        return 2
-    busy = prepare()
-    processes = Processes()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-split-"))
-    keep_logs = True  # for a failure, to investigate
-    try:
-        print("Creating a database, starting nx-27017 and seeding...")
-        with database() as database_url, redis_database() as redis_url:
-            try:
-                run(options, busy, processes, workdir, database_url, redis_url)
-                keep_logs = False
-            finally:
-                _ignore_signals()
-                processes.stop_all()
-    except BenchError as error:
-        print(f"benchmark failed: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        keep_logs = False
-        return 130
-    finally:
-        _ignore_signals()
-        processes.stop_all()
-        if keep_logs:
-            print(f"logs kept in {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    return 0
+    return bench_main(__doc__, "split", run, argv, stores=(database, redis_database))
 
 
 if __name__ == "__main__":
