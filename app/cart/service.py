@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, timedelta
 from decimal import Decimal
 
@@ -142,7 +142,8 @@ class Carts:
         and by what can be reserved. The guest cart ends `merged`; merging again is a no-op.
 
         Order of steps, as everywhere here: grow the user's holds, then commit the lines,
-        then release the guest's holds, so a failure only ever leaves stock over-held.
+        then release the guest's holds, so a failure only ever leaves stock over-held; then
+        lines cut short because the guest's own units were still held take them up.
         """
         guest_cart = self._find_cart(guest_id, lock=True)
         if guest_cart is None or not guest_cart.lines:
@@ -175,8 +176,36 @@ class Carts:
         self._commit(guest_id, user_id)
         for reservation_id in released:
             products.release_reservation(reservation_id=reservation_id)
-        current = self._current_products(contents.product_ids, fresh=contents.product_ids)
-        return MergeResult(cart=_render(contents, current), merged_lines=merged_lines, adjustments=tuple(adjustments))
+        short = [adjustment for adjustment in adjustments if adjustment.reason == "insufficient_stock"]
+        if not short:
+            current = self._current_products(contents.product_ids, fresh=contents.product_ids)
+            return MergeResult(
+                cart=_render(contents, current), merged_lines=merged_lines, adjustments=tuple(adjustments)
+            )
+        topped_up = {adjustment.product_id: self._top_up(user_id, adjustment) for adjustment in short}
+        kept = [topped_up.get(adjustment.product_id, adjustment) for adjustment in adjustments]
+        remaining = tuple(adjustment for adjustment in kept if adjustment.merged < adjustment.requested)
+        return MergeResult(cart=self.get(user_id), merged_lines=merged_lines, adjustments=remaining)
+
+    def _top_up(self, user_id: str, adjustment: MergeAdjustment) -> MergeAdjustment:
+        """Grow a merged line that stock cut short, now that the guest's own holds are released.
+
+        While the user's line first grew, the guest's units were still held, so they counted as
+        taken. Released, they are free again: the line takes as many as it can get (another
+        buyer may have taken some in between), in a transaction of its own, reserve first.
+        """
+        wanted = adjustment.requested
+        try:
+            self.set_quantity(user_id, adjustment.product_id, wanted)
+        except products.InsufficientStock as short:
+            wanted = adjustment.merged + short.extensions["available"]
+            if wanted <= adjustment.merged:
+                return adjustment
+            try:
+                self.set_quantity(user_id, adjustment.product_id, wanted)
+            except products.InsufficientStock:
+                return adjustment
+        return replace(adjustment, merged=wanted)
 
     def _grow_for_merge(self, line: CartLine, wanted: int) -> int:
         """Hold up to `wanted` units on the line; returns how many it holds."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -449,9 +450,36 @@ def test_quantities_add_up_and_are_capped_by_stock_and_the_line_maximum(client, 
     result = client.post("/v1/cart/merge", json={"guestToken": guest_token}, headers=shopper).get_json()
     adjustments = {item["productId"]: item for item in result["adjustments"]}
     assert adjustments["pen"] == {"productId": "pen", "requested": 120, "merged": 100, "reason": "quantity_limit"}
-    # the guest's 3 mugs are still held while the user's line grows: only what is free can move over
-    assert adjustments["mug"] == {"productId": "mug", "requested": 6, "merged": 3, "reason": "insufficient_stock"}
-    assert (reserved(client, "mug"), reserved(client, "pen")) == (3, 100)
+    assert "mug" not in adjustments  # the guest's own 3 mugs count as the user's once released
+    assert (reserved(client, "mug"), reserved(client, "pen")) == (6, 100)
+    items = {item["productId"]: item["quantity"] for item in result["cart"]["items"]}
+    assert items == {"mug": 6, "pen": 100}
+
+
+def test_a_merge_cut_short_by_stock_says_so(client, admin_headers, shopper, guest, monkeypatch):
+    """Another buyer takes the units the guest's hold gave back before the user's line takes them."""
+    guest_token, guest_headers = guest
+    create(client, admin_headers, "mug", stock=7)
+    add(client, shopper, "mug", 3)
+    add(client, guest_headers, "mug", 4)
+    original_release = products.release_reservation
+
+    def release_then_another_buyer_takes_two(*, reservation_id):
+        released = original_release(reservation_id=reservation_id)
+        products.reserve_stock(
+            product_id="mug",
+            quantity=2,
+            reservation_id="another-buyer",
+            expires_at=datetime.now(UTC) + timedelta(minutes=5),
+        )
+        return released
+
+    monkeypatch.setattr(products, "release_reservation", release_then_another_buyer_takes_two)
+    result = client.post("/v1/cart/merge", json={"guestToken": guest_token}, headers=shopper).get_json()
+
+    assert result["adjustments"] == [{"productId": "mug", "requested": 7, "merged": 5, "reason": "insufficient_stock"}]
+    assert [(item["productId"], item["quantity"]) for item in result["cart"]["items"]] == [("mug", 5)]
+    assert reserved(client, "mug") == 7
 
 
 def test_merging_twice_changes_nothing(client, admin_headers, shopper, guest):
