@@ -202,7 +202,7 @@ def test_products_service_killed_mid_run_then_back(deployment, admin_headers, to
         assert refused.headers["Content-Type"] == "application/problem+json"
         assert refused.json()["code"] == "dependency_unavailable"
         assert int(refused.headers["Retry-After"]) >= 1
-    assert "paused" in refusals[-1].json()["detail"]  # the cart service's breaker opened
+    assert any("paused" in refused.json()["detail"] for refused in refusals)  # a cart worker's breaker opened
     cart = requests.get(f"{url}/v1/cart", headers=buyer, timeout=30)
     assert cart.status_code == 200
     assert [(item["productId"], item["quantity"], item["available"]) for item in cart.json()["items"]] == [
