@@ -9,15 +9,18 @@ import threading
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
+import pybreaker
 from redis import Redis, RedisError
 from sqlalchemy import delete, select
 
 from app.accounts.models import RevokedToken, User, utcnow
 from app.extensions import db
+from app.resilience import new_breaker
 
 logger = logging.getLogger(__name__)
+R = TypeVar("R")
 
 
 class RevocationStore(Protocol):
@@ -99,13 +102,15 @@ class RedisBackedBySql:
     requests nor forgets a logout.
 
     Every revocation is written to PostgreSQL, then to Redis. While Redis does not answer,
-    checks read PostgreSQL. A write that missed Redis is replayed by this process before its
-    next Redis call succeeds; a missed generation is replayed by dropping Redis's copy (never
-    by writing the number, which another process may have raised since).
+    checks read PostgreSQL; Redis calls go through a circuit breaker, so that during an
+    outage each request does not first wait for Redis to time out. A write that missed Redis
+    is replayed by this process before its next Redis call succeeds; a missed generation is
+    replayed by dropping Redis's copy (never by writing the number, which another process may
+    have raised since).
     """
 
-    def __init__(self, redis: RedisRevocations, sql: SqlRevocations):
-        self.redis, self.sql = redis, sql
+    def __init__(self, redis: RedisRevocations, sql: SqlRevocations, breaker: pybreaker.CircuitBreaker):
+        self.redis, self.sql, self.breaker = redis, sql, breaker
         self._missed: list[Callable[[], None]] = []
         self._lock = threading.Lock()
 
@@ -120,20 +125,24 @@ class RedisBackedBySql:
 
     def state(self, ids: list[str], user_id: uuid.UUID | None) -> tuple[bool, int | None]:
         try:
-            self._replay()
-            return self.redis.state(ids, user_id)
+            return self.breaker.call(self._after_replay, lambda: self.redis.state(ids, user_id))
+        except pybreaker.CircuitBreakerError:
+            return self.sql.state(ids, user_id)
         except RedisError as error:
             logger.warning("Redis unavailable, token checked in the database: %s", error)
             return self.sql.state(ids, user_id)
 
     def _write(self, write: Callable[[], None], replay: Callable[[], None] | None = None) -> None:
         try:
-            self._replay()
-            write()
-        except RedisError as error:
+            self.breaker.call(self._after_replay, write)
+        except (RedisError, pybreaker.CircuitBreakerError) as error:
             logger.warning("Redis unavailable, revocation kept in the database until it answers: %s", error)
             with self._lock:
                 self._missed.append(replay or write)
+
+    def _after_replay(self, call: Callable[[], R]) -> R:
+        self._replay()
+        return call()
 
     def _replay(self) -> None:
         with self._lock:
@@ -142,8 +151,13 @@ class RedisBackedBySql:
                 self._missed.pop(0)
 
 
-def build_store(redis_url: str | None, timeout: float) -> RevocationStore:
+def build_store(
+    redis_url: str | None, *, timeout: float, breaker_failures: int, breaker_reset_seconds: int
+) -> RevocationStore:
     if redis_url:
         client = Redis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
-        return RedisBackedBySql(RedisRevocations(client), SqlRevocations())
+        breaker = new_breaker(
+            "redis-revocations", failures=breaker_failures, reset_seconds=breaker_reset_seconds, counts=(RedisError,)
+        )
+        return RedisBackedBySql(RedisRevocations(client), SqlRevocations(), breaker)
     return SqlRevocations()

@@ -17,7 +17,14 @@ from app.config import Settings
 
 
 def register(app: Flask, settings: Settings) -> None:
-    sessions = Sessions(settings.auth, build_store(settings.redis_url, settings.resilience.redis_timeout))
+    limits = settings.resilience
+    revocations = build_store(
+        settings.redis_url,
+        timeout=limits.redis_timeout,
+        breaker_failures=limits.breaker_failures,
+        breaker_reset_seconds=limits.breaker_reset_seconds,
+    )
+    sessions = Sessions(settings.auth, revocations)
     app.extensions["accounts"] = Accounts(settings.auth, sessions, build_mailer(settings.mail))
     app.cli.add_command(create_admin_command)
 

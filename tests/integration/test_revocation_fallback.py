@@ -23,12 +23,15 @@ def redis_server(tmp_path):
     server.stop()
 
 
+BOUNDS = {"timeout": 0.3, "breaker_failures": 5, "breaker_reset_seconds": 1}
+
+
 def in_five_minutes():
     return utcnow() + timedelta(minutes=5)
 
 
 def test_checks_fall_back_to_the_database_and_missed_revocations_reach_redis_later(app, redis_server):
-    store = build_store(redis_server.url, 0.3)
+    store = build_store(redis_server.url, **BOUNDS)
     with app.app_context():
         store.revoke("jti-before", in_five_minutes())
         assert store.state(["jti-before"], None) == (True, None)
@@ -47,7 +50,7 @@ def test_checks_fall_back_to_the_database_and_missed_revocations_reach_redis_lat
 
 def test_a_generation_raised_during_an_outage_is_not_undone_by_a_stale_copy(app, redis_server, token):
     token("customer", subject="generation-user")
-    store = build_store(redis_server.url, 0.3)
+    store = build_store(redis_server.url, **BOUNDS)
     with app.app_context():
         user = db.session.scalar(select(User).where(User.email == "generation-user@example.test"))
         user_id = user.id
@@ -63,3 +66,17 @@ def test_a_generation_raised_during_an_outage_is_not_undone_by_a_stale_copy(app,
         redis_server.start()
         redis.Redis.from_url(redis_server.url).set(f"storefront:generation:{user_id}", raised - 1)  # stale copy
         assert store.state(["any"], user_id) == (False, raised)
+
+
+def test_once_redis_fails_checks_go_straight_to_the_database_until_the_breaker_probes(app, redis_server):
+    store = build_store(redis_server.url, timeout=0.3, breaker_failures=1, breaker_reset_seconds=60)
+    with app.app_context():
+        store.revoke("jti-1", in_five_minutes())
+        redis_server.stop()
+        assert store.state(["jti-1"], None) == (True, None)  # the failure that opens the breaker
+
+        asked = []
+        store.redis.state = lambda *args: asked.append(args)  # Redis must not be asked while open
+        assert store.state(["jti-1"], None) == (True, None)
+        assert store.state(["jti-2"], None) == (False, None)
+    assert asked == []
