@@ -6,7 +6,7 @@
 # http://localhost:${API_PORT:-3000}.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-source scripts/bootstrap.sh
+EXTRAS=embedded source scripts/bootstrap.sh  # the app and the nx-27017 server, no test tools
 
 [ -f .env ] && set -a && source .env && set +a
 export API_PORT=${API_PORT:-3000}

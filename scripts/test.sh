@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: lint, format check, module boundaries, then pytest.
+# The whole test suite, as CI runs it: lint, format check, module boundaries, runtime
+# dependencies (deptry), then pytest.
 # Tests start their own MongoDB wire-protocol server (nx-27017), or use MONGODB_URI; they use
 # PostgreSQL (TEST_DATABASE_URL, default a database of their own on the local server) and
 # Redis (TEST_REDIS_URL, default the local server's db 15), starting local ones that are down.
 # Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-source scripts/bootstrap.sh
+EXTRAS=dev source scripts/bootstrap.sh
 scripts/ensure-services.sh
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/lint-imports
+.venv/bin/deptry .  # every import of the runtime code is a runtime dependency ([tool.deptry])
 .venv/bin/python -m pytest "$@"
