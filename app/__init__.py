@@ -21,6 +21,7 @@ from app.gateway import setup as gateway
 from app.http_client import ServiceClient
 from app.products import interface as products_interface
 from app.products import setup as products
+from app.transactions import sqlite_transactions
 
 SWAGGER_UI_ASSETS = "/api/assets"
 # Response headers a browser client may read across origins.
@@ -33,6 +34,7 @@ EXPOSED_HEADERS = [
     "RateLimit-Remaining",
     "RateLimit-Reset",
 ]
+SQLITE_BUSY_TIMEOUT_SECONDS = 15
 MIGRATIONS = str(Path(__file__).resolve().parent.parent / "migrations")
 PORTS = {port.module: port for port in (products_interface.port, cart_interface.port, accounts_interface.port)}
 
@@ -47,6 +49,9 @@ def create_app(config: Settings | None = None) -> Flask:
     app.json.sort_keys = False
 
     db.init_app(app)
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            sqlite_transactions(db.engine)
     migrate.init_app(app, db, directory=MIGRATIONS)
     api.init_app(app)
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
@@ -119,6 +124,7 @@ def flask_config(settings: Settings) -> dict[str, object]:
         "RATELIMIT_HEADER_REMAINING": "RateLimit-Remaining",
         "RATELIMIT_HEADER_RESET": "RateLimit-Reset",
         "AUTH_RATE_LIMIT": settings.auth_rate_limit,
+        "GUEST_RATE_LIMIT": settings.guest_rate_limit,
         "SERVICE_API_KEYS": settings.service_api_keys,
         "CIRCUIT_BREAKER": {
             "failures": settings.resilience.breaker_failures,
@@ -131,9 +137,10 @@ def flask_config(settings: Settings) -> dict[str, object]:
 
 
 def database_bounds(settings: Settings) -> dict[str, object]:
-    """Timeouts and a bounded pool for PostgreSQL (the embedded SQLite needs neither)."""
+    """Timeouts and a bounded pool for PostgreSQL; for the embedded SQLite, how long a writer
+    waits for the write lock (app/transactions.py) before the request fails."""
     if not settings.database_url.startswith("postgresql"):
-        return {}
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}}
     limits = settings.resilience
     return {
         "pool_size": limits.db_pool_size,

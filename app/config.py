@@ -22,6 +22,7 @@ MODULES = ("products", "cart", "accounts", "gateway")
 # The modules each module calls: served in the same process, or reached at their *_SERVICE_URL.
 CALLS = {"gateway": ("products", "cart", "accounts"), "cart": ("products",)}
 MIN_PRODUCTION_SECRET_LENGTH = 32
+MIN_PRODUCTION_RESERVATION_TTL = 60  # seconds; shorter holds are for tests and local experiments
 
 
 class ConfigError(SystemExit):
@@ -102,6 +103,9 @@ class Settings:
     catalog_cache_ttl: int = 2
     cart_cache_ttl: int = 2  # seconds; with REDIS_URL only (app/cart/cache.py)
     cart_reservation_ttl: int = 15 * 60
+    cart_max_lines: int = 50
+    cart_max_units: int = 500
+    guest_rate_limit: str = "120 per minute"
     guest_cart_days: int = 30
     user_cart_days: int = 90
     mail: MailSettings = MailSettings()
@@ -162,7 +166,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         catalog_cache_ttl=reader.integer("CATALOG_CACHE_TTL", 2, minimum=0, maximum=3600),
         cart_cache_ttl=reader.integer("CART_CACHE_TTL", Settings.cart_cache_ttl, minimum=0, maximum=60),
-        cart_reservation_ttl=reader.integer("CART_RESERVATION_TTL", Settings.cart_reservation_ttl, minimum=60),
+        cart_reservation_ttl=reader.integer("CART_RESERVATION_TTL", Settings.cart_reservation_ttl, minimum=1),
+        cart_max_lines=reader.integer("CART_MAX_LINES", Settings.cart_max_lines, minimum=1, maximum=1000),
+        cart_max_units=reader.integer("CART_MAX_UNITS", Settings.cart_max_units, minimum=1, maximum=100_000),
+        guest_rate_limit=reader.rate_limit("GUEST_RATE_LIMIT", Settings.guest_rate_limit),
         guest_cart_days=reader.integer("GUEST_CART_DAYS", Settings.guest_cart_days, minimum=1),
         user_cart_days=reader.integer("USER_CART_DAYS", Settings.user_cart_days, minimum=1),
         service_api_keys=tuple(key.strip() for key in (reader.text("SERVICE_API_KEY") or "").split(",") if key.strip()),
@@ -250,6 +257,10 @@ def validate(settings: Settings) -> None:
             raise ConfigError("JWT_SECRET", f"must be at least {MIN_PRODUCTION_SECRET_LENGTH} characters in production")
     if settings.database_url.startswith("sqlite"):
         raise ConfigError("DATABASE_URL", "must point at PostgreSQL in production (set DATABASE_URL or DB_HOST)")
+    if settings.cart_reservation_ttl < MIN_PRODUCTION_RESERVATION_TTL:
+        raise ConfigError(
+            "CART_RESERVATION_TTL", f"must be at least {MIN_PRODUCTION_RESERVATION_TTL} seconds in production"
+        )
 
 
 def _database_url(reader: _Reader) -> str:

@@ -20,7 +20,14 @@ from app.errors import PROBLEM_MIMETYPE, handle_http_exception
 
 
 class ProblemSchema(ma.Schema):
-    """The `application/problem+json` body every error response has (documentation only)."""
+    """The `application/problem+json` body every error response has (documentation only).
+
+    Problems may carry extension members (RFC 9457), so the schema admits more properties;
+    subclasses document the extensions of a route's errors (e.g. `productId`).
+    """
+
+    class Meta:
+        unknown = ma.INCLUDE
 
     type = ma.fields.String(metadata={"example": "urn:storefront:problem:product_not_found"})
     title = ma.fields.String(metadata={"example": "Not Found"})
@@ -65,9 +72,15 @@ class ApiBlueprint(Blueprint):
     ARGUMENTS_PARSER = ValidationParser()
     PAGINATION_ARGUMENTS_PARSER = ValidationParser()
 
-    def problem_response(self, status: int, description: str):
+    def problem_response(self, status: int, description: str, schema: type[ProblemSchema] = ProblemSchema):
         """Document an error outcome of a view (its body is a problem+json document)."""
-        return self.alt_response(status, schema=ProblemSchema, description=description, content_type=PROBLEM_MIMETYPE)
+        return self.alt_response(status, schema=schema, description=description, content_type=PROBLEM_MIMETYPE)
+
+
+class ProductProblemSchema(ProblemSchema):
+    """A problem about one product."""
+
+    product_id = ma.fields.String(data_key="productId", metadata={"example": "42"})
 
 
 api = StorefrontApi()

@@ -70,6 +70,7 @@ def settings(mongo_uri, database_url, mail_dir):
     return load_settings(environment).override(
         throttle_limit=1_000_000,
         auth_rate_limit="1000 per second",
+        guest_rate_limit="1000 per second",
         service_api_keys=("test-service-key",),
         catalog_cache_ttl=0,
     )
@@ -103,6 +104,24 @@ def clean_stores(app, mail_dir):
         limiter.reset()
     for message in mail_dir.glob("*.eml"):
         message.unlink()
+
+
+@pytest.fixture
+def other_app(settings):
+    """Build apps with changed settings; the shared limiter gets its storage back afterwards."""
+    storage, strategy = limiter._storage, limiter._limiter
+    built = []
+
+    def build(**changes):
+        app = create_app(settings.override(**changes))
+        built.append(app)
+        return app
+
+    yield build
+    for app in built:
+        with app.app_context():
+            db.engine.dispose()
+    limiter._storage, limiter._limiter = storage, strategy
 
 
 @pytest.fixture

@@ -18,6 +18,8 @@ class CartItem:
     available: int | None  # None when the products store cannot be reached
     current_price: Decimal | None
     price_changed: bool
+    reserved_until: datetime  # the hold lasts until then; extended by every change to the line
+    reservation_expired: bool  # past it: the units may go to another buyer until the line's next write
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ class MergeAdjustment:
     product_id: str
     requested: int  # the user's units plus the guest's
     merged: int  # what the user's line holds now
-    reason: str  # "quantity_limit" or "insufficient_stock"
+    reason: str  # "quantity_limit", "insufficient_stock", "line_limit", "unit_limit" or "currency_mismatch"
 
 
 @dataclass(frozen=True)

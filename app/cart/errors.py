@@ -43,3 +43,29 @@ class OrderNotFound(CartError):
 
 class CartUnavailable(CartError):
     status, code = 503, "dependency_unavailable"
+
+
+class LineLimitExceeded(CartError):
+    status, code = 409, "cart_line_limit_exceeded"
+
+
+class UnitLimitExceeded(CartError):
+    status, code = 409, "cart_unit_limit_exceeded"
+
+
+class CurrencyMismatch(CartError):
+    """A cart has one currency: that of its first line."""
+
+    status, code = 409, "currency_mismatch"
+
+
+class PriceChanged(CartError):
+    """Checkout found catalog prices other than the lines'; the lines now carry the new ones."""
+
+    status, code = 409, "price_changed"
+
+
+class ProductUnavailable(CartError):
+    """Checkout found products no longer on sale; their lines left the cart."""
+
+    status, code = 409, "product_unavailable"

@@ -6,6 +6,8 @@ take an optional `expected_version` (the cart's ETag): a stale one raises CartCh
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from flask import current_app
 
 from app.cart import idempotency as _idempotency
@@ -16,12 +18,17 @@ from app.cart.errors import (
     CartEmpty,
     CartError,
     CartUnavailable,
+    CurrencyMismatch,
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
+    LineLimitExceeded,
     LineNotFound,
     OrderNotFound,
+    PriceChanged,
+    ProductUnavailable,
     QuantityLimitExceeded,
     ReservationExpired,
+    UnitLimitExceeded,
 )
 from app.cart.service import MAX_LINE_QUANTITY
 from app.extensions import database_answers as _database_answers
@@ -35,8 +42,10 @@ __all__ = [
     "CartError",
     "CartItem",
     "CartUnavailable",
+    "CurrencyMismatch",
     "IdempotencyKeyInUse",
     "IdempotencyKeyReused",
+    "LineLimitExceeded",
     "LineNotFound",
     "MergeAdjustment",
     "MergeResult",
@@ -44,9 +53,12 @@ __all__ = [
     "OrderLine",
     "OrderNotFound",
     "OrderPage",
+    "PriceChanged",
+    "ProductUnavailable",
     "QuantityLimitExceeded",
     "ReservationExpired",
     "StoredResponse",
+    "UnitLimitExceeded",
     "add_item",
     "check_out",
     "claim_idempotency_key",
@@ -54,6 +66,7 @@ __all__ = [
     "empty_cart",
     "get_cart",
     "get_order",
+    "held_reservations",
     "is_available",
     "list_orders",
     "merge_guest_cart",
@@ -151,6 +164,13 @@ def complete_idempotency_key(*, owner_id: str, key: str, response: StoredRespons
 def release_idempotency_key(*, owner_id: str, key: str) -> None:
     """Give up a claimed key after a failed request, so that the client may retry with it."""
     _idempotency.give_up(owner_id, key)
+
+
+@port.expose(idempotent=True)
+@_translate_database_errors
+def held_reservations(*, reservation_ids: Iterable[str]) -> tuple[str, ...]:
+    """The ids among `reservation_ids` that a line of an active cart holds."""
+    return _carts().held_reservations(reservation_ids)
 
 
 @port.expose(idempotent=True)

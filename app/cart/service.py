@@ -3,27 +3,38 @@
 Stock lives in the products store and carts in PostgreSQL, with no shared transaction, so
 the steps are ordered to fail safe: stock is reserved *before* a line is written or grown,
 and released only *after* a line is shrunk or deleted. A crash in between leaves a
-reservation without a line (released when it expires) or nothing, never a line without
-its reservation. Each cart write locks the cart's row, so parallel writes never lose one
-another.
+reservation without a line (released when it expires, or by `flask inventory reconcile`)
+or nothing, never a line without its reservation.
+
+Each interface call is one unit of work (app/transactions.py). A write locks the cart's row
+and only then reads its lines, in a statement of its own: under READ COMMITTED a statement
+sees what committed before it began, so lines read after the lock are the ones the previous
+writer left. (Reading them in the locking statement itself, `SELECT ... JOIN cart_lines ...
+FOR UPDATE OF carts`, re-checks only the locked cart row after the wait and returns the lines
+of the snapshot taken before it: two adds both wrote quantity + 1.) The lock is held across
+the call that reserves the line's stock, because a hold's quantity must follow the line's.
+
+A hold lasts CART_RESERVATION_TTL after the line's last change. Past it, the line shows
+`reservation_expired` and its units may be taken by another buyer (the products module
+releases expired holds when it needs their units); the line's next write holds its stock
+again, under a new reservation if the old one was released.
 
 Reads go through the CartCache (cache.py): every committed write moves the owner's cache
 generation on before it answers, so a read never shows a cart older than the last write.
-Each request is one PostgreSQL transaction whose ORM objects are copied into plain
-`_Contents` before the commit, so nothing is loaded again after it.
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import joinedload
+from sqlalchemy.orm import joinedload, selectinload
 
 from app.cart.cache import CartCache
 from app.cart.dto import Cart as CartDto
@@ -33,17 +44,32 @@ from app.cart.dto import OrderLine as OrderLineDto
 from app.cart.errors import (
     CartChanged,
     CartEmpty,
+    CurrencyMismatch,
+    LineLimitExceeded,
     LineNotFound,
     OrderNotFound,
+    PriceChanged,
+    ProductUnavailable,
     QuantityLimitExceeded,
     ReservationExpired,
+    UnitLimitExceeded,
 )
 from app.cart.models import Cart, CartLine, Order, OrderLine, utcnow
 from app.extensions import db
 from app.products import interface as products
+from app.transactions import unit_of_work
 
 MAX_LINE_QUANTITY = 100
 CENT = Decimal("0.01")
+CHECKOUT_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one cart may hold (CART_MAX_LINES, CART_MAX_UNITS), against hoarding."""
+
+    max_lines: int = 50
+    max_units: int = 500
 
 
 @dataclass(frozen=True)
@@ -53,6 +79,7 @@ class _Line:
     name: str
     unit_price: Decimal
     quantity: int
+    reserved_until: datetime
 
 
 @dataclass(frozen=True)
@@ -70,20 +97,62 @@ class _Contents:
         return [line.product_id for line in self.lines]
 
 
+def aware(moment: datetime) -> datetime:
+    """SQLite (the embedded default) returns naive datetimes; they are UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def _contents(cart: Cart) -> _Contents:
     lines = tuple(
-        _Line(line.product_id, line.sku, line.name, Decimal(line.unit_price).quantize(CENT), line.quantity)
+        _Line(
+            line.product_id,
+            line.sku,
+            line.name,
+            Decimal(line.unit_price).quantize(CENT),
+            line.quantity,
+            aware(line.reserved_until),
+        )
         for line in cart.lines
     )
     return _Contents(str(cart.id), cart.owner_id, cart.currency, cart.version, lines)
 
 
+@dataclass
+class _Hold:
+    """A hold made (or grown) inside a unit of work, undone if that unit of work fails."""
+
+    reservation_id: str
+    product_id: str
+    previous: int  # units it held before, 0 for a new reservation
+    until: datetime
+    replaced: bool  # a new reservation: the old one had been released
+
+    def undo(self) -> None:
+        if self.replaced or self.previous == 0:
+            products.release_reservation(reservation_id=self.reservation_id)
+        else:
+            products.reserve_stock(
+                product_id=self.product_id,
+                quantity=self.previous,
+                reservation_id=self.reservation_id,
+                expires_at=self.until,
+            )
+
+
 class Carts:
-    def __init__(self, reservation_ttl: int, guest_cart_days: int, user_cart_days: int, cache: CartCache):
+    def __init__(
+        self,
+        reservation_ttl: int,
+        guest_cart_days: int,
+        user_cart_days: int,
+        cache: CartCache,
+        limits: Limits | None = None,
+    ):
         self.reservation_ttl = timedelta(seconds=reservation_ttl)
         self.guest_cart_lifetime = timedelta(days=guest_cart_days)
         self.user_cart_lifetime = timedelta(days=user_cart_days)
         self.cache = cache
+        self.limits = limits or Limits()
 
     # --- reads -------------------------------------------------------------------------
 
@@ -93,89 +162,209 @@ class Carts:
     def _load(self, owner_id: str) -> tuple[CartDto, bool]:
         """The cart from the databases, every product read fresh; cacheable unless the
         products store could not be reached."""
-        contents = _contents(self._active_cart(owner_id))
-        db.session.rollback()  # ends the read-only transaction before the products store is asked
+        contents = self._read(owner_id)
         current = self._current_products(contents.product_ids, fresh=contents.product_ids)
         return _render(contents, current), current is not None
+
+    def _read(self, owner_id: str) -> _Contents:
+        """The owner's active cart as committed; an empty one is created if there is none."""
+        with unit_of_work(write=False):
+            cart = self._find_cart(owner_id, lock=False)
+            if cart is not None:
+                return _contents(cart)
+        with unit_of_work():
+            return _contents(self._locked_cart(owner_id))
 
     # --- writes ------------------------------------------------------------------------
 
     def add(self, owner_id: str, product_id: str, quantity: int, expected_version: int | None = None) -> CartDto:
         """Add `quantity` units (the original's POST /v1/cart/products)."""
-        cart = self._locked_cart(owner_id, expected_version)
-        line = self._line(cart, product_id)
-        current = line.quantity if line else 0
-        return self._set(cart, line, product_id, current + quantity)
+        return self._change_line(
+            owner_id, product_id, expected_version, lambda line: (line.quantity if line else 0) + quantity
+        )
 
     def set_quantity(
         self, owner_id: str, product_id: str, quantity: int, expected_version: int | None = None
     ) -> CartDto:
-        cart = self._locked_cart(owner_id, expected_version)
-        line = self._line(cart, product_id)
-        if line is None and quantity == 0:
-            raise LineNotFound(f"Product {product_id!r} is not in the cart.", productId=product_id)
-        return self._set(cart, line, product_id, quantity)
+        return self._change_line(
+            owner_id, product_id, expected_version, lambda _line: quantity, must_exist=quantity == 0
+        )
 
     def remove(
         self, owner_id: str, product_id: str, *, whole_line: bool, expected_version: int | None = None
     ) -> CartDto:
         """Remove one unit (the original's DELETE), or the whole line."""
-        cart = self._locked_cart(owner_id, expected_version)
-        line = self._line(cart, product_id)
-        if line is None:
-            raise LineNotFound(f"Product {product_id!r} is not in the cart.", productId=product_id)
-        return self._set(cart, line, product_id, 0 if whole_line else line.quantity - 1)
+        return self._change_line(
+            owner_id, product_id, expected_version, lambda line: 0 if whole_line else line.quantity - 1, must_exist=True
+        )
+
+    def _change_line(
+        self,
+        owner_id: str,
+        product_id: str,
+        expected_version: int | None,
+        target: Callable[[CartLine | None], int],
+        *,
+        must_exist: bool = False,
+    ) -> CartDto:
+        """Give one line the quantity `target` computes from it (the line as locked).
+
+        Growing, or touching a line whose hold expired: hold the stock first, then write the
+        line (the hold is undone if the write fails). Shrinking: write the line, then give
+        the difference back.
+        """
+        hold: _Hold | None = None
+        shrunk: tuple[str, str, int, datetime] | None = None
+        try:
+            with unit_of_work():
+                cart = self._locked_cart(owner_id, expected_version)
+                line = _line(cart, product_id)
+                if line is None and must_exist:
+                    raise LineNotFound(f"Product {product_id!r} is not in the cart.", productId=product_id)
+                quantity = target(line)
+                self._check_limits(cart, line, product_id, quantity)
+                now = utcnow()
+                if quantity == 0 or (line and quantity <= line.quantity and not _expired(line, now)):
+                    shrunk = (line.reservation_id, product_id, quantity, aware(line.reserved_until))
+                    if quantity == 0:
+                        cart.lines.remove(line)
+                    else:
+                        line.quantity = quantity
+                    current = None
+                else:
+                    hold = self._hold(line, product_id, quantity, now)
+                    current = self._products_for_write(cart, line, product_id)
+                    if line is None:
+                        line = self._new_line(cart, current, product_id, quantity, hold.reservation_id)
+                    line.quantity, line.reservation_id, line.reserved_until = quantity, hold.reservation_id, hold.until
+                self._bump(cart)
+                contents = _contents(cart)
+        except Exception:
+            if hold is not None:
+                hold.undo()
+            raise
+        self.cache.changed(owner_id)
+        if shrunk is not None:
+            reservation_id, product_id, quantity, until = shrunk
+            _set_hold(reservation_id, product_id, quantity, until)
+            current = self._current_products(contents.product_ids, fresh=(product_id,) if quantity else ())
+        return _render(contents, current)
+
+    def _check_limits(self, cart: Cart, line: CartLine | None, product_id: str, quantity: int) -> None:
+        if quantity > MAX_LINE_QUANTITY:
+            raise QuantityLimitExceeded(
+                f"A cart line holds at most {MAX_LINE_QUANTITY} units.", maximum=MAX_LINE_QUANTITY, productId=product_id
+            )
+        if line is None and quantity and len(cart.lines) >= self.limits.max_lines:
+            raise LineLimitExceeded(
+                f"A cart holds at most {self.limits.max_lines} different products.", maximum=self.limits.max_lines
+            )
+        units = sum(other.quantity for other in cart.lines if other is not line) + quantity
+        if units > self.limits.max_units and quantity > (line.quantity if line else 0):
+            raise UnitLimitExceeded(
+                f"A cart holds at most {self.limits.max_units} units in all.",
+                maximum=self.limits.max_units,
+                productId=product_id,
+            )
+
+    def _hold(self, line: CartLine | None, product_id: str, quantity: int, now: datetime) -> _Hold:
+        """Hold `quantity` units for the line; a hold another buyer's need released (it had
+        expired) is replaced by a new reservation."""
+        until = now + self.reservation_ttl
+        if line is not None:
+            try:
+                _set_hold(line.reservation_id, product_id, quantity, until)
+                return _Hold(line.reservation_id, product_id, line.quantity, until, replaced=False)
+            except products.ReservationConflict as conflict:
+                if conflict.extensions.get("reservationStatus") != "released":
+                    raise
+        reservation_id = str(uuid.uuid4())
+        _set_hold(reservation_id, product_id, quantity, until)
+        return _Hold(reservation_id, product_id, 0, until, replaced=line is not None)
+
+    def _products_for_write(
+        self, cart: Cart, line: CartLine | None, product_id: str
+    ) -> dict[str, products.Product] | None:
+        """The cart's products for the answer, the changed one fresh (it shows the units just
+        held); a new line needs its product's snapshot, so only a growing line may go without."""
+        product_ids = [*(existing.product_id for existing in cart.lines), *([] if line else [product_id])]
+        try:
+            return self.cache.products(product_ids, fresh=(product_id,))
+        except products.ProductsUnavailable:
+            if line is None:
+                raise
+            return None
+
+    def _new_line(
+        self,
+        cart: Cart,
+        current: dict[str, products.Product],
+        product_id: str,
+        quantity: int,
+        reservation_id: str,
+    ) -> CartLine:
+        product = current.get(product_id)
+        if product is None or product.status != "active":
+            raise products.ProductNotFound(f"No product with productId {product_id!r}.", productId=product_id)
+        if not cart.lines:
+            cart.currency = product.currency
+        elif product.currency != cart.currency:
+            raise CurrencyMismatch(
+                f"This cart is in {cart.currency}; product {product_id!r} is priced in {product.currency}.",
+                productId=product_id,
+                cartCurrency=cart.currency,
+                productCurrency=product.currency,
+            )
+        line = CartLine(
+            product_id=product_id,
+            sku=product.sku,
+            name=product.name,
+            unit_price=product.price,
+            quantity=quantity,
+            reservation_id=reservation_id,
+            reserved_until=utcnow(),
+        )
+        cart.lines.append(line)
+        return line
 
     def empty(self, owner_id: str, expected_version: int | None = None) -> CartDto:
-        cart = self._locked_cart(owner_id, expected_version)
-        released = [line.reservation_id for line in cart.lines]
-        cart.lines.clear()
-        self._bump(cart)
-        contents = _contents(cart)
-        self._commit(owner_id)
+        with unit_of_work():
+            cart = self._locked_cart(owner_id, expected_version)
+            released = [line.reservation_id for line in cart.lines]
+            cart.lines.clear()
+            self._bump(cart)
+            contents = _contents(cart)
+        self.cache.changed(owner_id)
         for reservation_id in released:
             products.release_reservation(reservation_id=reservation_id)
         return _render(contents, {})
 
     def merge(self, guest_id: str, user_id: str) -> MergeResult:
-        """Move a guest's cart into a user's: quantities add up, capped by the line maximum
-        and by what can be reserved. The guest cart ends `merged`; merging again is a no-op.
+        """Move a guest's cart into a user's: quantities add up, capped by the line maximum,
+        the cart's limits and by what can be reserved. The guest cart ends `merged`; merging
+        again is a no-op.
 
         Order of steps, as everywhere here: grow the user's holds, then commit the lines,
-        then release the guest's holds, so a failure only ever leaves stock over-held; then
-        lines cut short because the guest's own units were still held take them up.
+        then release (or cut down) the guest's holds, so a failure only ever leaves stock
+        over-held; then lines cut short because the guest's own units were still held take
+        them up.
         """
-        guest_cart = self._find_cart(guest_id, lock=True)
-        if guest_cart is None or not guest_cart.lines:
-            db.session.rollback()
+        with unit_of_work():
+            guest_cart = self._find_cart(guest_id, lock=True)
+            nothing_to_merge = guest_cart is None or not guest_cart.lines
+            if not nothing_to_merge:
+                cart = self._locked_cart(user_id)  # in the same transaction: the guest cart stays locked
+                merged_lines = len(guest_cart.lines)
+                adjustments, settle = self._merge_lines(guest_cart, cart)
+                guest_cart.status = "merged"
+                self._bump(guest_cart)
+                self._bump(cart)
+                contents = _contents(cart)
+        if nothing_to_merge:
             return MergeResult(cart=self.get(user_id), merged_lines=0, adjustments=())
-        cart = self._locked_cart(user_id)  # in the same transaction: the guest cart stays locked
-        adjustments, released, merged_lines = [], [], len(guest_cart.lines)
-        try:
-            for guest_line in list(guest_cart.lines):
-                line = self._line(cart, guest_line.product_id)
-                if line is None:  # the line moves over with its hold
-                    guest_cart.lines.remove(guest_line)
-                    cart.lines.append(guest_line)
-                    continue
-                requested = line.quantity + guest_line.quantity
-                merged = self._grow_for_merge(line, min(requested, MAX_LINE_QUANTITY))
-                if merged < requested:
-                    reason = "quantity_limit" if merged == MAX_LINE_QUANTITY else "insufficient_stock"
-                    adjustments.append(MergeAdjustment(line.product_id, requested, merged, reason))
-                line.quantity = merged
-                released.append(guest_line.reservation_id)
-                guest_cart.lines.remove(guest_line)
-        except Exception:
-            db.session.rollback()
-            raise
-        guest_cart.status = "merged"
-        self._bump(guest_cart)
-        self._bump(cart)
-        contents = _contents(cart)
-        self._commit(guest_id, user_id)
-        for reservation_id in released:
-            products.release_reservation(reservation_id=reservation_id)
+        self.cache.changed(guest_id, user_id)
+        for step in settle:
+            step()
         short = [adjustment for adjustment in adjustments if adjustment.reason == "insufficient_stock"]
         if not short:
             current = self._current_products(contents.product_ids, fresh=contents.product_ids)
@@ -187,12 +376,69 @@ class Carts:
         remaining = tuple(adjustment for adjustment in kept if adjustment.merged < adjustment.requested)
         return MergeResult(cart=self.get(user_id), merged_lines=merged_lines, adjustments=remaining)
 
+    def _merge_lines(self, guest_cart: Cart, cart: Cart) -> tuple[list[MergeAdjustment], list[Callable[[], object]]]:
+        """Move or add up each guest line; the adjustments, and what to do to the guest's
+        holds once the lines are committed."""
+        adjustments: list[MergeAdjustment] = []
+        settle: list[Callable[[], object]] = []
+        for guest_line in list(guest_cart.lines):
+            guest_cart.lines.remove(guest_line)
+            product_id, rid = guest_line.product_id, guest_line.reservation_id
+            line = _line(cart, product_id)
+            room = self.limits.max_units - sum(existing.quantity for existing in cart.lines)
+            refusal = None
+            if line is None:
+                if cart.lines and guest_cart.currency != cart.currency:
+                    refusal = "currency_mismatch"
+                elif len(cart.lines) >= self.limits.max_lines:
+                    refusal = "line_limit"
+            if refusal is None and room <= 0:
+                refusal = "unit_limit"
+            if refusal is not None:
+                adjustments.append(
+                    MergeAdjustment(product_id, guest_line.quantity, line.quantity if line else 0, refusal)
+                )
+                settle.append(functools.partial(products.release_reservation, reservation_id=rid))
+                continue
+            if line is None:  # the line moves over with its hold, cut down to the room left
+                if not cart.lines:
+                    cart.currency = guest_cart.currency
+                cart.lines.append(guest_line)
+                if guest_line.quantity > room:
+                    adjustments.append(MergeAdjustment(product_id, guest_line.quantity, room, "unit_limit"))
+                    guest_line.quantity = room
+                    settle.append(functools.partial(_set_hold, rid, product_id, room, aware(guest_line.reserved_until)))
+                continue
+            requested = line.quantity + guest_line.quantity
+            allowed = min(requested, MAX_LINE_QUANTITY, line.quantity + room)
+            merged = self._grow_for_merge(line, allowed)
+            if merged < requested:
+                if merged < allowed:
+                    reason = "insufficient_stock"
+                else:
+                    reason = "quantity_limit" if allowed == MAX_LINE_QUANTITY else "unit_limit"
+                adjustments.append(MergeAdjustment(product_id, requested, merged, reason))
+            settle.append(functools.partial(products.release_reservation, reservation_id=rid))
+        return adjustments, settle
+
+    def _grow_for_merge(self, line: CartLine, wanted: int) -> int:
+        """Hold up to `wanted` units on the line; returns how many it holds."""
+        now = utcnow()
+        try:
+            hold = self._hold(line, line.product_id, wanted, now)
+        except products.InsufficientStock as short:
+            held = 0 if _expired(line, now) else line.quantity
+            wanted = held + short.extensions["available"]
+            hold = self._hold(line, line.product_id, wanted, now)
+        line.quantity, line.reservation_id, line.reserved_until = wanted, hold.reservation_id, hold.until
+        return wanted
+
     def _top_up(self, user_id: str, adjustment: MergeAdjustment) -> MergeAdjustment:
         """Grow a merged line that stock cut short, now that the guest's own holds are released.
 
         While the user's line first grew, the guest's units were still held, so they counted as
         taken. Released, they are free again: the line takes as many as it can get (another
-        buyer may have taken some in between), in a transaction of its own, reserve first.
+        buyer may have taken some in between), in a unit of work of its own, reserve first.
         """
         wanted = adjustment.requested
         try:
@@ -207,210 +453,162 @@ class Carts:
                 return adjustment
         return replace(adjustment, merged=wanted)
 
-    def _grow_for_merge(self, line: CartLine, wanted: int) -> int:
-        """Hold up to `wanted` units on the line; returns how many it holds."""
-        until = utcnow() + self.reservation_ttl
-        try:
-            products.reserve_stock(
-                product_id=line.product_id, quantity=wanted, reservation_id=line.reservation_id, expires_at=until
-            )
-        except products.InsufficientStock as short:
-            wanted = line.quantity + short.extensions["available"]
-            products.reserve_stock(
-                product_id=line.product_id, quantity=wanted, reservation_id=line.reservation_id, expires_at=until
-            )
-        line.reserved_until = until
-        return wanted
-
     def checkout(self, owner_id: str, expected_version: int | None = None) -> OrderDto:
-        """Turn the cart into an order: every line's hold becomes a sale, or nothing is sold.
+        """Turn the cart into an order at the catalog's current prices, or sell nothing.
 
-        All holds are confirmed (and extended) before any is committed, so a lost hold fails
-        the checkout before stock moves. Committing a hold is idempotent, so a checkout that
-        failed after some commits completes when retried.
+        First every line is checked against the catalog and its hold confirmed (extended, or
+        made again if it had expired and was released), in a unit of work of its own: a
+        changed price or a product no longer on sale updates the cart and answers 409, so the
+        shopper sees what the next checkout will charge. Then, with the cart still at that
+        version, every hold becomes a sale and the order is written. Committing a hold is
+        idempotent, so a checkout that failed after some commits completes when retried.
         """
-        cart = self._locked_cart(owner_id, expected_version)
-        if not cart.lines:
-            db.session.rollback()
-            raise CartEmpty("The cart is empty.")
-        try:
-            for line in cart.lines:
-                self._confirm_hold(line)
-            for line in cart.lines:
-                products.commit_reservation(reservation_id=line.reservation_id)
-        except Exception:
-            db.session.rollback()
-            raise
-        order = _order_from(cart)
-        cart.status = "checked_out"
-        self._bump(cart)
-        db.session.add(order)
-        db.session.flush()
-        placed = order_to_dto(order)
-        self._commit(owner_id)
-        return placed
+        for _ in range(CHECKOUT_ATTEMPTS):
+            version = self._confirm_for_checkout(owner_id, expected_version)
+            with unit_of_work():
+                cart = self._locked_cart(owner_id)
+                if cart.version != version:  # changed in between: check the new lines again
+                    continue
+                for line in cart.lines:
+                    products.commit_reservation(reservation_id=line.reservation_id)
+                order = _order_from(cart)
+                cart.status = "checked_out"
+                self._bump(cart)
+                db.session.add(order)
+                db.session.flush()
+                placed = order_to_dto(order)
+            self.cache.changed(owner_id)
+            return placed
+        raise CartChanged("The cart kept changing during checkout; fetch it again.", currentVersion=version)
 
-    def _confirm_hold(self, line: CartLine) -> None:
-        until = utcnow() + self.reservation_ttl
+    def _confirm_for_checkout(self, owner_id: str, expected_version: int | None) -> int:
+        """Check prices and availability and confirm every hold; the cart's version after."""
+        holds: list[_Hold] = []
+        unavailable: list[dict[str, str]] = []
         try:
-            products.reserve_stock(
-                product_id=line.product_id, quantity=line.quantity, reservation_id=line.reservation_id, expires_at=until
+            with unit_of_work():
+                cart = self._locked_cart(owner_id, expected_version)
+                if not cart.lines:
+                    raise CartEmpty("The cart is empty.")
+                product_ids = [line.product_id for line in cart.lines]
+                current = self.cache.products(product_ids, fresh=product_ids)
+                changed = _reprice(cart, current)
+                now = utcnow()
+                for line in list(cart.lines):
+                    product = current.get(line.product_id)
+                    if product is None or product.status != "active" or product.currency != cart.currency:
+                        unavailable.append({"productId": line.product_id, "reservationId": line.reservation_id})
+                        cart.lines.remove(line)
+                    elif not changed:
+                        holds.append(self._confirm_hold(line, now))
+                if changed or unavailable:
+                    self._bump(cart)
+                version = cart.version
+        except Exception:
+            for hold in holds:
+                if hold.replaced:
+                    hold.undo()
+            raise
+        if unavailable or changed:
+            self.cache.changed(owner_id)
+        for gone in unavailable:
+            products.release_reservation(reservation_id=gone["reservationId"])
+        if unavailable:
+            raise ProductUnavailable(
+                "Some products are no longer on sale and left the cart; check the cart and try again.",
+                products=[gone["productId"] for gone in unavailable],
+                priceChanges=changed,
             )
+        if changed:
+            raise PriceChanged(
+                "Some prices have changed; the cart now shows them. Check out again to pay these prices.",
+                priceChanges=changed,
+            )
+        return version
+
+    def _confirm_hold(self, line: CartLine, now: datetime) -> _Hold:
+        """Extend the line's hold for the checkout, or make it again; a committed one is a retry."""
+        try:
+            hold = self._hold(line, line.product_id, line.quantity, now)
         except products.ReservationConflict as conflict:
-            if conflict.extensions.get("reservationStatus") != "committed":  # committed: a retried checkout
-                raise ReservationExpired(
-                    f"The hold on {line.product_id!r} has expired; add it to the cart again.", productId=line.product_id
-                ) from None
+            if conflict.extensions.get("reservationStatus") == "committed":  # a retried checkout
+                return _Hold(line.reservation_id, line.product_id, line.quantity, now, replaced=False)
+            raise
+        except products.InsufficientStock as short:
+            raise ReservationExpired(
+                f"The hold on {line.product_id!r} has expired and its stock was sold; change the line's quantity.",
+                productId=line.product_id,
+                available=short.extensions["available"],
+            ) from None
+        line.reservation_id, line.reserved_until = hold.reservation_id, hold.until
+        return hold
 
     def list_orders(self, owner_id: str | None, page: int, page_size: int) -> OrderPage:
         """The owner's orders, newest first (every order when owner_id is None)."""
         query = select(Order)
         if owner_id is not None:
             query = query.where(Order.owner_id == owner_id)
-        total = db.session.scalar(select(func.count()).select_from(query.subquery()))
-        orders = db.session.scalars(
-            query.order_by(Order.created_at.desc(), Order.id).offset((page - 1) * page_size).limit(page_size)
-        )
-        return OrderPage(items=tuple(order_to_dto(order) for order in orders), total=total)
+        with unit_of_work(write=False):
+            total = db.session.scalar(select(func.count()).select_from(query.subquery()))
+            orders = db.session.scalars(
+                query.order_by(Order.created_at.desc(), Order.id).offset((page - 1) * page_size).limit(page_size)
+            )
+            return OrderPage(items=tuple(order_to_dto(order) for order in orders), total=total)
 
     def get_order(self, order_id: str, owner_id: str | None) -> OrderDto:
         try:
-            order = db.session.get(Order, uuid.UUID(order_id))
+            key = uuid.UUID(order_id)
         except ValueError:
-            order = None
-        if order is None or (owner_id is not None and order.owner_id != owner_id):
-            raise OrderNotFound(f"No order {order_id!r}.", orderId=order_id)
-        return order_to_dto(order)
+            key = None
+        with unit_of_work(write=False):
+            order = db.session.get(Order, key) if key else None
+            if order is None or (owner_id is not None and order.owner_id != owner_id):
+                raise OrderNotFound(f"No order {order_id!r}.", orderId=order_id)
+            return order_to_dto(order)
 
-    def _set(self, cart: Cart, line: CartLine | None, product_id: str, quantity: int) -> CartDto:
-        if quantity > MAX_LINE_QUANTITY:
-            db.session.rollback()
-            raise QuantityLimitExceeded(
-                f"A cart line holds at most {MAX_LINE_QUANTITY} units.", maximum=MAX_LINE_QUANTITY, productId=product_id
-            )
-        if line is None or quantity > line.quantity:
-            return self._grow(cart, line, product_id, quantity)
-        return self._shrink(cart, line, quantity)
-
-    def _grow(self, cart: Cart, line: CartLine | None, product_id: str, quantity: int) -> CartDto:
-        """Reserve first, then write the line; undo the reservation if the write fails.
-
-        The reservation checks that the product exists and is on sale; the products are read
-        after it (the changed one fresh, so the answer shows the units just held), which
-        also gives a new line its snapshot of SKU, name and price.
-        """
-        reservation_id = line.reservation_id if line else str(uuid.uuid4())
-        until = utcnow() + self.reservation_ttl
-        try:
-            products.reserve_stock(
-                product_id=product_id, quantity=quantity, reservation_id=reservation_id, expires_at=until
-            )
-        except Exception:
-            db.session.rollback()
-            raise
-        previous = line.quantity if line else 0
-        try:
-            product_ids = [*(existing.product_id for existing in cart.lines), *([] if line else [product_id])]
-            try:
-                current = self.cache.products(product_ids, fresh=(product_id,))
-            except products.ProductsUnavailable:
-                if line is None:
-                    raise  # a new line needs its snapshot
-                current = None  # the line grows all the same; the answer shows the snapshots
-            if line is None:
-                product = current.get(product_id)
-                if product is None or product.status != "active":
-                    raise products.ProductNotFound(f"No product with productId {product_id!r}.", productId=product_id)
-                line = CartLine(
-                    product_id=product_id,
-                    sku=product.sku,
-                    name=product.name,
-                    unit_price=product.price,
-                    quantity=quantity,
-                    reservation_id=reservation_id,
-                    reserved_until=until,
-                )
-                cart.lines.append(line)
-            line.quantity, line.reserved_until = quantity, until
-            self._bump(cart)
-            contents = _contents(cart)
-            db.session.commit()
-        except Exception:
-            db.session.rollback()
-            products.reserve_stock(
-                product_id=product_id, quantity=previous, reservation_id=reservation_id, expires_at=until
-            )
-            raise
-        self.cache.changed(contents.owner_id)
-        return _render(contents, current)
-
-    def _shrink(self, cart: Cart, line: CartLine, quantity: int) -> CartDto:
-        """Write the smaller line first, then give the difference back."""
-        reservation_id, product_id, reserved_until = line.reservation_id, line.product_id, line.reserved_until
-        if quantity == 0:
-            cart.lines.remove(line)
-        else:
-            line.quantity = quantity
-        self._bump(cart)
-        contents = _contents(cart)
-        self._commit(contents.owner_id)
-        if quantity == 0:
-            products.release_reservation(reservation_id=reservation_id)
-        else:
-            products.reserve_stock(
-                product_id=product_id, quantity=quantity, reservation_id=reservation_id, expires_at=reserved_until
-            )
-        fresh = (product_id,) if quantity else ()
-        return _render(contents, self._current_products(contents.product_ids, fresh=fresh))
+    def held_reservations(self, reservation_ids: Iterable[str]) -> tuple[str, ...]:
+        wanted = list(reservation_ids)
+        query = (
+            select(CartLine.reservation_id)
+            .join(Cart)
+            .where(Cart.status == "active", CartLine.reservation_id.in_(wanted))
+        )
+        with unit_of_work(write=False):
+            return tuple(db.session.scalars(query))
 
     # --- helpers -----------------------------------------------------------------------
 
     def _find_cart(self, owner_id: str, *, lock: bool) -> Cart | None:
-        """The owner's active cart with its lines, in one statement; `lock` holds its row
-        until the transaction ends."""
+        """The owner's active cart with its lines; `lock` holds its row until the unit of
+        work ends, and then reads the lines in a statement of their own (see the module's
+        docstring: lines joined into the locking statement would come from before the wait)."""
         query = (
             select(Cart)
-            .options(joinedload(Cart.lines))
             .where(Cart.owner_id == owner_id, Cart.status == "active")
             .execution_options(populate_existing=True)
         )
         if lock:
-            query = query.with_for_update(of=Cart)
+            query = query.options(selectinload(Cart.lines)).with_for_update()
+        else:
+            query = query.options(joinedload(Cart.lines))
         return db.session.execute(query).unique().scalar_one_or_none()
 
-    def _active_cart(self, owner_id: str, *, lock: bool = False) -> Cart:
-        """The owner's active cart, created if there is none (committed at once unless the
-        row is to stay locked for a write); safe when two first requests race."""
-        cart = self._find_cart(owner_id, lock=lock)
-        if cart is not None:
-            return cart
-        try:
-            with db.session.begin_nested():
-                cart = Cart(owner_id=owner_id, expires_at=utcnow() + self._lifetime(owner_id), lines=[])
-                db.session.add(cart)
-        except IntegrityError:  # the other request's cart, once it has committed
-            return self._find_cart(owner_id, lock=lock)
-        if not lock:
-            db.session.commit()
-        return cart
-
     def _locked_cart(self, owner_id: str, expected_version: int | None = None) -> Cart:
-        """The active cart, its row locked until the caller commits: writes to one cart queue up."""
-        cart = self._active_cart(owner_id, lock=True)
+        """The active cart, created if there is none, its row locked until the unit of work
+        ends: writes to one cart queue up. Safe when two first requests race."""
+        cart = self._find_cart(owner_id, lock=True)
+        if cart is None:
+            try:
+                with db.session.begin_nested():
+                    cart = Cart(owner_id=owner_id, expires_at=utcnow() + self._lifetime(owner_id), lines=[])
+                    db.session.add(cart)
+            except IntegrityError:  # the other request's cart, once it has committed
+                cart = self._find_cart(owner_id, lock=True)
         if expected_version is not None and cart.version != expected_version:
-            db.session.rollback()
             raise CartChanged(
                 f"The cart has changed (now version {cart.version}); fetch it again.", currentVersion=cart.version
             )
         return cart
-
-    def _commit(self, *owner_ids: str) -> None:
-        """Commit a cart write, then stop the cache serving the owners' carts as they were."""
-        db.session.commit()
-        self.cache.changed(*owner_ids)
-
-    def _line(self, cart: Cart, product_id: str) -> CartLine | None:
-        return next((line for line in cart.lines if line.product_id == product_id), None)
 
     def _bump(self, cart: Cart) -> None:
         """Every change: a new version, and the cart lives on for its owner kind's lifetime."""
@@ -429,10 +627,39 @@ class Carts:
             return None
 
 
+def _line(cart: Cart, product_id: str) -> CartLine | None:
+    return next((line for line in cart.lines if line.product_id == product_id), None)
+
+
+def _expired(line: CartLine, now: datetime) -> bool:
+    return aware(line.reserved_until) <= now
+
+
+def _set_hold(reservation_id: str, product_id: str, quantity: int, until: datetime) -> None:
+    products.reserve_stock(product_id=product_id, quantity=quantity, reservation_id=reservation_id, expires_at=until)
+
+
+def _reprice(cart: Cart, current: dict[str, products.Product]) -> list[dict[str, str]]:
+    """Give every line whose product is on sale the catalog's price; the changes made."""
+    changes = []
+    for line in cart.lines:
+        product = current.get(line.product_id)
+        if product is None or product.status != "active" or product.currency != cart.currency:
+            continue
+        old = Decimal(line.unit_price).quantize(CENT)
+        if product.price != old:
+            changes.append({"productId": line.product_id, "oldPrice": str(old), "newPrice": str(product.price)})
+            line.unit_price = product.price
+    return changes
+
+
 def _render(contents: _Contents, current: dict[str, products.Product] | None) -> CartDto:
     """The cart as answered; `current` None: the products store could not be reached, so
     the lines answer from their snapshots."""
-    items = tuple(_item(line, (current or {}).get(line.product_id), current is not None) for line in contents.lines)
+    now = utcnow()
+    items = tuple(
+        _item(line, (current or {}).get(line.product_id), current is not None, now) for line in contents.lines
+    )
     return CartDto(
         shopping_cart_id=contents.cart_id,
         user_id=contents.owner_id,
@@ -444,7 +671,7 @@ def _render(contents: _Contents, current: dict[str, products.Product] | None) ->
     )
 
 
-def _item(line: _Line, product: products.Product | None, reachable: bool) -> CartItem:
+def _item(line: _Line, product: products.Product | None, reachable: bool, now: datetime) -> CartItem:
     available = (product.available if product.status == "active" else 0) if product else None
     return CartItem(
         product_id=line.product_id,
@@ -456,6 +683,8 @@ def _item(line: _Line, product: products.Product | None, reachable: bool) -> Car
         available=available if reachable else None,
         current_price=product.price if product else None,
         price_changed=bool(product and product.price != line.unit_price),
+        reserved_until=line.reserved_until,
+        reservation_expired=line.reserved_until <= now,
     )
 
 
@@ -483,7 +712,6 @@ def _order_from(cart: Cart) -> Order:
 
 
 def order_to_dto(order: Order) -> OrderDto:
-    created_at = order.created_at if order.created_at.tzinfo else order.created_at.replace(tzinfo=UTC)
     return OrderDto(
         order_id=str(order.id),
         user_id=order.owner_id,
@@ -503,5 +731,5 @@ def order_to_dto(order: Order) -> OrderDto:
             )
             for line in order.lines
         ),
-        created_at=created_at,
+        created_at=aware(order.created_at),
     )

@@ -18,8 +18,10 @@ from flask import current_app
 from sqlalchemy import or_, select
 
 from app.cart.models import Cart, CartLine, utcnow
+from app.cart.service import aware
 from app.extensions import db
 from app.products import interface as products
+from app.transactions import unit_of_work
 
 
 @dataclass(frozen=True)
@@ -33,30 +35,33 @@ def sweep(*, now: datetime | None = None) -> SweepReport:
     now = now or utcnow()
     lines_released = carts_swept = carts_expired = 0
     for cart_id in _carts_to_visit(now):
-        cart = db.session.scalar(
-            select(Cart)
-            .where(Cart.id == cart_id, Cart.status == "active")
-            .with_for_update(skip_locked=True)
-            .execution_options(populate_existing=True)
-        )
-        if cart is None:
-            db.session.rollback()
-            continue
-        abandoned = cart.expires_at is not None and cart.expires_at < now
-        leaving = list(cart.lines) if abandoned else [line for line in cart.lines if line.reserved_until < now]
-        for line in leaving:
-            cart.lines.remove(line)
-        if abandoned:
-            cart.status = "expired"
-            carts_expired += 1
-        if leaving:
-            cart.version += 1
-            carts_swept += 1
-        db.session.commit()
+        with unit_of_work():
+            cart = db.session.scalar(
+                select(Cart)
+                .where(Cart.id == cart_id, Cart.status == "active")
+                .with_for_update(skip_locked=True)
+                .execution_options(populate_existing=True)
+            )
+            if cart is None:
+                continue
+            abandoned = cart.expires_at is not None and aware(cart.expires_at) < now
+            leaving = (
+                list(cart.lines) if abandoned else [line for line in cart.lines if aware(line.reserved_until) < now]
+            )
+            released = [line.reservation_id for line in leaving]
+            for line in leaving:
+                cart.lines.remove(line)
+            if abandoned:
+                cart.status = "expired"
+                carts_expired += 1
+            if leaving:
+                cart.version += 1
+                carts_swept += 1
+            owner_id = cart.owner_id
         if leaving or abandoned:
-            current_app.extensions["carts"].cache.changed(cart.owner_id)
-        for line in leaving:
-            _release(line.reservation_id)
+            current_app.extensions["carts"].cache.changed(owner_id)
+        for reservation_id in released:
+            _release(reservation_id)
         lines_released += len(leaving)
     return SweepReport(lines_released=lines_released, carts_swept=carts_swept, carts_expired=carts_expired)
 
@@ -64,9 +69,8 @@ def sweep(*, now: datetime | None = None) -> SweepReport:
 def _carts_to_visit(now: datetime) -> list:
     expired_holds = select(CartLine.cart_id).where(CartLine.reserved_until < now)
     query = select(Cart.id).where(Cart.status == "active", or_(Cart.id.in_(expired_holds), Cart.expires_at < now))
-    ids = list(db.session.scalars(query))
-    db.session.commit()
-    return ids
+    with unit_of_work(write=False):
+        return list(db.session.scalars(query))
 
 
 def _release(reservation_id: str) -> None:

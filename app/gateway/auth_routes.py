@@ -36,7 +36,18 @@ def auth_rate_limit() -> str:
     return current_app.config["AUTH_RATE_LIMIT"]
 
 
-strict_limit = limiter.limit(auth_rate_limit, key_func=lambda: request.remote_addr or "unknown")
+def guest_rate_limit() -> str:
+    return current_app.config["GUEST_RATE_LIMIT"]
+
+
+def _client_address() -> str:
+    return request.remote_addr or "unknown"
+
+
+strict_limit = limiter.limit(auth_rate_limit, key_func=_client_address)
+# Guest sessions have their own, larger budget: many shoppers share one IP behind an office NAT
+# or a mobile carrier's gateway, and a guest token grants no more than a cart.
+guest_limit = limiter.limit(guest_rate_limit, key_func=_client_address)
 signed_in = roles_required("customer", "admin")
 
 
@@ -202,7 +213,7 @@ class MfaDisable(MethodView):
 
 @blp.route("/guest")
 class Guest(MethodView):
-    decorators = [strict_limit]
+    decorators = [guest_limit]
 
     @blp.response(201, SessionSchema)
     def post(self):

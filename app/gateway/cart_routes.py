@@ -6,10 +6,12 @@ from flask_jwt_extended import get_jwt_identity
 
 from app.cart import interface as cart
 from app.errors import ApiError
-from app.extensions import ApiBlueprint
+from app.extensions import ApiBlueprint, ProblemSchema, ProductProblemSchema
 from app.gateway.auth import BEARER, guest_subject, roles_required
 from app.gateway.cart_schemas import (
     AddItemSchema,
+    CartChangedProblemSchema,
+    CartConflictProblemSchema,
     CartSchema,
     MergeRequestSchema,
     MergeResultSchema,
@@ -28,19 +30,25 @@ shopper = roles_required("customer", "admin", "guest")
 signed_in = roles_required("customer", "admin")
 IF_MATCH = {"in": "header", "name": "If-Match", "schema": {"type": "string"}, "description": "The cart's ETag"}
 WRITE_ERRORS = (
-    (404, "`product_not_found`, or `line_not_found`"),
-    (409, "`insufficient_stock` (with `available`), `quantity_limit_exceeded`, `idempotency_key_in_use`"),
-    (412, "`precondition_failed`: If-Match names an older version of the cart"),
-    (422, "`idempotency_key_reused` with a different request"),
-    (503, "`dependency_unavailable`: the products store cannot be reached"),
+    (404, "`product_not_found`, or `line_not_found`", ProductProblemSchema),
+    (
+        409,
+        "`insufficient_stock` (with `available`), `quantity_limit_exceeded` (100 per line), "
+        "`cart_line_limit_exceeded` (CART_MAX_LINES), `cart_unit_limit_exceeded` (CART_MAX_UNITS), "
+        "`currency_mismatch` (a cart has the currency of its first line), `idempotency_key_in_use`",
+        CartConflictProblemSchema,
+    ),
+    (412, "`precondition_failed`: If-Match names an older version of the cart", CartChangedProblemSchema),
+    (422, "`idempotency_key_reused` with a different request", ProblemSchema),
+    (503, "`dependency_unavailable`: the products store cannot be reached", ProblemSchema),
 )
 
 
 def _write_docs(view):
     """A cart write: bearer auth, optional If-Match and Idempotency-Key, its errors."""
     view = blp.doc(security=BEARER, parameters=[IF_MATCH, IDEMPOTENCY_KEY])(view)
-    for status, description in WRITE_ERRORS:
-        view = blp.problem_response(status, description)(view)
+    for status, description, schema in WRITE_ERRORS:
+        view = blp.problem_response(status, description, schema)(view)
     return view
 
 
@@ -111,10 +119,16 @@ class Checkout(MethodView):
     @blp.response(201, OrderSchema)
     @blp.problem_response(400, "`idempotency_key_required`")
     @blp.problem_response(403, "`forbidden`: guests sign up (or log in) first")
-    @blp.problem_response(409, "`cart_empty`, `reservation_expired` or `insufficient_stock`")
+    @blp.problem_response(
+        409,
+        "`cart_empty`; `price_changed` (lines now carry the catalog's prices, listed in `priceChanges`: check "
+        "out again to pay them); `product_unavailable` (archived products left the cart, listed in `products`); "
+        "`reservation_expired` (a hold expired and its stock was sold); `idempotency_key_in_use`",
+        CartConflictProblemSchema,
+    )
     @_write_docs
     def post(self):
-        """Check out: every line's stock hold becomes a sale and an order is placed
+        """Check out at the catalog's current prices: every line's stock hold becomes a sale and an order is placed
 
         Needs an `Idempotency-Key`: retrying with the same key never places a second order.
         """

@@ -4,6 +4,7 @@ import marshmallow as ma
 from marshmallow import validate
 
 from app.cart.interface import MAX_LINE_QUANTITY
+from app.extensions import ProblemSchema, ProductProblemSchema
 from app.gateway.fields import Money, TrimmedString
 
 
@@ -17,6 +18,16 @@ class CartItemSchema(ma.Schema):
     available = ma.fields.Integer(allow_none=True, metadata={"description": "null when stock cannot be checked"})
     price_changed = ma.fields.Boolean(data_key="priceChanged")
     current_price = Money(data_key="currentPrice", allow_none=True)
+    reserved_until = ma.fields.DateTime(
+        data_key="reservedUntil", metadata={"description": "The line's stock is held until then"}
+    )
+    reservation_expired = ma.fields.Boolean(
+        data_key="reservationExpired",
+        metadata={
+            "description": "The hold has expired: its units may go to another buyer; the line's next change "
+            "(or checkout) holds them again if stock allows"
+        },
+    )
 
 
 class CartSchema(ma.Schema):
@@ -70,7 +81,9 @@ class MergeAdjustmentSchema(ma.Schema):
     product_id = ma.fields.String(data_key="productId")
     requested = ma.fields.Integer()
     merged = ma.fields.Integer()
-    reason = ma.fields.String(metadata={"enum": ["quantity_limit", "insufficient_stock"]})
+    reason = ma.fields.String(
+        metadata={"enum": ["quantity_limit", "insufficient_stock", "line_limit", "unit_limit", "currency_mismatch"]}
+    )
 
 
 class MergeResultSchema(ma.Schema):
@@ -83,3 +96,35 @@ class MergeRequestSchema(ma.Schema):
     guest_token = ma.fields.String(
         data_key="guestToken", validate=validate.Length(1, 4096), metadata={"description": "Or send X-Guest-Token"}
     )
+
+
+class PriceChangeSchema(ma.Schema):
+    product_id = ma.fields.String(data_key="productId")
+    old_price = Money(data_key="oldPrice", metadata={"description": "What the line said"})
+    new_price = Money(data_key="newPrice", metadata={"description": "What the catalog says now, and the line now"})
+
+
+class CartConflictProblemSchema(ProductProblemSchema):
+    """409 from a cart write: which members come with which `code`."""
+
+    available = ma.fields.Integer(
+        metadata={"description": "`insufficient_stock`, `reservation_expired`: units that can still be held"}
+    )
+    requested = ma.fields.Integer(metadata={"description": "`insufficient_stock`: the quantity asked for"})
+    maximum = ma.fields.Integer(
+        metadata={"description": "`quantity_limit_exceeded`, `cart_line_limit_exceeded`, `cart_unit_limit_exceeded`"}
+    )
+    cart_currency = ma.fields.String(data_key="cartCurrency", metadata={"description": "`currency_mismatch`"})
+    product_currency = ma.fields.String(data_key="productCurrency", metadata={"description": "`currency_mismatch`"})
+    price_changes = ma.fields.List(
+        ma.fields.Nested(PriceChangeSchema),
+        data_key="priceChanges",
+        metadata={"description": "`price_changed`, `product_unavailable`: lines repriced"},
+    )
+    products = ma.fields.List(
+        ma.fields.String(), metadata={"description": "`product_unavailable`: products that left the cart"}
+    )
+
+
+class CartChangedProblemSchema(ProblemSchema):
+    current_version = ma.fields.Integer(data_key="currentVersion", metadata={"description": "The cart's version now"})

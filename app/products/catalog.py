@@ -27,7 +27,7 @@ from app.products.errors import (
     VersionMismatch,
 )
 from app.products.models import Product as ProductDocument
-from app.products.models import Reservation, StockMovement, all_of, stamped, utcnow
+from app.products.models import Reservation, StockMovement, all_of, stamped, to_epoch_ms, utcnow
 from app.products.money import to_cents, to_decimal
 
 # Fields a DTO needs; everything else (keywords, pending steps) stays in the store.
@@ -66,7 +66,9 @@ def _fold(text: str) -> str:
     return "".join(char for char in decomposed if not unicodedata.combining(char))
 
 
-def to_dto(raw: dict[str, Any]) -> Product:
+def to_dto(raw: dict[str, Any], lapsed: int = 0) -> Product:
+    """The product as answered; `lapsed` units are held by holds past their expiry, which no
+    longer count as reserved (the next reservation that needs them releases them)."""
     return Product(
         product_id=raw["product_id"],
         sku=raw["sku"],
@@ -77,7 +79,7 @@ def to_dto(raw: dict[str, Any]) -> Product:
         price=to_decimal(raw["price_cents"]),
         currency=raw.get("currency", "USD"),
         stock=raw.get("stock", 0),
-        reserved=raw.get("reserved", 0),
+        reserved=raw.get("reserved", 0) - lapsed,
         status=raw.get("status", "active"),
         created_at=raw["created_at"].replace(tzinfo=UTC),
         updated_at=raw["updated_at"].replace(tzinfo=UTC),
@@ -89,24 +91,44 @@ def get_product(product_id: str) -> Product:
     raw = collection().find_one({"product_id": product_id}, PROJECTION)
     if raw is None:
         raise ProductNotFound(f"No product with productId {product_id!r}.", productId=product_id)
-    return to_dto(raw)
+    return to_dto(raw, lapsed_holds([product_id]).get(product_id, 0))
 
 
 def get_products(product_ids: Iterable[str]) -> tuple[Product, ...]:
     wanted = list(dict.fromkeys(product_ids))
     if not wanted:
         return ()
-    found = {raw["product_id"]: to_dto(raw) for raw in collection().find({"product_id": {"$in": wanted}}, PROJECTION)}
+    raws = list(collection().find({"product_id": {"$in": wanted}}, PROJECTION))
+    lapsed = lapsed_holds(wanted) if raws else {}
+    found = {raw["product_id"]: to_dto(raw, lapsed.get(raw["product_id"], 0)) for raw in raws}
     return tuple(found[product_id] for product_id in wanted if product_id in found)
 
 
 def list_products(filters: ProductFilters, sort: str, page: int, page_size: int) -> ProductPage:
     query = _listing_query(filters)
     cursor = collection().find(query, PROJECTION).sort(SORTS[sort]).skip((page - 1) * page_size).limit(page_size)
-    items = tuple(to_dto(raw) for raw in cursor)
+    raws = list(cursor)
+    lapsed = lapsed_holds([raw["product_id"] for raw in raws]) if raws else {}
+    items = tuple(to_dto(raw, lapsed.get(raw["product_id"], 0)) for raw in raws)
     fits_on_first_page = page == 1 and len(items) < page_size  # then no count round trip
     total = len(items) if fits_on_first_page else count(query)
     return ProductPage(items=items, total=total, page=page, page_size=page_size)
+
+
+def lapsed_holds(product_ids: list[str]) -> dict[str, int]:
+    """Units per product held by active reservations past their expiry (one query on the
+    (status, expires_at_ms) index; the sweeper keeps their number small). A reservation with a
+    step in flight is left out: it is being changed right now."""
+    query = {
+        "status": "active",
+        "expires_at_ms": {"$lt": to_epoch_ms(utcnow())},
+        "product_id": {"$in": product_ids},
+        "pending_step": None,
+    }
+    lapsed: dict[str, int] = {}
+    for hold in Reservation._get_collection().find(query, {"_id": 0, "product_id": 1, "quantity": 1}):
+        lapsed[hold["product_id"]] = lapsed.get(hold["product_id"], 0) + hold["quantity"]
+    return lapsed
 
 
 def count(query: dict[str, Any]) -> int:

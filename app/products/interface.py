@@ -73,6 +73,7 @@ __all__ = [
     "get_products",
     "import_products",
     "is_available",
+    "list_active_reservations",
     "list_products",
     "reconcile_inventory",
     "release_reservation",
@@ -136,6 +137,16 @@ def adjust_stock(*, product_id: str, delta: int, reason: str) -> Product:
 def reserve_stock(*, product_id: str, quantity: int, reservation_id: str, expires_at: datetime) -> StockReservation:
     """Hold exactly `quantity` units for `reservation_id` (idempotent; 0 holds none)."""
     return _reservations.reserve_stock(product_id, quantity, reservation_id, expires_at)
+
+
+@port.expose(idempotent=True)
+@_translate_store_errors
+def list_active_reservations(
+    *, created_before: datetime, after: str | None = None, limit: int = 500
+) -> tuple[StockReservation, ...]:
+    """Active reservations made before `created_before`, a page at a time by reservation id
+    (pass the last id seen as `after`)."""
+    return _reservations.active_reservations(created_before, after, limit)
 
 
 @port.expose(idempotent=True)

@@ -8,13 +8,15 @@ from datetime import UTC, datetime
 
 from mongoengine import DateTimeField, Document, IntField, ListField, LongField, StringField
 
+from app import clock
+
 PRODUCT_STATUSES = ("active", "archived")
 RESERVATION_STATUSES = ("active", "released", "committed")
 
 
 def utcnow() -> datetime:
     """Naive UTC, truncated to the millisecond MongoDB stores, so a written value reads back equal."""
-    now = datetime.now(UTC).replace(tzinfo=None)
+    now = clock.now().replace(tzinfo=None)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 

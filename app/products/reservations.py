@@ -58,8 +58,45 @@ def reserve_stock(product_id: str, quantity: int, reservation_id: str, expires_a
     """Make reservation `reservation_id` hold exactly `quantity` units of `product_id`.
 
     Calling it again with the same arguments changes nothing; a new quantity reserves or
-    releases only the difference.
+    releases only the difference. When the units are not there, other holds on the product
+    that are past their expiry are released, and the reservation is tried once more: an
+    abandoned cart's units come back on sale without any sweeper.
     """
+    try:
+        return _reserve(product_id, quantity, reservation_id, expires_at)
+    except InsufficientStock:
+        if not release_lapsed_holds(product_id):
+            raise
+    return _reserve(product_id, quantity, reservation_id, expires_at)
+
+
+def release_lapsed_holds(product_id: str) -> int:
+    """Release the product's active holds whose expiry has passed; the units given back.
+
+    Each release is claimed only while the hold is still past its expiry, so a hold its owner
+    extends at the same moment is either extended or released, never both.
+    """
+    now = to_epoch_ms(utcnow())
+    lapsed = {"status": "active", "expires_at_ms": {"$lt": now}}
+    released = 0
+    for hold in reservations().find({"product_id": product_id, "pending_step": None, **lapsed}, {"reservation_id": 1}):
+        claimed = _claim(hold["reservation_id"], "release", lapsed, 0, {})
+        if claimed is not None:
+            released += claimed["quantity"]
+            _drive(claimed)
+    return released
+
+
+def active_reservations(created_before: datetime, after: str | None, limit: int) -> tuple[StockReservation, ...]:
+    """Active reservations made before `created_before`, by reservation id, after `after`."""
+    query: dict[str, Any] = {"status": "active", "created_at": {"$lt": created_before.replace(tzinfo=None)}}
+    if after is not None:
+        query["reservation_id"] = {"$gt": after}
+    found = reservations().find(query).sort("reservation_id", 1).limit(limit)
+    return tuple(_to_dto(raw) for raw in found)
+
+
+def _reserve(product_id: str, quantity: int, reservation_id: str, expires_at: datetime) -> StockReservation:
     expires = to_epoch_ms(expires_at)
     changing = {"product_id": product_id, "status": "active", "quantity": {"$ne": quantity}}
     for _ in range(MAX_ROUNDS):
@@ -78,7 +115,9 @@ def reserve_stock(product_id: str, quantity: int, reservation_id: str, expires_a
         if current["pending_step"]:
             _wait_or_recover(current)
         elif current["quantity"] == quantity:
-            return _to_dto(_touch(current, expires))
+            touched = _touch(current, expires)
+            if touched is not None:
+                return _to_dto(touched)
     raise ReservationBusy(f"Reservation {reservation_id!r} is busy; try again.")
 
 
@@ -306,13 +345,16 @@ def recover_stale_step(current: dict[str, Any]) -> bool:
     return True
 
 
-def _touch(current: dict[str, Any], expires: int) -> dict[str, Any]:
+def _touch(current: dict[str, Any], expires: int) -> dict[str, Any] | None:
+    """Move an idle hold's expiry; None if a step was claimed on it in between (a release of
+    the lapsed hold, say), so the caller reads it again."""
     if current["expires_at_ms"] == expires:
         return current
-    reservations().update_one(
-        {"reservation_id": current["reservation_id"]}, stamped({"$set": {"expires_at_ms": expires}})
+    touched = reservations().update_one(
+        {"reservation_id": current["reservation_id"], "status": "active", "pending_step": None},
+        stamped({"$set": {"expires_at_ms": expires}}),
     )
-    return {**current, "expires_at_ms": expires}
+    return {**current, "expires_at_ms": expires} if touched.modified_count == 1 else None
 
 
 def _to_dto(raw: dict[str, Any]) -> StockReservation:

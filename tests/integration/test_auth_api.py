@@ -25,10 +25,9 @@ import redis
 from flask_jwt_extended import create_access_token
 from sqlalchemy import select, update
 
-from app import create_app
 from app.accounts.mail import MailDeliveryFailed
 from app.accounts.models import OneTimeToken, User, utcnow
-from app.extensions import db, limiter
+from app.extensions import db
 from tests.conftest import TEST_SECRET
 
 PROBLEM = "application/problem+json"
@@ -1150,24 +1149,6 @@ def test_a_token_of_a_deleted_user_is_revoked(app, client, ada):
 
 
 # --- with other settings (a second app each; keep these last) -----------------------------
-
-
-@pytest.fixture
-def other_app(settings):
-    """Build apps with changed settings; the shared limiter gets its storage back afterwards."""
-    storage, strategy = limiter._storage, limiter._limiter
-    built = []
-
-    def build(**changes):
-        app = create_app(settings.override(**changes))
-        built.append(app)
-        return app
-
-    yield build
-    for app in built:
-        with app.app_context():
-            db.engine.dispose()
-    limiter._storage, limiter._limiter = storage, strategy
 
 
 @pytest.fixture

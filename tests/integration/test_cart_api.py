@@ -378,19 +378,35 @@ def test_guests_sign_up_before_checking_out(client, admin_headers):
     expect_problem(checkout(client, guest), 403, "forbidden")
 
 
-def test_a_lost_hold_fails_the_checkout_before_any_stock_moves(app, client, admin_headers, shopper):
+def test_a_lost_hold_whose_stock_was_sold_fails_the_checkout_before_any_stock_moves(
+    app, client, admin_headers, shopper, token
+):
     create(client, admin_headers, "mug", stock=10)
-    create(client, admin_headers, "pen", stock=10)
+    create(client, admin_headers, "pen", stock=1)
     add(client, shopper, "mug", 2)
     add(client, shopper, "pen", 1)
     with app.app_context():
         pen_hold = reservations().find_one({"product_id": "pen"})["reservation_id"]
         products.release_reservation(reservation_id=pen_hold)  # as the sweeper does when a hold expires
+    rival = {"Authorization": f"Bearer {token('customer', subject='rival')}"}
+    assert add(client, rival, "pen", 1).status_code == 201  # the last pen goes to another buyer
     body = expect_problem(checkout(client, shopper), 409, "reservation_expired")
-    assert body["productId"] == "pen"
+    assert (body["productId"], body["available"]) == ("pen", 0)
     mug = client.get("/v1/products/mug").get_json()
     assert (mug["stock"], mug["reserved"]) == (10, 2)
     assert len(client.get("/v1/cart", headers=shopper).get_json()["items"]) == 2
+
+
+def test_a_released_hold_is_made_again_at_checkout_when_the_stock_is_there(app, client, admin_headers, shopper):
+    create(client, admin_headers, "pen", stock=3)
+    add(client, shopper, "pen", 2)
+    with app.app_context():
+        pen_hold = reservations().find_one({"product_id": "pen"})["reservation_id"]
+        products.release_reservation(reservation_id=pen_hold)
+    order = checkout(client, shopper)
+    assert order.status_code == 201, order.get_data(as_text=True)
+    pen = client.get("/v1/products/pen").get_json()
+    assert (pen["stock"], pen["reserved"]) == (1, 0)
 
 
 def test_orders_are_private_and_admins_see_all(client, admin_headers, shopper, token):

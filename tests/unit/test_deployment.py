@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import runpy
+import time
 from contextlib import nullcontext
 from datetime import timedelta
 from pathlib import Path
@@ -330,3 +331,24 @@ def test_the_container_health_check(monkeypatch, answer, healthy):
     monkeypatch.setattr("urllib.request.urlopen", urlopen)
     check = runpy.run_path(str(REPO / "scripts" / "healthcheck.py"))["check"]
     assert check(3001) is healthy
+
+
+def test_the_sweeper_runs_in_both_layouts_and_reports_its_heartbeat():
+    sweeper = SERVICES["sweeper"]
+    assert "profiles" not in sweeper  # `docker compose up` starts it with the monolith
+    assert "sweeper" in started_with("gateway")  # and naming the gateway starts it in the split layout
+    command = [interpolate(part) for part in sweeper["command"]]
+    assert command[:5] == ["flask", "--app", "wsgi", "carts", "sweep"]
+    heartbeat = command[command.index("--heartbeat") + 1]
+    assert int(command[command.index("--every") + 1]) > 0
+    assert sweeper["healthcheck"]["test"] == ["CMD", "python", "scripts/healthcheck.py", "--heartbeat", heartbeat]
+
+
+@pytest.mark.parametrize(("content", "healthy"), [("{due}", True), ("{overdue}", False), ("", False), (None, False)])
+def test_the_heartbeat_health_check(tmp_path, content, healthy):
+
+    heartbeat = tmp_path / "heartbeat"
+    if content is not None:
+        heartbeat.write_text(content.format(due=time.time() + 60, overdue=time.time() - 1))
+    check = runpy.run_path(str(REPO / "scripts" / "healthcheck.py"))["check_heartbeat"]
+    assert check(heartbeat) is healthy

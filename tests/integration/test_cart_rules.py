@@ -1,0 +1,248 @@
+"""Cart rules against hoarding, stale prices and mixed currencies; holds that lapse by themselves.
+
+Time moves through `app.clock.now` (every expiry decision reads it), not by sleeping.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from app import clock
+from tests.integration.test_auth_api import from_ip
+from tests.integration.test_cart_api import add, checkout, create, expect_problem, reserved
+
+
+@pytest.fixture
+def shopper(token) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token('customer', subject='shopper')}"}
+
+
+@pytest.fixture
+def rival(token) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token('customer', subject='rival')}"}
+
+
+@pytest.fixture
+def later(monkeypatch):
+    """Move the app's clock on by some seconds."""
+    real_now = clock.now
+
+    def move(seconds: float) -> None:
+        moment = real_now() + timedelta(seconds=seconds)
+        monkeypatch.setattr(clock, "now", lambda: moment)
+
+    return move
+
+
+def patch_product(client, admin_headers, product_id: str, changes: dict):
+    etag = client.get(f"/v1/products/{product_id}").headers["ETag"]
+    response = client.patch(f"/v1/products/{product_id}", json=changes, headers={**admin_headers, "If-Match": etag})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()
+
+
+def cart_of(client, headers) -> dict:
+    return client.get("/v1/cart", headers=headers).get_json()
+
+
+# --- holds lapse without a sweeper ---------------------------------------------------------
+
+
+def test_a_lapsed_hold_stops_counting_and_another_buyer_takes_its_units(
+    app, client, admin_headers, shopper, rival, later
+):
+    ttl = app.extensions["carts"].reservation_ttl.total_seconds()
+    create(client, admin_headers, "mug", stock=5)
+    assert add(client, shopper, "mug", 5).status_code == 201
+    expect_problem(add(client, rival, "mug", 1), 409, "insufficient_stock")
+
+    later(ttl + 1)  # no sweeper runs
+    item = cart_of(client, shopper)["items"][0]
+    assert (item["quantity"], item["reservationExpired"]) == (5, True)
+    listed = client.get("/v1/products/mug").get_json()
+    assert (listed["reserved"], listed["available"]) == (0, 5)
+    [page_item] = client.get("/v1/products").get_json()
+    assert page_item["available"] == 5
+
+    assert add(client, rival, "mug", 5).status_code == 201
+    assert (reserved(client, "mug"), client.get("/v1/products/mug").get_json()["available"]) == (5, 0)
+    # the first shopper's line is still there, flagged; holding it again fails while stock is gone
+    expect_problem(add(client, shopper, "mug", 1), 409, "insufficient_stock")
+    assert cart_of(client, shopper)["items"][0]["reservationExpired"] is True
+
+
+def test_the_next_write_holds_a_lapsed_line_again_when_stock_allows(app, client, admin_headers, shopper, later):
+    ttl = app.extensions["carts"].reservation_ttl.total_seconds()
+    create(client, admin_headers, "mug", stock=5)
+    add(client, shopper, "mug", 2)
+    later(ttl + 1)
+    create(client, admin_headers, "cup", stock=1)
+    assert add(client, shopper, "cup", 1).status_code == 201  # another line: the lapsed one stays lapsed
+    assert client.get("/v1/products/mug").get_json()["reserved"] == 0
+
+    again = add(client, shopper, "mug", 1)
+    assert again.status_code == 201, again.get_data(as_text=True)
+    mug = next(item for item in again.get_json()["items"] if item["productId"] == "mug")
+    assert (mug["quantity"], mug["reservationExpired"]) == (3, False)
+    assert reserved(client, "mug") == 3
+
+
+def test_a_lapsed_hold_released_by_another_buyer_is_made_again_under_a_new_reservation(
+    app, client, admin_headers, shopper, rival, later
+):
+    ttl = app.extensions["carts"].reservation_ttl.total_seconds()
+    create(client, admin_headers, "mug", stock=5)
+    add(client, shopper, "mug", 3)
+    later(ttl + 1)
+    assert add(client, rival, "mug", 4).status_code == 201  # needs the lapsed units: they are released
+    expect_problem(add(client, shopper, "mug", 1), 409, "insufficient_stock")  # 4 more than the 1 left
+    shrunk = client.put("/v1/cart/products/mug", json={"quantity": 1}, headers=shopper)
+    assert shrunk.status_code == 200, shrunk.get_data(as_text=True)
+    assert shrunk.get_json()["items"][0]["reservationExpired"] is False
+    assert (reserved(client, "mug"), client.get("/v1/products/mug").get_json()["available"]) == (5, 0)
+
+
+def test_checkout_of_a_lapsed_line_holds_it_again_and_sells_it(app, client, admin_headers, shopper, later):
+    ttl = app.extensions["carts"].reservation_ttl.total_seconds()
+    create(client, admin_headers, "mug", stock=5)
+    add(client, shopper, "mug", 2)
+    later(ttl + 1)
+    placed = checkout(client, shopper)
+    assert placed.status_code == 201, placed.get_data(as_text=True)
+    mug = client.get("/v1/products/mug").get_json()
+    assert (mug["stock"], mug["reserved"]) == (3, 0)
+
+
+# --- limits against hoarding ---------------------------------------------------------------
+
+
+def test_a_cart_holds_at_most_cart_max_lines_products(other_app, admin_headers, token):
+    app = other_app(cart_max_lines=2)
+    client = app.test_client()
+    shopper = {"Authorization": f"Bearer {token('customer', subject='hoarder')}"}
+    for product_id in ("a1", "a2", "a3"):
+        create(client, admin_headers, product_id)
+    assert add(client, shopper, "a1").status_code == 201
+    assert add(client, shopper, "a2").status_code == 201
+    body = expect_problem(add(client, shopper, "a3"), 409, "cart_line_limit_exceeded")
+    assert body["maximum"] == 2
+    assert reserved(client, "a3") == 0
+    assert add(client, shopper, "a2").status_code == 201  # a line already there may still grow
+
+
+def test_a_cart_holds_at_most_cart_max_units(other_app, admin_headers, token):
+    app = other_app(cart_max_units=5)
+    client = app.test_client()
+    shopper = {"Authorization": f"Bearer {token('customer', subject='hoarder')}"}
+    create(client, admin_headers, "a1")
+    create(client, admin_headers, "a2")
+    add(client, shopper, "a1", 3)
+    body = expect_problem(add(client, shopper, "a2", 3), 409, "cart_unit_limit_exceeded")
+    assert (body["maximum"], body["productId"]) == (5, "a2")
+    expect_problem(
+        client.put("/v1/cart/products/a1", json={"quantity": 6}, headers=shopper), 409, "cart_unit_limit_exceeded"
+    )
+    assert add(client, shopper, "a2", 2).status_code == 201
+    assert (reserved(client, "a1"), reserved(client, "a2")) == (3, 2)
+    assert client.put("/v1/cart/products/a1", json={"quantity": 1}, headers=shopper).status_code == 200
+
+
+def test_merging_respects_the_cart_limits(other_app, admin_headers, token):
+    app = other_app(cart_max_lines=2, cart_max_units=6)
+    client = app.test_client()
+    user = {"Authorization": f"Bearer {token('customer', subject='merger')}"}
+    guest_token = client.post("/v1/auth/guest").get_json()["accessToken"]
+    guest = {"Authorization": f"Bearer {guest_token}"}
+    for product_id in ("a1", "a2", "a3"):
+        create(client, admin_headers, product_id)
+    add(client, user, "a1", 2)
+    add(client, guest, "a2", 5)
+    add(client, guest, "a3", 1)
+    merged = client.post("/v1/cart/merge", json={"guestToken": guest_token}, headers=user)
+    assert merged.status_code == 200, merged.get_data(as_text=True)
+    body = merged.get_json()
+    lines = {item["productId"]: item["quantity"] for item in body["cart"]["items"]}
+    assert lines == {"a1": 2, "a2": 4}
+    reasons = {adjustment["productId"]: adjustment["reason"] for adjustment in body["adjustments"]}
+    assert reasons == {"a2": "unit_limit", "a3": "line_limit"}
+    assert [reserved(client, product_id) for product_id in ("a1", "a2", "a3")] == [2, 4, 0]
+
+
+def test_guest_sessions_have_a_limit_of_their_own(other_app):
+    client = other_app(auth_rate_limit="2 per minute", guest_rate_limit="4 per minute").test_client()
+    answers = [client.post("/v1/auth/guest").status_code for _ in range(5)]
+    assert answers == [201, 201, 201, 201, 429]
+    limited = client.post("/v1/auth/guest")
+    expect_problem(limited, 429, "rate_limited")
+    assert limited.headers["RateLimit-Limit"] == "4"
+    assert client.post("/v1/auth/guest", **from_ip("10.0.4.1")).status_code == 201  # per client address
+
+
+# --- checkout charges what the catalog says now ---------------------------------------------
+
+
+def test_a_changed_price_answers_409_updates_the_lines_and_the_next_checkout_pays_it(client, admin_headers, shopper):
+    create(client, admin_headers, "mug", price="0.01", stock=200)
+    add(client, shopper, "mug", 1)
+    patch_product(client, admin_headers, "mug", {"price": "100.00"})
+    assert client.put("/v1/cart/products/mug", json={"quantity": 100}, headers=shopper).status_code == 200
+
+    body = expect_problem(checkout(client, shopper, key="c-1"), 409, "price_changed")
+    assert body["priceChanges"] == [{"productId": "mug", "oldPrice": "0.01", "newPrice": "100.00"}]
+    cart = cart_of(client, shopper)
+    assert (cart["items"][0]["price"], cart["totalPrice"]) == ("100.00", "10000.00")
+    assert reserved(client, "mug") == 100  # the holds stay
+
+    order = checkout(client, shopper, key="c-2")
+    assert order.status_code == 201, order.get_data(as_text=True)
+    assert order.get_json()["totalPrice"] == "10000.00"
+
+
+def test_an_archived_product_answers_409_and_leaves_the_cart_with_its_hold(client, admin_headers, shopper):
+    create(client, admin_headers, "mug", stock=5)
+    create(client, admin_headers, "pen", stock=5)
+    add(client, shopper, "mug", 2)
+    add(client, shopper, "pen", 1)
+    assert client.delete("/v1/products/pen", headers=admin_headers).status_code == 204
+
+    body = expect_problem(checkout(client, shopper, key="c-1"), 409, "product_unavailable")
+    assert body["products"] == ["pen"]
+    assert [item["productId"] for item in cart_of(client, shopper)["items"]] == ["mug"]
+    assert reserved(client, "pen") == 0
+    order = checkout(client, shopper, key="c-2")
+    assert order.status_code == 201
+    assert [line["productId"] for line in order.get_json()["items"]] == ["mug"]
+
+
+def test_one_cart_has_one_currency(client, admin_headers, shopper):
+    create(client, admin_headers, "mug", stock=5)
+    yen = {"productId": "tea", "sku": "SKU-TEA", "name": "Tea", "price": "1500", "currency": "JPY", "stock": 5}
+    assert client.post("/v1/products", json=yen, headers=admin_headers).status_code == 201
+    add(client, shopper, "mug")
+    body = expect_problem(add(client, shopper, "tea"), 409, "currency_mismatch")
+    assert (body["cartCurrency"], body["productCurrency"], body["productId"]) == ("USD", "JPY", "tea")
+    assert reserved(client, "tea") == 0
+    assert [item["productId"] for item in cart_of(client, shopper)["items"]] == ["mug"]
+
+    client.delete("/v1/cart", headers=shopper)
+    added = add(client, shopper, "tea")  # an empty cart takes the currency of its first line
+    assert added.status_code == 201
+    assert (added.get_json()["currency"], added.get_json()["totalPrice"]) == ("JPY", "1500.00")
+
+
+# --- the documented error shapes ---------------------------------------------------------
+
+
+def test_documented_problems_admit_and_describe_their_extensions(client):
+    spec = client.get("/api/openapi.json").get_json()
+    schemas = spec["components"]["schemas"]
+    assert schemas["Problem"]["additionalProperties"] is True
+    add_item = spec["paths"]["/v1/cart/products"]["post"]["responses"]
+    not_found = add_item["404"]["content"]["application/problem+json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    assert "productId" in schemas[not_found]["properties"]
+    conflict = add_item["409"]["content"]["application/problem+json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    assert {"available", "maximum", "cartCurrency", "priceChanges"} <= set(schemas[conflict]["properties"])
+    item = schemas["CartItem"]["properties"]
+    assert {"reservationExpired", "reservedUntil"} <= set(item)
