@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine
 from app.extensions import db
 
 _BEGIN_OPTION = "storefront_sqlite_begin"
+_IN_UNIT_OF_WORK = "storefront_unit_of_work"
 
 
 @contextmanager
@@ -33,15 +34,21 @@ def unit_of_work(*, write: bool = True) -> Iterator[None]:
     caller's row locks that serialise writers of one aggregate.
     """
     session = db.session()
+    if session.info.get(_IN_UNIT_OF_WORK):
+        raise RuntimeError("a unit of work cannot begin inside another one")
     if session.in_transaction():  # left open by a read earlier in the request (the token check, say)
         session.rollback()  # every interface call commits its own work, so nothing is lost
-    session.connection(execution_options={_BEGIN_OPTION: "BEGIN IMMEDIATE" if write else "BEGIN"})
+    session.info[_IN_UNIT_OF_WORK] = True
     try:
+        session.connection(execution_options={_BEGIN_OPTION: "BEGIN IMMEDIATE" if write else "BEGIN"})
         yield
     except BaseException:
         session.rollback()
         raise
-    session.commit()
+    else:
+        session.commit()
+    finally:
+        session.info.pop(_IN_UNIT_OF_WORK, None)
 
 
 def sqlite_transactions(engine: Engine) -> None:

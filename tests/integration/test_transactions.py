@@ -61,3 +61,17 @@ def test_a_failing_unit_of_work_rolls_back(other_app, tmp_path):
             failing_work()
         with unit_of_work(write=False):
             assert db.session.execute(text("SELECT count(*) FROM notes")).scalar_one() == 0
+
+
+def test_a_unit_of_work_cannot_begin_inside_another(app):
+    """It would roll back the outer one's work; the outer one is undone, nothing half-done stays."""
+    with app.app_context():
+
+        def nested() -> None:
+            with unit_of_work(), unit_of_work():
+                pass
+
+        with pytest.raises(RuntimeError, match="inside another"):
+            nested()
+        with unit_of_work(write=False):
+            assert db.session.execute(text("SELECT 1")).scalar_one() == 1
