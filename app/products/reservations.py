@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ReturnDocument
@@ -89,7 +89,8 @@ def release_lapsed_holds(product_id: str) -> int:
 
 def active_reservations(created_before: datetime, after: str | None, limit: int) -> tuple[StockReservation, ...]:
     """Active reservations made before `created_before`, by reservation id, after `after`."""
-    query: dict[str, Any] = {"status": "active", "created_at": {"$lt": created_before.replace(tzinfo=None)}}
+    made_before = created_before.astimezone(UTC).replace(tzinfo=None)  # stored as naive UTC
+    query: dict[str, Any] = {"status": "active", "created_at": {"$lt": made_before}}
     if after is not None:
         query["reservation_id"] = {"$gt": after}
     found = reservations().find(query).sort("reservation_id", 1).limit(limit)
