@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -136,6 +137,20 @@ def _install(venv: Path, source: Path, log: Path) -> None:
                 raise AssertionError(f"{' '.join(command)} failed ({done.returncode}): {log.read_text()[-4000:]}")
 
 
+def _prune_stale(current: Path, days: int = 14) -> None:
+    """Removes the installs of other lock files unused for `days` (each use touches its lock file)."""
+    for other in current.parent.iterdir():
+        lock_path = other / "lock"
+        if other == current or not lock_path.exists() or time.time() - lock_path.stat().st_mtime < days * 86400:
+            continue
+        with lock_path.open("a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # in use
+            shutil.rmtree(other, ignore_errors=True)
+
+
 @contextmanager
 def production_install() -> Iterator[ProductionInstall]:
     """The cached install, held (under an exclusive file lock) for as long as the caller uses it."""
@@ -143,9 +158,11 @@ def production_install() -> Iterator[ProductionInstall]:
     root.mkdir(parents=True, exist_ok=True)
     with (root / "lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        os.utime(root / "lock")  # used now: see _prune_stale
+        _prune_stale(root)
         venv, source, complete = root / "venv", root / "storefront", root / "venv" / ".complete"
         _lay_source(source)
-        built = not complete.exists()
+        built = not (complete.exists() and (venv / "bin" / "python").exists())
         if built:
             _install(venv, source, root / "install.log")
             _lay_source(source)  # drop what the build left in the tree (storefront.egg-info)
