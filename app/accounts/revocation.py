@@ -1,6 +1,11 @@
 """Where revoked access tokens and session generations live: PostgreSQL always, and Redis in
 front of it when REDIS_URL is set (shared by every worker and instance, entries expire with
-the tokens), so that the check made on every request costs no SQL."""
+the tokens), so that the check made on every request costs no SQL.
+
+A revocation is written in two steps: `record` adds it to the caller's unit of work, and
+`publish` tells Redis once that unit of work has committed (never a revocation that could
+still roll back). `revoke` does both, in a unit of work of its own. A generation is only
+ever published, after the commit that raised it."""
 
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from sqlalchemy import delete, select
 from app.accounts.models import RevokedToken, User, utcnow
 from app.extensions import db
 from app.resilience import new_breaker
+from app.transactions import unit_of_work
 
 logger = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -26,7 +32,17 @@ R = TypeVar("R")
 class RevocationStore(Protocol):
     """Revoked ids are token ids (`jti`) or login families (`family:<id>`)."""
 
-    def revoke(self, revoked_id: str, expires_at: datetime) -> None: ...
+    def record(self, revoked_id: str, expires_at: datetime) -> None:
+        """Write the revocation to PostgreSQL, in the caller's (write) unit of work."""
+        ...
+
+    def publish(self, revoked_id: str, expires_at: datetime) -> None:
+        """Pass a recorded revocation on to Redis, once its unit of work has committed."""
+        ...
+
+    def revoke(self, revoked_id: str, expires_at: datetime) -> None:
+        """Record and publish, in a unit of work of its own."""
+        ...
 
     def state(self, ids: list[str], user_id: uuid.UUID | None) -> tuple[bool, int | None]:
         """Whether any of `ids` is revoked, and the user's session generation (None for no
@@ -37,23 +53,41 @@ class RevocationStore(Protocol):
 
 
 def _generation_in_database(user_id: uuid.UUID) -> int | None:
-    return db.session.scalar(select(User.session_generation).where(User.id == user_id))
+    with unit_of_work(write=False):
+        return db.session.scalar(select(User.session_generation).where(User.id == user_id))
 
 
-class SqlRevocations:
+class _RecordThenPublish:
+    def record(self, revoked_id: str, expires_at: datetime) -> None:
+        raise NotImplementedError
+
+    def publish(self, revoked_id: str, expires_at: datetime) -> None:
+        raise NotImplementedError
+
     def revoke(self, revoked_id: str, expires_at: datetime) -> None:
+        with unit_of_work():
+            self.record(revoked_id, expires_at)
+        self.publish(revoked_id, expires_at)
+
+
+class SqlRevocations(_RecordThenPublish):
+    def record(self, revoked_id: str, expires_at: datetime) -> None:
         if db.session.get(RevokedToken, revoked_id) is None:
             db.session.add(RevokedToken(jti=revoked_id, expires_at=expires_at))
         db.session.execute(delete(RevokedToken).where(RevokedToken.expires_at < utcnow()))
-        db.session.commit()
+
+    def publish(self, revoked_id: str, expires_at: datetime) -> None:
+        """Nothing to do: the table is the source."""
 
     def state(self, ids: list[str], user_id: uuid.UUID | None) -> tuple[bool, int | None]:
+        """A read unit of work of its own: asked by the token check, before any other one."""
         revoked = select(RevokedToken.jti).where(RevokedToken.jti.in_(ids)).exists()
-        if user_id is None:
-            return bool(db.session.scalar(select(revoked))), None
-        generation = select(User.session_generation).where(User.id == user_id).scalar_subquery()
-        is_revoked, current = db.session.execute(select(revoked, generation)).one()
-        return bool(is_revoked), current
+        with unit_of_work(write=False):
+            if user_id is None:
+                return bool(db.session.scalar(select(revoked))), None
+            generation = select(User.session_generation).where(User.id == user_id).scalar_subquery()
+            is_revoked, current = db.session.execute(select(revoked, generation)).one()
+            return bool(is_revoked), current
 
     def set_generation(self, user_id: uuid.UUID, generation: int) -> None:
         """Nothing to do: the users table is the source."""
@@ -97,11 +131,11 @@ class RedisRevocations:
         self.client.delete(f"storefront:generation:{user_id}")
 
 
-class RedisBackedBySql:
+class RedisBackedBySql(_RecordThenPublish):
     """Redis for the checks, PostgreSQL as the record, so that a Redis outage neither fails
     requests nor forgets a logout.
 
-    Every revocation is written to PostgreSQL, then to Redis. While Redis does not answer,
+    Every revocation is written to PostgreSQL (committed), then to Redis. While Redis does not answer,
     checks read PostgreSQL; Redis calls go through a circuit breaker, so that during an
     outage each request does not first wait for Redis to time out. A write that missed Redis
     is replayed by this process before its next Redis call succeeds; a missed generation is
@@ -114,8 +148,10 @@ class RedisBackedBySql:
         self._missed: list[Callable[[], None]] = []
         self._lock = threading.Lock()
 
-    def revoke(self, revoked_id: str, expires_at: datetime) -> None:
-        self.sql.revoke(revoked_id, expires_at)
+    def record(self, revoked_id: str, expires_at: datetime) -> None:
+        self.sql.record(revoked_id, expires_at)
+
+    def publish(self, revoked_id: str, expires_at: datetime) -> None:
         self._write(lambda: self.redis.revoke(revoked_id, expires_at))
 
     def set_generation(self, user_id: uuid.UUID, generation: int) -> None:

@@ -21,8 +21,10 @@ from app.accounts.models import RefreshToken, User, utcnow
 from app.accounts.revocation import RevocationStore
 from app.config import AuthSettings
 from app.extensions import db
+from app.transactions import unit_of_work
 
 GUEST_PREFIX = "guest:"
+Revocation = tuple[str, datetime]  # a revoked id and when it may be forgotten
 
 
 class Sessions:
@@ -31,6 +33,7 @@ class Sessions:
         self.store = store
 
     def issue(self, user: User, family_id: str | None = None) -> Session:
+        """A new token pair; its refresh token is written in the caller's unit of work."""
         family = family_id or str(uuid.uuid4())
         claims = {"roles": list(user.roles), "userId": str(user.id), "gen": user.session_generation, "fam": family}
         access = create_access_token(
@@ -46,7 +49,6 @@ class Sessions:
         db.session.add(
             RefreshToken(jti=refresh_jti, family_id=family, user_id=user.id, expires_at=utcnow() + refresh_lifetime)
         )
-        db.session.commit()
         return Session(
             access_token=access, refresh_token=refresh, user_id=str(user.id), expires_in=self.settings.access_ttl
         )
@@ -61,48 +63,69 @@ class Sessions:
         return Session(access_token=access, refresh_token=None, user_id=subject, expires_in=self.settings.access_ttl)
 
     def refresh(self, claims: dict[str, Any]) -> Session:
-        row = db.session.get(RefreshToken, claims["jti"])
-        if row is None or row.revoked_at is not None or str(row.user_id) != claims["sub"]:
-            raise SessionRevoked("This refresh token has been revoked; log in again.")
-        spent = db.session.execute(
-            update(RefreshToken)
-            .where(RefreshToken.jti == row.jti, RefreshToken.used_at.is_(None))
-            .values(used_at=utcnow())
-        ).rowcount
-        if spent == 0:
-            self.revoke_family(row.family_id)
+        # Both refusals after the spend commit first and raise after the unit of work: a
+        # replay's family revocation, and the spend of a token whose session has ended, must
+        # outlast the error (a rolled-back spend would let the token be presented again).
+        reused: Revocation | None = None
+        session: Session | None = None
+        with unit_of_work():
+            row = db.session.get(RefreshToken, claims["jti"])
+            if row is None or row.revoked_at is not None or str(row.user_id) != claims["sub"]:
+                raise SessionRevoked("This refresh token has been revoked; log in again.")
+            spent = db.session.execute(
+                update(RefreshToken)
+                .where(RefreshToken.jti == row.jti, RefreshToken.used_at.is_(None))
+                .values(used_at=utcnow())
+            ).rowcount
+            if spent == 0:
+                reused = self._revoke_family(row.family_id)
+            else:
+                user = db.session.get(User, row.user_id)
+                if user is not None and user.is_active and claims.get("gen") == user.session_generation:
+                    session = self.issue(user, row.family_id)
+        if reused is not None:
+            self.store.publish(*reused)
             raise RefreshTokenReused("This refresh token was already used; every session of this login is revoked.")
-        user = db.session.get(User, row.user_id)
-        if user is None or not user.is_active or claims.get("gen") != user.session_generation:
-            db.session.commit()
+        if session is None:
             raise SessionRevoked("This session has ended; log in again.")
-        return self.issue(user, row.family_id)
+        return session
 
-    def revoke_family(self, family_id: str) -> None:
-        """End one login: its refresh tokens, and every access token issued to it."""
-        self.store.revoke(f"family:{family_id}", utcnow() + timedelta(seconds=self.settings.access_ttl))
+    def _revoke_family(self, family_id: str) -> Revocation:
+        """End one login, in the caller's unit of work: its refresh tokens, and every access
+        token issued to it (the revocation to publish once committed)."""
+        revocation = (f"family:{family_id}", utcnow() + timedelta(seconds=self.settings.access_ttl))
+        self.store.record(*revocation)
         db.session.execute(
             update(RefreshToken)
             .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
             .values(revoked_at=utcnow())
         )
-        db.session.commit()
+        return revocation
 
     def logout(self, claims: dict[str, Any]) -> None:
-        self.store.revoke(claims["jti"], datetime.fromtimestamp(claims["exp"], UTC))
-        if claims.get("fam"):
-            self.revoke_family(claims["fam"])
+        revocations = [(claims["jti"], datetime.fromtimestamp(claims["exp"], UTC))]
+        with unit_of_work():
+            self.store.record(*revocations[0])
+            if claims.get("fam"):
+                revocations.append(self._revoke_family(claims["fam"]))
+        for revocation in revocations:
+            self.store.publish(*revocation)
 
-    def end_all(self, user: User) -> None:
-        """Invalidate every token of the user issued so far (the caller commits)."""
+    def end_all(self, user: User) -> int:
+        """Invalidate every token of the user issued so far, in the caller's unit of work
+        (the user's row locked); the new generation, for `publish_generation` after the commit."""
         user.session_generation += 1
         db.session.execute(
             update(RefreshToken)
             .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
             .values(revoked_at=utcnow())
         )
-        db.session.commit()
-        self.store.set_generation(user.id, user.session_generation)
+        return user.session_generation
+
+    def publish_generation(self, user_id: uuid.UUID, generation: int) -> None:
+        """After the commit of `end_all`: published earlier, a rollback would leave Redis with
+        a generation the database never reached, refusing every token until it expires."""
+        self.store.set_generation(user_id, generation)
 
     def is_revoked(self, claims: dict[str, Any]) -> bool:
         revoked_ids = [claims["jti"]] + ([f"family:{claims['fam']}"] if claims.get("fam") else [])

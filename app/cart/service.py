@@ -26,6 +26,7 @@ generation on before it answers, so a read never shows a cart older than the las
 from __future__ import annotations
 
 import functools
+import logging
 import uuid
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
@@ -59,7 +60,14 @@ from app.extensions import db
 from app.products import interface as products
 from app.transactions import unit_of_work
 
+logger = logging.getLogger(__name__)
 MAX_LINE_QUANTITY = 100
+SETTLE_FAILURES = (
+    products.ProductsUnavailable,
+    products.ReservationBusy,
+    products.ReservationConflict,
+    products.ReservationNotFound,
+)
 CENT = Decimal("0.01")
 CHECKOUT_ATTEMPTS = 3
 
@@ -246,7 +254,7 @@ class Carts:
         self.cache.changed(owner_id)
         if shrunk is not None:
             reservation_id, product_id, quantity, until = shrunk
-            _set_hold(reservation_id, product_id, quantity, until)
+            _settle([_shrink_hold(reservation_id, product_id, quantity, until)])
             current = self._current_products(contents.product_ids, fresh=(product_id,) if quantity else ())
         return _render(contents, current)
 
@@ -335,8 +343,7 @@ class Carts:
             self._bump(cart)
             contents = _contents(cart)
         self.cache.changed(owner_id)
-        for reservation_id in released:
-            products.release_reservation(reservation_id=reservation_id)
+        _settle([_release(reservation_id) for reservation_id in released])
         return _render(contents, {})
 
     def merge(self, guest_id: str, user_id: str) -> MergeResult:
@@ -363,8 +370,7 @@ class Carts:
         if nothing_to_merge:
             return MergeResult(cart=self.get(user_id), merged_lines=0, adjustments=())
         self.cache.changed(guest_id, user_id)
-        for step in settle:
-            step()
+        _settle(settle)
         short = [adjustment for adjustment in adjustments if adjustment.reason == "insufficient_stock"]
         if not short:
             current = self._current_products(contents.product_ids, fresh=contents.product_ids)
@@ -398,7 +404,7 @@ class Carts:
                 adjustments.append(
                     MergeAdjustment(product_id, guest_line.quantity, line.quantity if line else 0, refusal)
                 )
-                settle.append(functools.partial(products.release_reservation, reservation_id=rid))
+                settle.append(_release(rid))
                 continue
             if line is None:  # the line moves over with its hold, cut down to the room left
                 if not cart.lines:
@@ -407,7 +413,7 @@ class Carts:
                 if guest_line.quantity > room:
                     adjustments.append(MergeAdjustment(product_id, guest_line.quantity, room, "unit_limit"))
                     guest_line.quantity = room
-                    settle.append(functools.partial(_set_hold, rid, product_id, room, aware(guest_line.reserved_until)))
+                    settle.append(_shrink_hold(rid, product_id, room, aware(guest_line.reserved_until)))
                 continue
             requested = line.quantity + guest_line.quantity
             allowed = min(requested, MAX_LINE_QUANTITY, line.quantity + room)
@@ -418,7 +424,7 @@ class Carts:
                 else:
                     reason = "quantity_limit" if allowed == MAX_LINE_QUANTITY else "unit_limit"
                 adjustments.append(MergeAdjustment(product_id, requested, merged, reason))
-            settle.append(functools.partial(products.release_reservation, reservation_id=rid))
+            settle.append(_release(rid))
         return adjustments, settle
 
     def _grow_for_merge(self, line: CartLine, wanted: int) -> int:
@@ -511,8 +517,7 @@ class Carts:
             raise
         if unavailable or changed:
             self.cache.changed(owner_id)
-        for gone in unavailable:
-            products.release_reservation(reservation_id=gone["reservationId"])
+        _settle([_release(gone["reservationId"]) for gone in unavailable])
         if unavailable:
             raise ProductUnavailable(
                 "Some products are no longer on sale and left the cart; check the cart and try again.",
@@ -633,6 +638,35 @@ def _line(cart: Cart, product_id: str) -> CartLine | None:
 
 def _expired(line: CartLine, now: datetime) -> bool:
     return aware(line.reserved_until) <= now
+
+
+def _release(reservation_id: str) -> Callable[[], object]:
+    return functools.partial(products.release_reservation, reservation_id=reservation_id)
+
+
+def _shrink_hold(reservation_id: str, product_id: str, quantity: int, until: datetime) -> Callable[[], object]:
+    if quantity == 0:
+        return _release(reservation_id)
+    return functools.partial(_set_hold, reservation_id, product_id, quantity, until)
+
+
+def _settle(steps: list[Callable[[], object]]) -> None:
+    """Give back held units once the cart change that frees them has committed.
+
+    The change stands whatever happens here: a release that fails (the products store is
+    down, or the hold lapsed and was released already) only leaves units held until the
+    hold lapses or `flask inventory reconcile` releases it, never sells them twice.
+    """
+    for step in steps:
+        try:
+            step()
+        except (
+            products.ProductsUnavailable,
+            products.ReservationConflict,
+            products.ReservationNotFound,
+            products.ReservationBusy,
+        ) as error:
+            logger.warning("giving back held units failed; they stay held until the hold lapses: %s", error)
 
 
 def _set_hold(reservation_id: str, product_id: str, quantity: int, until: datetime) -> None:

@@ -27,7 +27,7 @@ from app.products.errors import (
     VersionMismatch,
 )
 from app.products.models import Product as ProductDocument
-from app.products.models import Reservation, StockMovement, all_of, stamped, to_epoch_ms, utcnow
+from app.products.models import Reservation, StockMovement, all_of, lapsed_holds_filter, stamped, utcnow
 from app.products.money import to_cents, to_decimal
 
 # Fields a DTO needs; everything else (keywords, pending steps) stays in the store.
@@ -116,15 +116,10 @@ def list_products(filters: ProductFilters, sort: str, page: int, page_size: int)
 
 
 def lapsed_holds(product_ids: list[str]) -> dict[str, int]:
-    """Units per product held by active reservations past their expiry (one query on the
+    """Units per product held by lapsed reservations (see models.LAPSE_GRACE; one query on the
     (status, expires_at_ms) index; the sweeper keeps their number small). A reservation with a
     step in flight is left out: it is being changed right now."""
-    query = {
-        "status": "active",
-        "expires_at_ms": {"$lt": to_epoch_ms(utcnow())},
-        "product_id": {"$in": product_ids},
-        "pending_step": None,
-    }
+    query = {**lapsed_holds_filter(), "product_id": {"$in": product_ids}, "pending_step": None}
     lapsed: dict[str, int] = {}
     for hold in Reservation._get_collection().find(query, {"_id": 0, "product_id": 1, "quantity": 1}):
         lapsed[hold["product_id"]] = lapsed.get(hold["product_id"], 0) + hold["quantity"]

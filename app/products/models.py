@@ -4,7 +4,7 @@ Indexes are declared here but created explicitly by `ensure_indexes()` at start-
 (`auto_create_index` is off), so that no request pays for index checks.
 """
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from mongoengine import DateTimeField, Document, IntField, ListField, LongField, StringField
 
@@ -36,6 +36,17 @@ def all_of(*conditions: dict) -> dict:
     (pinned in tests/integration/test_store_operators.py); under `$and` they hold.
     """
     return {"$and": list(conditions)}
+
+
+# A hold counts as lapsed this long after its expiry: not counted by reads, released when its
+# units are needed. The cart sees the line expired at the expiry itself, so a cart whose clock
+# is a little behind still changes a live hold, never one being released.
+LAPSE_GRACE = timedelta(seconds=2)
+
+
+def lapsed_holds_filter() -> dict:
+    """Active reservations past their expiry (plus LAPSE_GRACE)."""
+    return {"status": "active", "expires_at_ms": {"$lt": to_epoch_ms(utcnow() - LAPSE_GRACE)}}
 
 
 def to_epoch_ms(moment: datetime) -> int:

@@ -41,7 +41,7 @@ from app.products.errors import (
     ReservationConflict,
     ReservationNotFound,
 )
-from app.products.models import Reservation, from_epoch_ms, stamped, to_epoch_ms, utcnow
+from app.products.models import Reservation, from_epoch_ms, lapsed_holds_filter, stamped, to_epoch_ms, utcnow
 
 STALE_AFTER = timedelta(seconds=30)
 PRODUCT_FIELDS = {"_id": 0, "product_id": 1, "stock": 1, "reserved": 1, "available": 1, "status": 1, "pending_steps": 1}
@@ -71,13 +71,12 @@ def reserve_stock(product_id: str, quantity: int, reservation_id: str, expires_a
 
 
 def release_lapsed_holds(product_id: str) -> int:
-    """Release the product's active holds whose expiry has passed; the units given back.
+    """Release the product's lapsed holds (see models.LAPSE_GRACE); the units given back.
 
     Each release is claimed only while the hold is still past its expiry, so a hold its owner
     extends at the same moment is either extended or released, never both.
     """
-    now = to_epoch_ms(utcnow())
-    lapsed = {"status": "active", "expires_at_ms": {"$lt": now}}
+    lapsed = lapsed_holds_filter()
     released = 0
     for hold in reservations().find({"product_id": product_id, "pending_step": None, **lapsed}, {"reservation_id": 1}):
         claimed = _claim(hold["reservation_id"], "release", lapsed, 0, {})

@@ -7,11 +7,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pymongo
 import pytest
 
 from app import clock
+from app.products import reservations as reservation_steps
+from app.products.models import LAPSE_GRACE
 from tests.integration.test_auth_api import from_ip
 from tests.integration.test_cart_api import add, checkout, create, expect_problem, reserved
+
+LAPSED = 1 + LAPSE_GRACE.total_seconds()  # seconds past a hold's expiry: lapsed
 
 
 @pytest.fixture
@@ -58,7 +63,7 @@ def test_a_lapsed_hold_stops_counting_and_another_buyer_takes_its_units(
     assert add(client, shopper, "mug", 5).status_code == 201
     expect_problem(add(client, rival, "mug", 1), 409, "insufficient_stock")
 
-    later(ttl + 1)  # no sweeper runs
+    later(ttl + LAPSED)  # no sweeper runs
     item = cart_of(client, shopper)["items"][0]
     assert (item["quantity"], item["reservationExpired"]) == (5, True)
     listed = client.get("/v1/products/mug").get_json()
@@ -77,7 +82,7 @@ def test_the_next_write_holds_a_lapsed_line_again_when_stock_allows(app, client,
     ttl = app.extensions["carts"].reservation_ttl.total_seconds()
     create(client, admin_headers, "mug", stock=5)
     add(client, shopper, "mug", 2)
-    later(ttl + 1)
+    later(ttl + LAPSED)
     create(client, admin_headers, "cup", stock=1)
     assert add(client, shopper, "cup", 1).status_code == 201  # another line: the lapsed one stays lapsed
     assert client.get("/v1/products/mug").get_json()["reserved"] == 0
@@ -95,7 +100,7 @@ def test_a_lapsed_hold_released_by_another_buyer_is_made_again_under_a_new_reser
     ttl = app.extensions["carts"].reservation_ttl.total_seconds()
     create(client, admin_headers, "mug", stock=5)
     add(client, shopper, "mug", 3)
-    later(ttl + 1)
+    later(ttl + LAPSED)
     assert add(client, rival, "mug", 4).status_code == 201  # needs the lapsed units: they are released
     expect_problem(add(client, shopper, "mug", 1), 409, "insufficient_stock")  # 4 more than the 1 left
     shrunk = client.put("/v1/cart/products/mug", json={"quantity": 1}, headers=shopper)
@@ -108,7 +113,7 @@ def test_checkout_of_a_lapsed_line_holds_it_again_and_sells_it(app, client, admi
     ttl = app.extensions["carts"].reservation_ttl.total_seconds()
     create(client, admin_headers, "mug", stock=5)
     add(client, shopper, "mug", 2)
-    later(ttl + 1)
+    later(ttl + LAPSED)
     placed = checkout(client, shopper)
     assert placed.status_code == 201, placed.get_data(as_text=True)
     mug = client.get("/v1/products/mug").get_json()
@@ -246,3 +251,22 @@ def test_documented_problems_admit_and_describe_their_extensions(client):
     assert {"available", "maximum", "cartCurrency", "priceChanges"} <= set(schemas[conflict]["properties"])
     item = schemas["CartItem"]["properties"]
     assert {"reservationExpired", "reservedUntil"} <= set(item)
+
+
+def test_a_removal_stands_when_the_products_store_fails_to_take_the_units_back(
+    client, admin_headers, shopper, monkeypatch, caplog
+):
+    """The line leaves the cart (committed first); its units stay held until the hold lapses."""
+    create(client, admin_headers, "mug", stock=5)
+    add(client, shopper, "mug", 2)
+
+    def store_down(*args, **kwargs):
+        raise pymongo.errors.AutoReconnect("connection refused")
+
+    monkeypatch.setattr(reservation_steps, "_close", store_down)
+    removed = client.delete("/v1/cart/products/mug?all=true", headers=shopper)
+    assert removed.status_code == 200, removed.get_data(as_text=True)
+    assert removed.get_json()["items"] == []
+    assert "they stay held until the hold lapses" in caplog.text
+    monkeypatch.undo()
+    assert reserved(client, "mug") == 2  # over-held, never sold twice

@@ -347,6 +347,7 @@ class TestCommand:
 
         assert result.exit_code == 0, result.output
         assert result.output.splitlines() == [
+            "released 0 holds without a cart line",  # hold "a" is younger than the grace period
             "product 42: reserved 7 -> 5",
             "checked 2 products, fixed 1, recovered 1 stale steps",
         ]
@@ -362,6 +363,7 @@ class TestCommand:
 
         assert result.exit_code == 0, result.output
         assert result.output.splitlines() == [
+            "would release 0 holds without a cart line",
             "product 42: reserved 2 -> 0",
             "checked 1 products, would fix 1, would recover 0 stale steps (dry run: nothing changed)",
         ]
@@ -378,4 +380,7 @@ class TestCommand:
 
         assert result.exit_code == 0, result.output
         assert "product 42: oversold" in result.stderr
-        assert result.stdout.splitlines() == ["checked 1 products, fixed 0, recovered 0 stale steps"]
+        assert result.stdout.splitlines() == [
+            "released 0 holds without a cart line",
+            "checked 1 products, fixed 0, recovered 0 stale steps",
+        ]
