@@ -10,6 +10,7 @@ from app.config import DEVELOPMENT_JWT_SECRET, ConfigError, load_settings
 
 STRONG_SECRET = "s" * 40
 REPO = Path(__file__).resolve().parents[2]
+PRODUCTION = {"APP_ENV": "production", "JWT_SECRET": STRONG_SECRET, "DB_HOST": "db"}
 
 
 def test_defaults_are_for_development():
@@ -68,6 +69,11 @@ def test_database_url_wins_over_db_parts():
         ({"APP_ENV": "production", "DB_HOST": "db"}, "JWT_SECRET"),
         ({"APP_ENV": "production", "DB_HOST": "db", "JWT_SECRET": "short"}, "JWT_SECRET"),
         ({"APP_ENV": "production", "JWT_SECRET": STRONG_SECRET}, "DATABASE_URL"),
+        ({**PRODUCTION, "CART_RESERVATION_TTL": "59"}, "CART_RESERVATION_TTL"),
+        ({"CART_RESERVATION_TTL": "0"}, "CART_RESERVATION_TTL"),
+        ({"CART_MAX_LINES": "0"}, "CART_MAX_LINES"),
+        ({"CART_MAX_UNITS": "many"}, "CART_MAX_UNITS"),
+        ({"GUEST_RATE_LIMIT": "lots"}, "GUEST_RATE_LIMIT"),
     ],
 )
 def test_bad_values_name_the_variable(environment, variable):
@@ -106,3 +112,14 @@ def test_production_refuses_the_development_secret_at_start_up(tmp_path):
     assert result.returncode == 1
     assert "JWT_SECRET is the development default" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_cart_settings_and_their_defaults():
+    defaults = load_settings({})
+    assert (defaults.cart_max_lines, defaults.cart_max_units, defaults.guest_rate_limit) == (50, 500, "120 per minute")
+    assert defaults.cart_reservation_ttl == 900
+    tuned = load_settings(
+        {"CART_RESERVATION_TTL": "1", "CART_MAX_LINES": "3", "CART_MAX_UNITS": "9", "GUEST_RATE_LIMIT": "5/minute"}
+    )
+    assert (tuned.cart_reservation_ttl, tuned.cart_max_lines, tuned.cart_max_units) == (1, 3, 9)
+    assert tuned.guest_rate_limit == "5/minute"
