@@ -14,6 +14,7 @@ import json
 import time
 import uuid
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -23,8 +24,10 @@ import pyotp
 import pytest
 import redis
 from flask_jwt_extended import create_access_token
+from flask_migrate import upgrade
 from sqlalchemy import select, update
 
+from app.accounts import interface as accounts
 from app.accounts.mail import MailDeliveryFailed
 from app.accounts.models import OneTimeToken, User, utcnow
 from app.extensions import db
@@ -1277,3 +1280,38 @@ def test_a_password_reset_lifts_the_login_lock(client, mail_dir, ada):
     # the account's lock is lifted; the failing address stays locked until its window passes
     assert log_in(client, "ada@example.test", NEW_PASSWORD, **from_ip("10.1.2.3")).status_code == 200
     expect_problem(log_in(client, "ada@example.test", NEW_PASSWORD), 429, "login_locked")
+
+
+# --- concurrent writes to one account ------------------------------------------------------
+
+CONCURRENT_CALLS = 12
+
+
+@pytest.mark.parametrize("store", ["postgresql", "sqlite"])
+def test_concurrent_logouts_everywhere_lose_no_generation(other_app, settings, tmp_path, monkeypatch, store):
+    """Each end of every session is a read-modify-write of the user's session generation: its
+    unit of work locks the row (PostgreSQL) or takes the write lock (SQLite), so none is lost."""
+    url = settings.database_url if store == "postgresql" else f"sqlite:///{tmp_path / 'accounts.db'}"
+    app = other_app(database_url=url)
+    with app.app_context():
+        if store == "sqlite":
+            upgrade()
+        user_id = accounts.create_admin(email=f"racer-{uuid.uuid4().hex[:8]}@example.test", password=PASSWORD).user_id
+    sessions = app.extensions["accounts"].sessions
+    end_all = sessions.end_all
+
+    def slow_end_all(user):
+        assert user.session_generation >= 0  # read ...
+        time.sleep(0.01)  # ... widen the window a lost update needs ...
+        return end_all(user)  # ... then write the generation + 1
+
+    monkeypatch.setattr(sessions, "end_all", slow_end_all)
+
+    def log_out_everywhere(_):
+        with app.app_context():
+            accounts.end_all_sessions(user_id=user_id)
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(log_out_everywhere, range(CONCURRENT_CALLS)))
+    with app.app_context():
+        assert db.session.get(User, uuid.UUID(user_id)).session_generation == CONCURRENT_CALLS
