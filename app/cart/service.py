@@ -131,20 +131,17 @@ class _Hold:
 
     reservation_id: str
     product_id: str
-    previous: int  # units it held before, 0 for a new reservation
     until: datetime
+    previous: int  # units it held before, 0 for a new reservation
+    previous_until: datetime  # and until when
     replaced: bool  # a new reservation: the old one had been released
 
     def undo(self) -> None:
+        """Back to the units and expiry the line still records (a lapsed hold stays lapsed)."""
         if self.replaced or self.previous == 0:
             products.release_reservation(reservation_id=self.reservation_id)
         else:
-            products.reserve_stock(
-                product_id=self.product_id,
-                quantity=self.previous,
-                reservation_id=self.reservation_id,
-                expires_at=self.until,
-            )
+            _set_hold(self.reservation_id, self.product_id, self.previous, self.previous_until)
 
 
 class Carts:
@@ -233,11 +230,11 @@ class Carts:
                 self._check_limits(cart, line, product_id, quantity)
                 now = utcnow()
                 if quantity == 0 or (line and quantity <= line.quantity and not _expired(line, now)):
-                    shrunk = (line.reservation_id, product_id, quantity, aware(line.reserved_until))
+                    shrunk = (line.reservation_id, product_id, quantity, now + self.reservation_ttl)
                     if quantity == 0:
                         cart.lines.remove(line)
                     else:
-                        line.quantity = quantity
+                        line.quantity, line.reserved_until = quantity, now + self.reservation_ttl
                     current = None
                 else:
                     hold = self._hold(line, product_id, quantity, now)
@@ -249,7 +246,7 @@ class Carts:
                 contents = _contents(cart)
         except Exception:
             if hold is not None:
-                hold.undo()
+                _settle([hold.undo])
             raise
         self.cache.changed(owner_id)
         if shrunk is not None:
@@ -282,13 +279,15 @@ class Carts:
         if line is not None:
             try:
                 _set_hold(line.reservation_id, product_id, quantity, until)
-                return _Hold(line.reservation_id, product_id, line.quantity, until, replaced=False)
+                return _Hold(
+                    line.reservation_id, product_id, until, line.quantity, aware(line.reserved_until), replaced=False
+                )
             except products.ReservationConflict as conflict:
                 if conflict.extensions.get("reservationStatus") != "released":
                     raise
         reservation_id = str(uuid.uuid4())
         _set_hold(reservation_id, product_id, quantity, until)
-        return _Hold(reservation_id, product_id, 0, until, replaced=line is not None)
+        return _Hold(reservation_id, product_id, until, 0, until, replaced=line is not None)
 
     def _products_for_write(
         self, cart: Cart, line: CartLine | None, product_id: str
@@ -443,10 +442,11 @@ class Carts:
         """Grow a merged line that stock cut short, now that the guest's own holds are released.
 
         While the user's line first grew, the guest's units were still held, so they counted as
-        taken. Released, they are free again: the line takes as many as it can get (another
-        buyer may have taken some in between), in a unit of work of its own, reserve first.
+        taken. Released, they are free again: the line takes as many as it can get up to what
+        the merge allowed (another buyer may have taken some in between), in a unit of work of
+        its own, reserve first.
         """
-        wanted = adjustment.requested
+        wanted = min(adjustment.requested, MAX_LINE_QUANTITY)
         try:
             self.set_quantity(user_id, adjustment.product_id, wanted)
         except products.InsufficientStock as short:
@@ -455,9 +455,12 @@ class Carts:
                 return adjustment
             try:
                 self.set_quantity(user_id, adjustment.product_id, wanted)
-            except products.InsufficientStock:
+            except (products.InsufficientStock, QuantityLimitExceeded, UnitLimitExceeded):
                 return adjustment
-        return replace(adjustment, merged=wanted)
+        except (QuantityLimitExceeded, UnitLimitExceeded):  # the cart changed meanwhile
+            return adjustment
+        reason = "quantity_limit" if wanted == MAX_LINE_QUANTITY < adjustment.requested else adjustment.reason
+        return replace(adjustment, merged=wanted, reason=reason)
 
     def checkout(self, owner_id: str, expected_version: int | None = None) -> OrderDto:
         """Turn the cart into an order at the catalog's current prices, or sell nothing.
@@ -505,15 +508,13 @@ class Carts:
                     if product is None or product.status != "active" or product.currency != cart.currency:
                         unavailable.append({"productId": line.product_id, "reservationId": line.reservation_id})
                         cart.lines.remove(line)
-                    elif not changed:
-                        holds.append(self._confirm_hold(line, now))
+                    elif not changed and (hold := self._confirm_hold(line, now)) is not None:
+                        holds.append(hold)
                 if changed or unavailable:
                     self._bump(cart)
                 version = cart.version
         except Exception:
-            for hold in holds:
-                if hold.replaced:
-                    hold.undo()
+            _settle([hold.undo for hold in holds])  # the lines still record the holds as they were
             raise
         if unavailable or changed:
             self.cache.changed(owner_id)
@@ -531,13 +532,14 @@ class Carts:
             )
         return version
 
-    def _confirm_hold(self, line: CartLine, now: datetime) -> _Hold:
-        """Extend the line's hold for the checkout, or make it again; a committed one is a retry."""
+    def _confirm_hold(self, line: CartLine, now: datetime) -> _Hold | None:
+        """Extend the line's hold for the checkout, or make it again; None: it is sold already
+        (a retried checkout)."""
         try:
             hold = self._hold(line, line.product_id, line.quantity, now)
         except products.ReservationConflict as conflict:
-            if conflict.extensions.get("reservationStatus") == "committed":  # a retried checkout
-                return _Hold(line.reservation_id, line.product_id, line.quantity, now, replaced=False)
+            if conflict.extensions.get("reservationStatus") == "committed":
+                return None
             raise
         except products.InsufficientStock as short:
             raise ReservationExpired(

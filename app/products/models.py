@@ -111,6 +111,7 @@ class Reservation(Document):
     pending_step = StringField(null=True)
     pending_quantity = IntField(default=0)
     pending_since_ms = LongField(default=0)
+    pending_expires_at_ms = LongField(null=True)  # the expiry a reserve step sets once applied
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
 

@@ -4,10 +4,11 @@ MongoDB has no multi-document transaction we can rely on (see shared MONGO.md), 
 reservation changes in three single-document steps:
 
 1. claim: one conditional update of the reservation records the step in flight
-   (`pending_step`, and `pending_quantity`, the quantity it holds once a reserve step is
-   applied) only if no step is in flight, so only one caller drives a reservation at a
-   time. The claim is made without reading the reservation first (its filter says what
-   must hold); the document it returns gives the step's delta;
+   (`pending_step`, and `pending_quantity` and `pending_expires_at_ms`, the quantity it
+   holds and its expiry once a reserve step is applied) only if no step is in flight, so
+   only one caller drives a reservation at a time. The claim is made without reading the
+   reservation first (its filter says what must hold); the document it returns gives the
+   step's delta;
 2. apply: one conditional update of the product moves its counters and records the step
    id in `pending_steps`; the `$nin` guard makes a step apply at most once, and the filter
    on the stored `available` (= stock - reserved, moved by the same `$inc`) makes it
@@ -102,7 +103,7 @@ def _reserve(product_id: str, quantity: int, reservation_id: str, expires_at: da
     for _ in range(MAX_ROUNDS):
         # The usual case (an open, idle reservation whose quantity changes) costs one command;
         # the rest (a new reservation, no change, a step in flight, a conflict) is read first.
-        claimed = _claim(reservation_id, "reserve", changing, quantity, {"expires_at_ms": expires})
+        claimed = _claim(reservation_id, "reserve", changing, quantity, {"pending_expires_at_ms": expires})
         if claimed is not None:
             return _drive(claimed)
         current = reservations().find_one({"reservation_id": reservation_id})
@@ -286,10 +287,12 @@ def _allows(kind: str, delta: int, product: dict[str, Any]) -> bool:
 
 def _finalise(claimed: dict[str, Any], *, applied: bool) -> dict[str, Any]:
     step = claimed["pending_step"]
-    changes: dict[str, Any] = {"pending_step": None, "pending_quantity": 0}
+    changes: dict[str, Any] = {"pending_step": None, "pending_quantity": 0, "pending_expires_at_ms": None}
     kind = _kind(step)
     if applied and kind == "reserve":
+        # The new expiry comes with the new quantity: a refused change leaves a lapsed hold lapsed.
         changes["quantity"] = claimed["pending_quantity"]
+        changes["expires_at_ms"] = claimed.get("pending_expires_at_ms") or claimed["expires_at_ms"]
     elif applied:
         changes["status"] = "released" if kind == "release" else "committed"
     if not applied and kind == "reserve" and claimed["quantity"] == 0:

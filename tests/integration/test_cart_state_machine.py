@@ -412,7 +412,7 @@ def test_parallel_adds_from_two_shoppers_take_exactly_the_free_units(app, client
     assert (product["stock"], product["reserved"], product["available"]) == (10, 10, 0)
 
 
-# --- cases the machine found: each a minimal sequence of its steps (xfail: a bug still open) -------------------
+# --- cases the machine found: each a minimal sequence of its steps, a regression test of the fix ---------------
 
 
 @pytest.fixture
@@ -453,12 +453,9 @@ def test_removing_an_expired_line_whose_hold_was_taken_answers_200(machine):
     check(machine)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a merge cut short by stock whose lines add up past 100 answers 409 quantity_limit_exceeded "
-    "after committing the merge (the top-up asks for the uncapped sum), leaving the line below what it could hold",
-)
 def test_a_merge_past_the_line_maximum_tops_up_to_100(machine):
+    """Found by the machine: the top-up after a merge cut short by stock asked for the uncapped sum
+    (120) and answered 409 quantity_limit_exceeded after the merge had committed."""
     machine.add("customer", Chosen("big"), 60)
     machine.add("guest", Chosen("big"), 60)
     check(machine)
@@ -466,12 +463,9 @@ def test_a_merge_past_the_line_maximum_tops_up_to_100(machine):
     check(machine)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a checkout refused with reservation_expired leaves the other expired lines' holds extended "
-    "in the products store while their lines stay expired: `reserved` counts units no live line holds",
-)
 def test_a_refused_checkout_extends_no_hold(machine):
+    """Found by the machine: a checkout refused with reservation_expired left the other lapsed
+    lines' holds extended in the products store while the lines stayed expired."""
     machine.add("customer", Chosen("p1"), 2)
     machine.add("customer", Chosen("p2"), 3)
     machine.time_passes()
@@ -481,13 +475,9 @@ def test_a_refused_checkout_extends_no_hold(machine):
     check(machine)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a refused hold change (409 insufficient_stock) still moves the reservation's expiry "
-    "(reserve_stock's claim sets expires_at_ms before the stock check), so an expired line's lapsed hold "
-    "comes back to life for another TTL while the line stays expired",
-)
 def test_a_refused_add_revives_no_lapsed_hold(machine):
+    """Found by the machine: a refused hold change (409 insufficient_stock) still moved the
+    reservation's expiry, so a lapsed hold came back to life for another TTL."""
     machine.add("customer", Chosen("p1"), 2)
     machine.time_passes()
     check(machine)
