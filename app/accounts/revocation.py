@@ -19,6 +19,8 @@ from typing import Protocol, TypeVar
 import pybreaker
 from redis import Redis, RedisError
 from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.accounts.models import RevokedToken, User, utcnow
 from app.extensions import db
@@ -72,8 +74,14 @@ class _RecordThenPublish:
 
 class SqlRevocations(_RecordThenPublish):
     def record(self, revoked_id: str, expires_at: datetime) -> None:
-        if db.session.get(RevokedToken, revoked_id) is None:
-            db.session.add(RevokedToken(jti=revoked_id, expires_at=expires_at))
+        # One statement, so two logouts with one token at once both succeed (a read, then an
+        # insert, let the second fail on the primary key).
+        dialect_insert = postgresql_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        db.session.execute(
+            dialect_insert(RevokedToken)
+            .values(jti=revoked_id, expires_at=expires_at)
+            .on_conflict_do_nothing(index_elements=[RevokedToken.jti])
+        )
         db.session.execute(delete(RevokedToken).where(RevokedToken.expires_at < utcnow()))
 
     def publish(self, revoked_id: str, expires_at: datetime) -> None:

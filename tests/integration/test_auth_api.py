@@ -11,6 +11,7 @@ import dataclasses
 import email
 import email.policy
 import json
+import threading
 import time
 import uuid
 import warnings
@@ -474,6 +475,24 @@ def test_logout_revokes_the_access_token_and_its_refresh_token(client, ada):
     expect_problem(client.post("/v1/auth/logout", headers=auth(session["accessToken"])), 401, "token_revoked")
     assert me(client, other["accessToken"]).status_code == 200  # another login is not ended
     assert refresh(client, other["refreshToken"]).status_code == 200
+
+
+def test_concurrent_logouts_with_one_token_never_fail(app, ada):
+    """A double-clicked logout: the revocation is one insert that ignores a duplicate, so the
+    second request cannot trip over the first's primary key (once a 500)."""
+    session = login(app.test_client(), "ada@example.test")
+    start = threading.Barrier(6)
+
+    def log_out(_: int) -> int:
+        client = app.test_client()
+        start.wait()
+        return client.post("/v1/auth/logout", headers=auth(session["accessToken"])).status_code
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        statuses = set(pool.map(log_out, range(6)))
+    assert statuses <= {204, 401}, statuses  # 401 token_revoked for one that checked after a commit
+    assert 204 in statuses
+    expect_problem(me(app.test_client(), session["accessToken"]), 401, "token_revoked")
 
 
 def test_logout_after_a_refresh_ends_the_rotated_tokens_too(client, ada):
