@@ -91,9 +91,8 @@ def app(settings):
     return app
 
 
-@pytest.fixture(autouse=True)
-def clean_stores(app, mail_dir):
-    """Every test starts from empty stores, no sent mail and no login failures counted."""
+def empty_stores(app) -> None:
+    """Empty the products store and every SQL table, and forget rate-limit counts."""
     database = mongoengine.get_db()
     for name in ("products", "reservations", "stock_movements"):
         database[name].delete_many({})
@@ -102,6 +101,12 @@ def clean_stores(app, mail_dir):
         db.session.execute(text(f"TRUNCATE {tables} CASCADE"))
         db.session.commit()
         limiter.reset()
+
+
+@pytest.fixture(autouse=True)
+def clean_stores(app, mail_dir):
+    """Every test starts from empty stores, no sent mail and no login failures counted."""
+    empty_stores(app)
     for message in mail_dir.glob("*.eml"):
         message.unlink()
 

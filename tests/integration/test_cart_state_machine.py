@@ -26,13 +26,14 @@ import pytest
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from app import clock
 from app.cart.models import Cart, CartLine
-from app.extensions import db, limiter
+from app.extensions import db
 from app.products.models import LAPSE_GRACE, to_epoch_ms
 from app.products.reservations import reservations
+from tests.conftest import empty_stores
 
 STOCK = {"p1": 3, "p2": 5, "p3": 8, "big": 150}  # "big" reaches the 100-unit line maximum
 PRICES = ("10.00", "12.50", "7.25")
@@ -50,16 +51,9 @@ class Line:
 
 
 def reset_stores(app) -> None:
-    """What the autouse clean_stores does, for each hypothesis example."""
-    database = mongoengine.get_db()
-    for name in ("products", "reservations", "stock_movements"):
-        database[name].delete_many({})
-    with app.app_context():
-        tables = ", ".join(table.name for table in db.metadata.sorted_tables)
-        db.session.execute(text(f"TRUNCATE {tables} CASCADE"))
-        db.session.commit()
-        limiter.reset()
-    # No REDIS_URL in the test settings, so there is no cart cache to flush.
+    """What the autouse clean_stores does, for each hypothesis example (no REDIS_URL in the
+    test settings, so there is no cart cache to flush)."""
+    empty_stores(app)
 
 
 def create_product(client, admin: dict[str, str], product_id: str, stock: int, price: str = "10.00") -> None:
