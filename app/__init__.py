@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 from pathlib import Path
 
 from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError
 from swagger_ui_bundle import swagger_ui_path
 
 from app import cli
@@ -35,6 +39,8 @@ EXPOSED_HEADERS = [
     "RateLimit-Reset",
 ]
 SQLITE_BUSY_TIMEOUT_SECONDS = 15
+# A pooled PostgreSQL connection idle longer than this is pinged before it is used again.
+IDLE_PING_SECONDS = 5.0
 MIGRATIONS = str(Path(__file__).resolve().parent.parent / "migrations")
 PORTS = {port.module: port for port in (products_interface.port, cart_interface.port, accounts_interface.port)}
 
@@ -52,6 +58,8 @@ def create_app(config: Settings | None = None) -> Flask:
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             sqlite_transactions(db.engine)
+        else:
+            ping_idle_connections(db.engine, IDLE_PING_SECONDS)
     migrate.init_app(app, db, directory=MIGRATIONS)
     api.init_app(app)
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
@@ -103,7 +111,7 @@ def flask_config(settings: Settings) -> dict[str, object]:
             }
         },
         "SQLALCHEMY_DATABASE_URI": settings.database_url,
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, **database_bounds(settings)},
+        "SQLALCHEMY_ENGINE_OPTIONS": database_bounds(settings),
         "JWT_SECRET_KEY": settings.jwt_secret,
         "JWT_ALGORITHM": settings.auth.algorithm,
         "JWT_PRIVATE_KEY": settings.auth.private_key,
@@ -150,6 +158,33 @@ def database_bounds(settings: Settings) -> dict[str, object]:
             "options": f"-c statement_timeout={limits.db_statement_timeout_ms}",
         },
     }
+
+
+def ping_idle_connections(engine: Engine, idle_seconds: float) -> None:
+    """Ping a pooled connection before use only when it has been idle for `idle_seconds`.
+
+    `pool_pre_ping` would cost a round trip at every checkout, that is in every transaction.
+    Under load connections go back and forth within milliseconds and are never pinged; after
+    a quiet spell (when a database restart or failover most likely happened, or a proxy
+    dropped the connection) the first checkout pings, and a dead connection raises
+    DisconnectionError, on which the pool discards it and connects again: the request
+    succeeds. SQLAlchemy's "pessimistic disconnect handling" recipe, with an age check.
+    A connection that dies within `idle_seconds` of its last use fails that one request.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection, record) -> None:
+        record.info["checked_in_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_connection, record, _proxy) -> None:
+        checked_in_at = record.info.pop("checked_in_at", None)
+        if checked_in_at is None or time.monotonic() - checked_in_at < idle_seconds:
+            return  # just connected, or used a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as error:
+            raise DisconnectionError(f"pooled connection idle for a while is gone: {error}") from error
 
 
 def redis_bounds(settings: Settings) -> dict[str, float]:

@@ -16,6 +16,12 @@ snapshots that cart writes use for their other lines are as old at most (the pro
 write just changed is always read fresh, and a cart loaded for the cache reads every
 product fresh, so the two ages never add up).
 
+A cart write's Redis work is one round trip, after its commit and before its answer
+(`after_write`): one Lua script (one command, EVALSHA) sets the owner's new generation,
+stores the snapshot of the product the write just changed (the products module answered it
+with the hold) and returns the snapshots of the cart's other products. Only snapshots that are
+missing cost more: a products read and a SET.
+
 Without REDIS_URL (or with CART_CACHE_TTL=0) nothing is cached: workers share no memory, so
 a per-worker copy could not see another worker's write. A Redis error is logged and the
 request is served from the databases. Should Redis fail exactly while a write sets its new
@@ -25,9 +31,10 @@ expires (CART_CACHE_TTL seconds at most).
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 
 from flask_caching.backends import RedisCache
 from redis import Redis, RedisError
@@ -41,6 +48,22 @@ logger = logging.getLogger(__name__)
 KEY_PREFIX = "storefront:cart:1:"
 GENERATION_TTL = 7 * 24 * 3600  # seconds; far longer than any entry lives (see the module docstring)
 
+# KEYS: the generation keys (ARGV[1] of them), the fresh snapshots' keys (ARGV[2]), then the
+# snapshots wanted; ARGV[3], ARGV[4]: their lifetimes; then the new generations and snapshots.
+AFTER_WRITE = """
+local generations, fresh = tonumber(ARGV[1]), tonumber(ARGV[2])
+for i = 1, generations do
+    redis.call('SET', KEYS[i], ARGV[4 + i], 'EX', ARGV[3])
+end
+for i = generations + 1, generations + fresh do
+    redis.call('SET', KEYS[i], ARGV[4 + i], 'EX', ARGV[4])
+end
+if #KEYS > generations + fresh then
+    return redis.call('MGET', unpack(KEYS, generations + fresh + 1))
+end
+return {}
+"""
+
 
 class CartCache:
     def __init__(self, store: RedisCache | None, ttl: int):
@@ -53,6 +76,10 @@ class CartCache:
             return cls(None, ttl)
         client = Redis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
         return cls(RedisCache(host=client, key_prefix=KEY_PREFIX, default_timeout=ttl), ttl)
+
+    @functools.cached_property
+    def _after_write(self):
+        return self.store._write_client.register_script(AFTER_WRITE)
 
     def cart(self, owner_id: str, load: Callable[[], tuple[Cart, bool]]) -> Cart:
         """The owner's cart, from the cache when it was stored under the current generation.
@@ -84,6 +111,50 @@ class CartCache:
             self.store.set_many(tokens, timeout=GENERATION_TTL)
         except RedisError as error:
             logger.error("cart cache: could not move the generation of %s on: %s", owner_ids, error)
+
+    def after_write(
+        self, owner_ids: Collection[str], product_ids: Iterable[str], fresh: Mapping[str, products.Product]
+    ) -> dict[str, products.Product] | None:
+        """Call after a cart write committed, before it answers: the owners' cached carts are
+        no longer served, and the answer's products come back: those in `fresh` (what the
+        write's products call answered) as given, and stored as snapshots; the others from
+        their snapshots, or read from the products store when they have none. One Redis
+        round trip (see the module docstring); None when the products store could not be
+        reached for a product that has no snapshot.
+        """
+        wanted = list(dict.fromkeys(product_ids))
+        others = [product_id for product_id in wanted if product_id not in fresh]
+        found: dict[str, products.Product] = {}
+        if self.store is not None:
+            dumps = self.store.serializer.dumps
+            keys = [KEY_PREFIX + _generation_key(owner_id) for owner_id in owner_ids]
+            keys += [KEY_PREFIX + _product_key(product_id) for product_id in fresh]
+            keys += [KEY_PREFIX + _product_key(product_id) for product_id in others]
+            arguments = [len(owner_ids), len(fresh), GENERATION_TTL, self.ttl]
+            arguments += [dumps(uuid.uuid4().hex) for _ in owner_ids]
+            arguments += [dumps(product) for product in fresh.values()]
+            try:
+                snapshots = self._after_write(keys=keys, args=arguments)
+            except RedisError as error:
+                logger.error("cart cache: could not move the generation of %s on: %s", tuple(owner_ids), error)
+                snapshots = [None] * len(others)
+            loads = self.store.serializer.loads
+            found = {
+                product_id: snapshot
+                for product_id, snapshot in zip(others, map(loads, snapshots), strict=True)
+                if snapshot is not None
+            }
+        missing = [product_id for product_id in others if product_id not in found]
+        if missing:
+            try:
+                read = _read(missing)
+            except products.ProductsUnavailable:
+                return None
+            found.update(read)
+            if read and self.store is not None:
+                self._quietly(lambda: self.store.set_many({_product_key(key): value for key, value in read.items()}))
+        found.update(fresh)
+        return {product_id: found[product_id] for product_id in wanted if product_id in found}
 
     def products(self, product_ids: Iterable[str], fresh: Collection[str]) -> dict[str, products.Product]:
         """The current products by id (those that exist): the ids in `fresh` read from the

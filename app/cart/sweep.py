@@ -2,10 +2,11 @@
 
 A line cannot exist without its stock hold, so a line whose hold expired (no cart activity
 for CART_RESERVATION_TTL) leaves the cart and its units go back on sale. Carts past their
-`expires_at` (GUEST_CART_DAYS or USER_CART_DAYS after their last change) end `expired`. Each cart is locked
-while it is swept (`SKIP LOCKED`: a cart being changed right now is left for the next run),
-lines are deleted before their holds are released, so the job is safe to run while the app
-serves traffic.
+`expires_at` (GUEST_CART_DAYS or USER_CART_DAYS after their last change) end `expired`. The
+carts to visit are found by index: `holds_expire_at` is the earliest hold expiry of a cart's
+lines (kept with the lines, models.py). Each cart is locked while it is swept (`SKIP LOCKED`:
+a cart being changed right now is left for the next run), lines are removed before their
+holds are released, so the job is safe to run while the app serves traffic.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from datetime import datetime
 from flask import current_app
 from sqlalchemy import or_, select
 
-from app.cart.models import Cart, CartLine, utcnow
-from app.cart.service import aware
+from app.cart.models import Cart, aware, utcnow
+from app.cart.service import _release as release_hold
 from app.extensions import db
 from app.products import interface as products
 from app.transactions import unit_of_work
@@ -44,13 +45,11 @@ def sweep(*, now: datetime | None = None) -> SweepReport:
             )
             if cart is None:
                 continue
+            lines = cart.read_lines()
             abandoned = cart.expires_at is not None and aware(cart.expires_at) < now
-            leaving = (
-                list(cart.lines) if abandoned else [line for line in cart.lines if aware(line.reserved_until) < now]
-            )
-            released = [line.reservation_id for line in leaving]
-            for line in leaving:
-                cart.lines.remove(line)
+            leaving = lines if abandoned else [line for line in lines if line.reserved_until < now]
+            released = [(line.product_id, line.reservation_id) for line in leaving]
+            cart.write_lines([line for line in lines if line not in leaving])
             if abandoned:
                 cart.status = "expired"
                 carts_expired += 1
@@ -60,19 +59,18 @@ def sweep(*, now: datetime | None = None) -> SweepReport:
             owner_id = cart.owner_id
         if leaving or abandoned:
             current_app.extensions["carts"].cache.changed(owner_id)
-        for reservation_id in released:
-            _release(reservation_id)
+        for product_id, reservation_id in released:
+            _release(product_id, reservation_id)
         lines_released += len(leaving)
     return SweepReport(lines_released=lines_released, carts_swept=carts_swept, carts_expired=carts_expired)
 
 
 def _carts_to_visit(now: datetime) -> list:
-    expired_holds = select(CartLine.cart_id).where(CartLine.reserved_until < now)
-    query = select(Cart.id).where(Cart.status == "active", or_(Cart.id.in_(expired_holds), Cart.expires_at < now))
+    query = select(Cart.id).where(Cart.status == "active", or_(Cart.holds_expire_at < now, Cart.expires_at < now))
     with unit_of_work(write=False):
         return list(db.session.scalars(query))
 
 
-def _release(reservation_id: str) -> None:
+def _release(product_id: str, reservation_id: str) -> None:
     with suppress(products.ReservationNotFound):  # never reserved: its add failed between the two stores
-        products.release_reservation(reservation_id=reservation_id)
+        release_hold(product_id, reservation_id)()

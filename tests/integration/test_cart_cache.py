@@ -13,14 +13,14 @@ from datetime import timedelta
 
 import pytest
 import redis
-from sqlalchemy import update
 
 from app import create_app
 from app.cart.cache import KEY_PREFIX, CartCache
-from app.cart.models import CartLine, utcnow
+from app.cart.models import utcnow
 from app.cart.sweep import sweep
 from app.extensions import db, limiter
 from tests.integration.test_cart_api import add, create
+from tests.integration.test_cart_sweep import edit_lines
 from tests.mongo_server import free_port
 
 TTL = 60
@@ -61,9 +61,12 @@ def cached(cached_app, client, admin_headers):
 
 def behind_the_back(app, product_id: str, quantity: int) -> None:
     """Change a line in PostgreSQL without a cart write (so without a new generation)."""
-    with app.app_context():
-        db.session.execute(update(CartLine).where(CartLine.product_id == product_id).values(quantity=quantity))
-        db.session.commit()
+
+    def change(line) -> None:
+        if line.product_id == product_id:
+            line.quantity = quantity
+
+    edit_lines(app, change)
 
 
 def quantities(response) -> dict[str, int]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
-from app.cart.models import Cart, CartLine, utcnow
+from app.cart.models import Cart, Line, utcnow
 from app.extensions import db
 
 
@@ -30,10 +31,21 @@ def reserved(client, product_id: str) -> int:
     return client.get(f"/v1/products/{product_id}").get_json()["reserved"]
 
 
-def age(app, *, lines_by=None, carts_by=None) -> None:
+def edit_lines(app, change: Callable[[Line], None]) -> None:
+    """Change every cart's lines in PostgreSQL behind the app's back (no cart write)."""
     with app.app_context():
-        if lines_by:
-            db.session.execute(update(CartLine).values(reserved_until=utcnow() - lines_by))
+        for cart in db.session.scalars(select(Cart)):
+            lines = cart.read_lines()
+            for line in lines:
+                change(line)
+            cart.write_lines(lines)
+        db.session.commit()
+
+
+def age(app, *, lines_by=None, carts_by=None) -> None:
+    if lines_by:
+        edit_lines(app, lambda line: setattr(line, "reserved_until", utcnow() - lines_by))
+    with app.app_context():
         if carts_by:  # as if the last change was that long ago
             db.session.execute(update(Cart).values(expires_at=Cart.expires_at - carts_by))
         db.session.commit()
