@@ -1,0 +1,155 @@
+"""What the cart tells the products module when it changes a hold (the hold-calls contract).
+
+`reserve_stock(..., held=)` is one MongoDB command when `held` is right: the line's quantity
+while its hold is live, 0 for a new reservation, None once the hold may have lapsed. Release
+and commit name the product. The answer takes the changed product's figures from the hold's
+answer (`StockReservation.product`), so the service reads no product for it.
+
+The products functions are wrapped to record the calls. Where the products module does not
+take the new arguments yet, the wrapper adapts the call and adds the product to the answer
+with `stock` (so `available`) marked (+1000), so that the test can see where the answer's figure came from.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, replace
+from datetime import timedelta
+
+import pytest
+
+from app import clock
+from app.cart import service
+from app.products import interface as products
+from tests.integration.test_cart_api import add, create
+
+MARK = 1000
+REAL = {name: getattr(products, name) for name in ("reserve_stock", "release_reservation", "commit_reservation")}
+REAL_GET = products.get_product
+REAL_GET_MANY = products.get_products
+NEW = "held" in inspect.signature(REAL["reserve_stock"]).parameters
+
+
+@dataclass(frozen=True)
+class Answered:
+    reservation_id: str
+    product_id: str
+    quantity: int
+    status: str
+    product: products.Product
+
+
+@pytest.fixture
+def calls(monkeypatch) -> list[tuple[str, dict]]:
+    recorded: list[tuple[str, dict]] = []
+
+    def recording(name: str):
+        def call(**arguments):
+            recorded.append((name, dict(arguments)))
+            if NEW:
+                return REAL[name](**arguments)
+            if name != "reserve_stock":
+                arguments.pop("product_id", None)
+                return REAL[name](**arguments)
+            arguments.pop("held")
+            reservation = REAL[name](**arguments)
+            product = REAL_GET(product_id=reservation.product_id)
+            product = replace(product, stock=product.stock + MARK)
+            return Answered(reservation.reservation_id, reservation.product_id, reservation.quantity, "active", product)
+
+        return call
+
+    def no_product_reads(**arguments):
+        raise AssertionError(f"the cart read a product for a hold change: {arguments}")
+
+    for name in REAL:
+        monkeypatch.setattr(products, name, recording(name))
+    monkeypatch.setattr(products, "get_product", no_product_reads)
+    monkeypatch.setattr(products, "get_products", no_product_reads)
+    monkeypatch.setattr(service, "_NEW_HOLDS", True)
+    return recorded
+
+
+def mark() -> int:
+    return 0 if NEW else MARK
+
+
+def holds(calls) -> list[tuple]:
+    """Each call, shortly: (function, product, quantity, held) or (function, product)."""
+    return [
+        (name, arguments["product_id"], arguments["quantity"], arguments["held"])
+        if name == "reserve_stock"
+        else (name, arguments["product_id"])
+        for name, arguments in calls
+    ]
+
+
+def only_item(response) -> dict:
+    assert response.status_code in (200, 201), response.get_data(as_text=True)
+    (item,) = response.get_json()["items"]
+    return item
+
+
+def test_each_change_states_what_the_hold_has_now(client, admin_headers, token, calls, settings, monkeypatch):
+    create(client, admin_headers, "mug", stock=20)
+    shopper = {"Authorization": f"Bearer {token('customer', subject='hold-calls')}"}
+
+    item = only_item(add(client, shopper, "mug", 2))  # a new line: a new reservation
+    assert (item["quantity"], item["available"], item["sku"]) == (2, 18 + mark(), "SKU-MUG")
+    item = only_item(add(client, shopper, "mug"))  # one more unit on a live hold of 2
+    assert item["available"] == 17 + mark()
+    item = only_item(client.put("/v1/cart/products/mug", json={"quantity": 1}, headers=shopper))  # shrinks, after
+    assert item["available"] == 19 + mark()
+    assert holds(calls) == [
+        ("reserve_stock", "mug", 2, 0),
+        ("reserve_stock", "mug", 3, 2),
+        ("reserve_stock", "mug", 1, 3),
+    ]
+    reservation_ids = {arguments["reservation_id"] for _, arguments in calls}
+    assert len(reservation_ids) == 1
+
+    calls.clear()
+    later = clock.now() + timedelta(seconds=settings.cart_reservation_ttl + 5)
+    monkeypatch.setattr(clock, "now", lambda: later)  # the hold may have lapsed: unknown
+    only_item(add(client, shopper, "mug"))
+    assert holds(calls) == [("reserve_stock", "mug", 2, None)]
+    assert calls[0][1]["reservation_id"] in reservation_ids  # held again under its id
+
+    calls.clear()
+    assert client.delete("/v1/cart/products/mug?all=true", headers=shopper).status_code == 200
+    assert holds(calls) == [("release_reservation", "mug")]
+
+
+def test_an_undone_hold_states_the_units_it_was_given(app, client, admin_headers, token, calls, monkeypatch):
+    create(client, admin_headers, "mug", stock=20)
+    shopper = {"Authorization": f"Bearer {token('customer', subject='hold-undo')}"}
+    owner_id = add(client, shopper, "mug", 2).get_json()["userId"]
+    calls.clear()
+
+    def failing_write(self, cart):
+        raise RuntimeError("the cart write fails after the hold")
+
+    monkeypatch.setattr(service.Carts, "_bump", failing_write)
+    with app.app_context(), pytest.raises(RuntimeError):
+        app.extensions["carts"].add(owner_id, "mug", 3)
+    assert holds(calls) == [("reserve_stock", "mug", 5, 2), ("reserve_stock", "mug", 2, 5)]
+
+
+def test_checkout_and_emptying_name_the_product(client, admin_headers, token, calls, monkeypatch):
+    # without Redis, a cart of two lines reads the other line's product; checkout reads them all
+    monkeypatch.setattr(products, "get_product", REAL_GET)
+    monkeypatch.setattr(products, "get_products", REAL_GET_MANY)
+    create(client, admin_headers, "mug", stock=20)
+    create(client, admin_headers, "pen", stock=20)
+    shopper = {"Authorization": f"Bearer {token('customer', subject='hold-names')}"}
+    add(client, shopper, "mug")
+    add(client, shopper, "pen")
+    calls.clear()
+    assert client.delete("/v1/cart", headers=shopper).status_code == 200
+    assert sorted(holds(calls)) == [("release_reservation", "mug"), ("release_reservation", "pen")]
+
+    add(client, shopper, "mug", 2)
+    calls.clear()
+    placed = client.post("/v1/cart/checkout", headers={**shopper, "Idempotency-Key": "hold-names"})
+    assert placed.status_code == 201, placed.get_data(as_text=True)
+    assert holds(calls) == [("reserve_stock", "mug", 2, 2), ("commit_reservation", "mug")]
