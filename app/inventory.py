@@ -1,5 +1,5 @@
 """`flask inventory reconcile`: holds without a cart line are released, then every product's
-`reserved` counter is made to match its reservation records (app/products/reconcile.py).
+`reserved` and `available` are made to match its holds (app/products/reconcile.py).
 
 A hold is made before its cart line is written (app/cart/service.py), so a process that dies
 in between leaves a hold no line knows. It would lapse by itself, but until then its units are
@@ -38,7 +38,9 @@ def orphan_holds(*, dry_run: bool) -> list[products.StockReservation]:
             if hold.reservation_id not in held:
                 orphans.append(hold)
                 if not dry_run:
-                    products.release_reservation(reservation_id=hold.reservation_id)
+                    products.release_reservation(
+                        product_id=hold.product_id, reservation_id=hold.reservation_id, held=hold.quantity
+                    )
         after = page[-1].reservation_id
     return orphans
 
@@ -51,8 +53,8 @@ def _reaches_cart() -> bool:
 @inventory_cli.command("reconcile")
 @click.option("--dry-run", is_flag=True, help="Report what would be fixed and change nothing.")
 def reconcile_command(dry_run: bool) -> None:
-    """Release holds no cart line has, then make every product's `reserved` match its active
-    reservations (safe while serving)."""
+    """Release holds no cart line has, then make every product's counters match its holds
+    (safe while serving)."""
     try:
         orphans = orphan_holds(dry_run=dry_run) if _reaches_cart() else None
         report = products.reconcile_inventory(dry_run=dry_run)
@@ -68,11 +70,11 @@ def reconcile_command(dry_run: bool) -> None:
     for fix in report.fixes:
         click.echo(f"product {fix.product_id}: reserved {fix.reserved_before} -> {fix.reserved_after}")
     for product_id in report.oversold:
-        click.echo(f"product {product_id}: oversold, its active reservations hold more than its stock", err=True)
+        click.echo(f"product {product_id}: oversold, its holds hold more than its stock", err=True)
     for product_id in report.busy:
         click.echo(f"product {product_id}: busy, not checked; run again", err=True)
-    fixed, recovered = ("would fix", "would recover") if dry_run else ("fixed", "recovered")
+    fixed = "would fix" if dry_run else "fixed"
     click.echo(
-        f"checked {report.products_checked} products, {fixed} {report.products_fixed}, "
-        f"{recovered} {report.stale_steps_recovered} stale steps" + (" (dry run: nothing changed)" if dry_run else "")
+        f"checked {report.products_checked} products, {fixed} {report.products_fixed}"
+        + (" (dry run: nothing changed)" if dry_run else "")
     )

@@ -12,6 +12,7 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from app.extensions import cache
 from app.products.dto import (
     Product,
     ProductChanges,
@@ -26,14 +27,14 @@ from app.products.errors import (
     StockBelowReserved,
     VersionMismatch,
 )
+from app.products.models import LAPSE_GRACE, StockMovement, all_of, stamped, to_epoch_ms, utcnow
 from app.products.models import Product as ProductDocument
-from app.products.models import Reservation, StockMovement, all_of, lapsed_holds_filter, stamped, utcnow
 from app.products.money import to_cents, to_decimal
 
-# Fields a DTO needs; everything else (keywords, pending steps) stays in the store.
+# Fields a DTO needs (the holds, to leave lapsed ones out); the rest (keywords, sales) stays in the store.
 DTO_FIELDS = [
     *("product_id", "sku", "name", "description", "category", "tags", "price_cents", "currency"),
-    *("stock", "reserved", "status", "created_at", "updated_at", "version"),
+    *("stock", "reserved", "holds", "status", "created_at", "updated_at", "version"),
 ]
 PROJECTION = {"_id": 0, **dict.fromkeys(DTO_FIELDS, 1)}
 SORTS = {
@@ -66,9 +67,15 @@ def _fold(text: str) -> str:
     return "".join(char for char in decomposed if not unicodedata.combining(char))
 
 
-def to_dto(raw: dict[str, Any], lapsed: int = 0) -> Product:
-    """The product as answered; `lapsed` units are held by holds past their expiry, which no
-    longer count as reserved (the next reservation that needs them releases them)."""
+def lapsed_units(raw: dict[str, Any]) -> int:
+    """Units held by the product's holds past their expiry (plus LAPSE_GRACE): they no longer
+    count as reserved, and the next reservation that needs them releases them (holds.py)."""
+    lapsed_before = to_epoch_ms(utcnow() - LAPSE_GRACE)
+    return sum(hold["qty"] for hold in (raw.get("holds") or {}).values() if hold["until"] < lapsed_before)
+
+
+def to_dto(raw: dict[str, Any]) -> Product:
+    """The product as answered; lapsed holds do not count as reserved."""
     return Product(
         product_id=raw["product_id"],
         sku=raw["sku"],
@@ -79,7 +86,7 @@ def to_dto(raw: dict[str, Any], lapsed: int = 0) -> Product:
         price=to_decimal(raw["price_cents"]),
         currency=raw.get("currency", "USD"),
         stock=raw.get("stock", 0),
-        reserved=raw.get("reserved", 0) - lapsed,
+        reserved=raw.get("reserved", 0) - lapsed_units(raw),
         status=raw.get("status", "active"),
         created_at=raw["created_at"].replace(tzinfo=UTC),
         updated_at=raw["updated_at"].replace(tzinfo=UTC),
@@ -91,39 +98,36 @@ def get_product(product_id: str) -> Product:
     raw = collection().find_one({"product_id": product_id}, PROJECTION)
     if raw is None:
         raise ProductNotFound(f"No product with productId {product_id!r}.", productId=product_id)
-    return to_dto(raw, lapsed_holds([product_id]).get(product_id, 0))
+    return to_dto(raw)
 
 
 def get_products(product_ids: Iterable[str]) -> tuple[Product, ...]:
     wanted = list(dict.fromkeys(product_ids))
     if not wanted:
         return ()
-    raws = list(collection().find({"product_id": {"$in": wanted}}, PROJECTION))
-    lapsed = lapsed_holds(wanted) if raws else {}
-    found = {raw["product_id"]: to_dto(raw, lapsed.get(raw["product_id"], 0)) for raw in raws}
+    found = {raw["product_id"]: to_dto(raw) for raw in collection().find({"product_id": {"$in": wanted}}, PROJECTION)}
     return tuple(found[product_id] for product_id in wanted if product_id in found)
 
 
 def list_products(filters: ProductFilters, sort: str, page: int, page_size: int) -> ProductPage:
+    """One page, read with one more item than it shows: without a next page the total is known
+    from this page alone; with one, it is counted (and kept for the micro-cache's TTL)."""
     query = _listing_query(filters)
-    cursor = collection().find(query, PROJECTION).sort(SORTS[sort]).skip((page - 1) * page_size).limit(page_size)
+    cursor = collection().find(query, PROJECTION).sort(SORTS[sort]).skip((page - 1) * page_size).limit(page_size + 1)
     raws = list(cursor)
-    lapsed = lapsed_holds([raw["product_id"] for raw in raws]) if raws else {}
-    items = tuple(to_dto(raw, lapsed.get(raw["product_id"], 0)) for raw in raws)
-    fits_on_first_page = page == 1 and len(items) < page_size  # then no count round trip
-    total = len(items) if fits_on_first_page else count(query)
+    items = tuple(to_dto(raw) for raw in raws[:page_size])
+    last_page_reached = len(raws) <= page_size and (items or page == 1)
+    total = (page - 1) * page_size + len(items) if last_page_reached else _counted(query)
     return ProductPage(items=items, total=total, page=page, page_size=page_size)
 
 
-def lapsed_holds(product_ids: list[str]) -> dict[str, int]:
-    """Units per product held by lapsed reservations (see models.LAPSE_GRACE; one query on the
-    (status, expires_at_ms) index; the sweeper keeps their number small). A reservation with a
-    step in flight is left out: it is being changed right now."""
-    query = {**lapsed_holds_filter(), "product_id": {"$in": product_ids}, "pending_step": None}
-    lapsed: dict[str, int] = {}
-    for hold in Reservation._get_collection().find(query, {"_id": 0, "product_id": 1, "quantity": 1}):
-        lapsed[hold["product_id"]] = lapsed.get(hold["product_id"], 0) + hold["quantity"]
-    return lapsed
+def _counted(query: dict[str, Any]) -> int:
+    key = "products:count:" + repr(sorted(query.items(), key=repr))
+    total = cache.get(key)
+    if total is None:
+        total = count(query)
+        cache.set(key, total)
+    return total
 
 
 def count(query: dict[str, Any]) -> int:
@@ -181,7 +185,8 @@ def new_document(draft: ProductDraft) -> dict[str, Any]:
         "created_at": now,
         "updated_at": now,
         "version": 1,
-        "pending_steps": [],
+        "holds": {},
+        "sold": {},
     }
 
 
@@ -325,6 +330,5 @@ def import_products(drafts: Iterable[ProductDraft]) -> int:
 
 
 def delete_all_products() -> int:
-    Reservation.objects.delete()
     StockMovement.objects.delete()
     return collection().delete_many({}).deleted_count

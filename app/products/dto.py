@@ -81,8 +81,12 @@ class ProductPage:
 
 @dataclass(frozen=True)
 class StockReservation:
+    """A hold: `active` while it holds `quantity` units, else `released` (quantity 0) or
+    `committed` (sold); `product` is the product right after the call."""
+
     reservation_id: str
     product_id: str
     quantity: int
     status: str
     expires_at: datetime
+    product: Product

@@ -11,8 +11,8 @@ from datetime import datetime
 
 from app.ports import Port as _Port
 from app.products import catalog as _catalog
+from app.products import holds as _holds
 from app.products import reconcile as _reconcile
-from app.products import reservations as _reservations
 from app.products.database import ping as _ping
 from app.products.database import translate_store_errors as _translate_store_errors
 from app.products.dto import (
@@ -134,9 +134,14 @@ def adjust_stock(*, product_id: str, delta: int, reason: str) -> Product:
 
 @port.expose(idempotent=True)
 @_translate_store_errors
-def reserve_stock(*, product_id: str, quantity: int, reservation_id: str, expires_at: datetime) -> StockReservation:
-    """Hold exactly `quantity` units for `reservation_id` (idempotent; 0 holds none)."""
-    return _reservations.reserve_stock(product_id, quantity, reservation_id, expires_at)
+def reserve_stock(
+    *, product_id: str, quantity: int, reservation_id: str, expires_at: datetime, held: int | None = None
+) -> StockReservation:
+    """Hold exactly `quantity` units for `reservation_id` until `expires_at` (idempotent; 0
+    releases the hold). `held` is what the caller believes the hold has now (0: none yet, None:
+    unknown): right, the change is one store command; wrong, it costs a read, never correctness.
+    A hold that lapsed and was released is held again under its id if the units are there."""
+    return _holds.reserve_stock(product_id, quantity, reservation_id, expires_at, held)
 
 
 @port.expose(idempotent=True)
@@ -144,31 +149,30 @@ def reserve_stock(*, product_id: str, quantity: int, reservation_id: str, expire
 def list_active_reservations(
     *, created_before: datetime, after: str | None = None, limit: int = 500
 ) -> tuple[StockReservation, ...]:
-    """Active reservations made before `created_before`, a page at a time by reservation id
-    (pass the last id seen as `after`)."""
-    return _reservations.active_reservations(created_before, after, limit)
+    """Holds made before `created_before`, a page at a time by reservation id (pass the last
+    id seen as `after`); a maintenance read that scans the products holding anything."""
+    return _holds.active_holds(created_before, after, limit)
 
 
 @port.expose(idempotent=True)
 @_translate_store_errors
-def release_reservation(*, reservation_id: str) -> StockReservation:
-    return _reservations.release_reservation(reservation_id)
+def release_reservation(*, product_id: str, reservation_id: str, held: int | None = None) -> StockReservation:
+    """Give the hold's units back; a hold that is not there (released already) changes nothing."""
+    return _holds.release_reservation(product_id, reservation_id, held)
 
 
 @port.expose(idempotent=True)
 @_translate_store_errors
-def commit_reservation(*, reservation_id: str) -> StockReservation:
-    return _reservations.commit_reservation(reservation_id)
+def commit_reservation(*, product_id: str, reservation_id: str, held: int | None = None) -> StockReservation:
+    """Sell the hold's units (idempotent); ReservationNotFound if the hold lapsed and was released."""
+    return _holds.commit_reservation(product_id, reservation_id, held)
 
 
 @port.expose(idempotent=True)
 @_translate_store_errors
 def reconcile_inventory(*, dry_run: bool = False) -> ReconcileReport:
-    """Make each product's `reserved` match its active reservations, and report what changed.
-
-    Recovers stale reservation steps first. Safe while the app serves traffic (see
-    reconcile.py); with `dry_run`, reports what it would change and changes nothing.
-    """
+    """Make each product's `reserved` and `available` match its holds, and report what changed
+    (safe while the app serves traffic, see reconcile.py); `dry_run` changes nothing."""
     return _reconcile.reconcile_inventory(dry_run=dry_run)
 
 

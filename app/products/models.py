@@ -6,12 +6,11 @@ Indexes are declared here but created explicitly by `ensure_indexes()` at start-
 
 from datetime import UTC, datetime, timedelta
 
-from mongoengine import DateTimeField, Document, IntField, ListField, LongField, StringField
+from mongoengine import DateTimeField, DictField, Document, IntField, ListField, StringField
 
 from app import clock
 
 PRODUCT_STATUSES = ("active", "archived")
-RESERVATION_STATUSES = ("active", "released", "committed")
 
 
 def utcnow() -> datetime:
@@ -44,11 +43,6 @@ def all_of(*conditions: dict) -> dict:
 LAPSE_GRACE = timedelta(seconds=2)
 
 
-def lapsed_holds_filter() -> dict:
-    """Active reservations past their expiry (plus LAPSE_GRACE)."""
-    return {"status": "active", "expires_at_ms": {"$lt": to_epoch_ms(utcnow() - LAPSE_GRACE)}}
-
-
 def to_epoch_ms(moment: datetime) -> int:
     """Datetimes that change after insert are kept as epoch milliseconds (see `stamped`)."""
     aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
@@ -79,9 +73,10 @@ class Product(Document):
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
     version = IntField(default=1)
-    # Ids of reservation steps applied to `reserved`/`stock` whose reservation record is
-    # not finalised yet; makes each step apply at most once (see reservations.py).
-    pending_steps = ListField(StringField())
+    # Live stock holds by reservation id, {qty, until, since} (epoch ms), and recent sales
+    # by reservation id, {qty, at}; changed only by holds.py's conditional updates.
+    holds = DictField()
+    sold = DictField()
 
     meta = {
         "collection": "products",
@@ -94,34 +89,6 @@ class Product(Document):
             {"fields": ["category"]},
             {"fields": ["tags"]},
             {"fields": ["keywords"]},
-        ],
-    }
-
-
-class Reservation(Document):
-    """Stock held for a cart line; its own document so that it can change atomically."""
-
-    reservation_id = StringField(required=True)
-    product_id = StringField(required=True)
-    quantity = IntField(required=True, min_value=0)
-    status = StringField(default="active", choices=RESERVATION_STATUSES)
-    expires_at_ms = LongField(required=True)
-    version = IntField(default=1)
-    # The step in flight and, for a reserve step, the quantity held once it is applied; None when idle.
-    pending_step = StringField(null=True)
-    pending_quantity = IntField(default=0)
-    pending_since_ms = LongField(default=0)
-    pending_expires_at_ms = LongField(null=True)  # the expiry a reserve step sets once applied
-    created_at = DateTimeField(default=utcnow)
-    updated_at = DateTimeField(default=utcnow)
-
-    meta = {
-        "collection": "reservations",
-        "auto_create_index": False,
-        "indexes": [
-            {"fields": ["reservation_id"], "unique": True},
-            {"fields": ["product_id", "status"]},
-            {"fields": ["status", "expires_at_ms"]},
         ],
     }
 
@@ -142,4 +109,4 @@ class StockMovement(Document):
     }
 
 
-DOCUMENTS = (Product, Reservation, StockMovement)
+DOCUMENTS = (Product, StockMovement)

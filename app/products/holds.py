@@ -1,0 +1,257 @@
+"""Stock holds: kept in the product's own document, each change one conditional update.
+
+A product document keeps its live holds keyed by reservation id,
+`holds.<id>: {qty, until, since}` (epoch milliseconds), next to the counters `reserved` and
+`available` (= stock - reserved). Every change of a hold is one `find_one_and_update` whose
+filter states what must be true before it (the hold absent, or holding `held` units; enough
+`available` when it grows) and whose update moves the hold and both counters together. A
+single-document update is atomic on MongoDB (and on nx-27017), so no interleaving can oversell
+or count a hold twice, and a process that dies leaves either the whole change or none of it.
+
+Retrying a change that was applied matches nothing (the hold no longer has the quantity the
+filter names); the product is then read and the change recognised as applied, so every call
+is idempotent by reservation id. The caller's `held` (the quantity it believes the hold has)
+is only a guess that saves a read: a wrong guess costs one `find_one`, never correctness.
+
+A sale (`commit`) moves the hold to `sold.<id>: {qty, at}`, remembered for SOLD_MEMORY so that
+a retried checkout recognises its sale instead of holding the units again; older entries are
+dropped by the next sale of that product.
+
+Holds lapse by themselves: one past its expiry (plus models.LAPSE_GRACE) is not counted by
+reads (catalog.to_dto), and a reservation short of units first releases the lapsed holds of
+its product (one update whose filter names each lapsed hold as read). Their number is
+bounded by the stock, since each hold holds at least one unit.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from pymongo import ReturnDocument
+
+from app.products.catalog import PROJECTION, backfill_available, to_dto
+from app.products.catalog import collection as products
+from app.products.dto import StockReservation
+from app.products.errors import (
+    InsufficientStock,
+    ProductNotFound,
+    ReservationBusy,
+    ReservationConflict,
+    ReservationNotFound,
+)
+from app.products.models import LAPSE_GRACE, from_epoch_ms, stamped, to_epoch_ms, utcnow
+
+ATTEMPTS = 50  # rounds of read-and-retry when other changes keep winning; each is one command or two
+SOLD_MEMORY = timedelta(hours=1)
+FIELDS = {**PROJECTION, "available": 1}
+
+
+def reserve_stock(
+    product_id: str, quantity: int, reservation_id: str, expires_at: datetime, held: int | None = None
+) -> StockReservation:
+    """Make reservation `reservation_id` hold exactly `quantity` units of `product_id` until
+    `expires_at` (0 releases it). A hold released meanwhile (it lapsed and another buyer took
+    its units) is held again under the same id if the units are there."""
+    until = to_epoch_ms(expires_at)
+    for _ in range(ATTEMPTS):
+        if held is not None:
+            changed = _change(product_id, reservation_id, held, quantity, until)
+            if changed is not None:
+                return _answer(changed, reservation_id)
+        current = _read(product_id, reservation_id)
+        if reservation_id in current.get("sold", {}):
+            raise ReservationConflict(
+                f"Reservation {reservation_id!r} is already committed.",
+                reservationId=reservation_id,
+                reservationStatus="committed",
+            )
+        actual = _held(current, reservation_id)
+        if actual == quantity and (quantity == 0 or _hold(current, reservation_id)["until"] == until):
+            return _answer(current, reservation_id)  # applied already (a retry), or nothing to do
+        if actual != held:
+            held = actual  # the guess was wrong, or another change came first: start from what is there
+            continue
+        if quantity > held and not _can_grow(current, quantity - held):
+            if not _lapsed_released(current, keep=reservation_id):
+                raise _short(current, quantity)
+        elif "available" not in current:
+            backfill_available(current)
+    raise ReservationBusy(f"Product {product_id!r} is changing too fast; try again.")
+
+
+def release_reservation(product_id: str, reservation_id: str, held: int | None = None) -> StockReservation:
+    """Give the hold's units back. Releasing a hold that is not there changes nothing."""
+    return reserve_stock(product_id, 0, reservation_id, utcnow(), held)
+
+
+def commit_reservation(product_id: str, reservation_id: str, held: int | None = None) -> StockReservation:
+    """Turn the hold into a sale: stock and reserved go down by its units. Idempotent; a hold
+    that is gone (it lapsed and was released) raises ReservationNotFound."""
+    for _ in range(ATTEMPTS):
+        if held is None:
+            current = _read(product_id, reservation_id, with_sales=True)
+            if reservation_id in current.get("sold", {}):
+                return _answer(current, reservation_id)
+            held = _held(current, reservation_id)
+        if held == 0:
+            raise ReservationNotFound(
+                f"Reservation {reservation_id!r} holds nothing of product {product_id!r}.", reservationId=reservation_id
+            )
+        now = to_epoch_ms(utcnow())
+        sold = products().find_one_and_update(
+            {"product_id": product_id, f"holds.{reservation_id}.qty": held},
+            stamped(
+                {
+                    "$unset": {f"holds.{reservation_id}": ""},
+                    "$set": {f"sold.{reservation_id}": {"qty": held, "at": now}},
+                    "$inc": {"stock": -held, "reserved": -held, "version": 1},
+                }
+            ),
+            projection={**FIELDS, "sold": 1},
+            return_document=ReturnDocument.AFTER,
+        )
+        if sold is not None:
+            _forget_old_sales(sold, now)
+            return _answer(sold, reservation_id)
+        held = None  # changed in between: read it again
+    raise ReservationBusy(f"Product {product_id!r} is changing too fast; try again.")
+
+
+def active_holds(created_before: datetime, after: str | None, limit: int) -> tuple[StockReservation, ...]:
+    """Holds made before `created_before`, by reservation id, after `after` (a maintenance
+    read: it scans the products that hold anything)."""
+    made_before = to_epoch_ms(created_before)
+    found: list[tuple[str, dict[str, Any]]] = []
+    for product in products().find({"reserved": {"$gt": 0}}, FIELDS):
+        for reservation_id, hold in (product.get("holds") or {}).items():
+            if hold["since"] < made_before and (after is None or reservation_id > after):
+                found.append((reservation_id, product))
+    found.sort(key=lambda pair: pair[0])
+    return tuple(_answer(product, reservation_id) for reservation_id, product in found[:limit])
+
+
+def _change(product_id: str, reservation_id: str, held: int, quantity: int, until: int) -> dict[str, Any] | None:
+    """The one conditional update: from `held` units to `quantity`; the product after it, or
+    None when the product is not as the filter says."""
+    key = f"holds.{reservation_id}"
+    delta = quantity - held
+    conditions: dict[str, Any] = {"product_id": product_id}
+    if held:
+        conditions[f"{key}.qty"] = held
+    else:
+        conditions[key] = {"$exists": False}
+        conditions[f"sold.{reservation_id}"] = {"$exists": False}  # a sold hold is never held again
+    if delta > 0:
+        conditions.update({"status": "active", "available": {"$gte": delta}})
+    elif delta < 0:
+        conditions["available"] = {"$exists": True}
+    update: dict[str, Any] = {}
+    if quantity == 0:
+        update["$unset"] = {key: ""}
+    elif held == 0:
+        update["$set"] = {key: {"qty": quantity, "until": until, "since": to_epoch_ms(utcnow())}}
+    else:
+        update["$set"] = {f"{key}.qty": quantity, f"{key}.until": until}
+    if delta:
+        update["$inc"] = {"reserved": delta, "available": -delta, "version": 1}
+    if not update:  # nothing held, nothing wanted: only a read tells the product exists
+        return None
+    return products().find_one_and_update(
+        conditions, stamped(update), projection=_fields(reservation_id), return_document=ReturnDocument.AFTER
+    )
+
+
+def _fields(reservation_id: str) -> dict[str, int]:
+    """What a hold change needs back: the product as answered, and this reservation's sale."""
+    return {**FIELDS, f"sold.{reservation_id}": 1}
+
+
+def _read(product_id: str, reservation_id: str, *, with_sales: bool = False) -> dict[str, Any]:
+    fields = {**FIELDS, "sold": 1} if with_sales else _fields(reservation_id)
+    current = products().find_one({"product_id": product_id}, fields)
+    if current is None:
+        raise ProductNotFound(f"No product with productId {product_id!r}.", productId=product_id)
+    return current
+
+
+def _hold(product: dict[str, Any], reservation_id: str) -> dict[str, Any]:
+    return (product.get("holds") or {}).get(reservation_id) or {}
+
+
+def _held(product: dict[str, Any], reservation_id: str) -> int:
+    return _hold(product, reservation_id).get("qty", 0)
+
+
+def _can_grow(product: dict[str, Any], delta: int) -> bool:
+    return product.get("status") == "active" and product.get("available", 0) >= delta
+
+
+def _lapsed_released(product: dict[str, Any], keep: str) -> bool:
+    """Release the product's lapsed holds (but `keep`'s, which its owner is renewing) in one
+    update that applies only if each is still as read; False when there were none. Released
+    or not (someone renewed or released one of them first), the caller looks again."""
+    lapsed_before = to_epoch_ms(utcnow() - LAPSE_GRACE)
+    lapsed = {
+        reservation_id: hold
+        for reservation_id, hold in (product.get("holds") or {}).items()
+        if hold["until"] < lapsed_before and reservation_id != keep
+    }
+    if not lapsed:
+        return False
+    units = sum(hold["qty"] for hold in lapsed.values())
+    conditions: dict[str, Any] = {"product_id": product["product_id"]}
+    for reservation_id, hold in lapsed.items():
+        conditions[f"holds.{reservation_id}.qty"] = hold["qty"]
+        conditions[f"holds.{reservation_id}.until"] = hold["until"]
+    products().update_one(
+        conditions,
+        stamped(
+            {
+                "$unset": {f"holds.{reservation_id}": "" for reservation_id in lapsed},
+                "$inc": {"reserved": -units, "available": units, "version": 1},
+            }
+        ),
+    )
+    return True
+
+
+def _forget_old_sales(product: dict[str, Any], now: int) -> None:
+    forget_before = now - int(SOLD_MEMORY.total_seconds() * 1000)
+    old = [reservation_id for reservation_id, sale in (product.get("sold") or {}).items() if sale["at"] < forget_before]
+    if old:
+        products().update_one(
+            {"product_id": product["product_id"]}, {"$unset": {f"sold.{reservation_id}": "" for reservation_id in old}}
+        )
+
+
+def _short(product: dict[str, Any], quantity: int) -> ProductNotFound | InsufficientStock:
+    product_id = product["product_id"]
+    if product.get("status") != "active":
+        return ProductNotFound(f"No product with productId {product_id!r}.", productId=product_id)
+    visible = to_dto(product).available
+    return InsufficientStock(
+        f"Only {visible} of product {product_id!r} available; {quantity} requested.",
+        productId=product_id,
+        available=visible,
+        requested=quantity,
+    )
+
+
+def _answer(product: dict[str, Any], reservation_id: str) -> StockReservation:
+    hold = _hold(product, reservation_id)
+    sale = product.get("sold", {}).get(reservation_id)
+    if hold:
+        quantity, status, until = hold["qty"], "active", hold["until"]
+    elif sale:
+        quantity, status, until = sale["qty"], "committed", sale["at"]
+    else:
+        quantity, status, until = 0, "released", to_epoch_ms(utcnow())
+    return StockReservation(
+        reservation_id=reservation_id,
+        product_id=product["product_id"],
+        quantity=quantity,
+        status=status,
+        expires_at=from_epoch_ms(until),
+        product=to_dto(product),
+    )
