@@ -60,7 +60,7 @@ def reserve_stock(
             if changed is not None:
                 return _answer(changed, reservation_id)
         current = _read(product_id, reservation_id)
-        if reservation_id in current.get("sold", {}):
+        if _sale(current, reservation_id):
             raise ReservationConflict(
                 f"Reservation {reservation_id!r} is already committed.",
                 reservationId=reservation_id,
@@ -91,7 +91,7 @@ def commit_reservation(product_id: str, reservation_id: str, held: int | None = 
     for _ in range(ATTEMPTS):
         if held is None:
             current = _read(product_id, reservation_id, with_sales=True)
-            if reservation_id in current.get("sold", {}):
+            if _sale(current, reservation_id):
                 return _answer(current, reservation_id)
             held = _held(current, reservation_id)
         if held == 0:
@@ -179,6 +179,12 @@ def _hold(product: dict[str, Any], reservation_id: str) -> dict[str, Any]:
     return (product.get("holds") or {}).get(reservation_id) or {}
 
 
+def _sale(product: dict[str, Any], reservation_id: str) -> dict[str, Any] | None:
+    """The reservation's sale, if any. Projected as `sold.<id>`, MongoDB nests it under `sold`;
+    nx-27017 answers the flat key "sold.<id>" (pinned in tests/integration/test_store_operators.py)."""
+    return product.get("sold", {}).get(reservation_id) or product.get(f"sold.{reservation_id}")
+
+
 def _held(product: dict[str, Any], reservation_id: str) -> int:
     return _hold(product, reservation_id).get("qty", 0)
 
@@ -240,7 +246,7 @@ def _short(product: dict[str, Any], quantity: int) -> ProductNotFound | Insuffic
 
 def _answer(product: dict[str, Any], reservation_id: str) -> StockReservation:
     hold = _hold(product, reservation_id)
-    sale = product.get("sold", {}).get(reservation_id)
+    sale = _sale(product, reservation_id)
     if hold:
         quantity, status, until = hold["qty"], "active", hold["until"]
     elif sale:

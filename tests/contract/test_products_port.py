@@ -207,15 +207,15 @@ def test_reserve_stock_is_idempotent_by_reservation_id(port_app, in_process):
     expires_at = later()
     sent = expires_at.astimezone(timezone(timedelta(hours=-5)))  # any offset: the same instant
 
-    first = products.reserve_stock(product_id="p1", quantity=3, reservation_id="r1", expires_at=sent)
-    again = products.reserve_stock(product_id="p1", quantity=3, reservation_id="r1", expires_at=sent)
+    first = products.reserve_stock(product_id="p1", quantity=3, reservation_id="r1", expires_at=sent, held=0)
+    again = products.reserve_stock(product_id="p1", quantity=3, reservation_id="r1", expires_at=sent, held=0)
 
+    product = in_process(products.get_product, product_id="p1")
     assert first == products.StockReservation(
-        reservation_id="r1", product_id="p1", quantity=3, status="active", expires_at=expires_at
+        reservation_id="r1", product_id="p1", quantity=3, status="active", expires_at=expires_at, product=product
     )
     assert_aware_utc(first.expires_at)
     assert again == first
-    product = in_process(products.get_product, product_id="p1")
     assert (product.stock, product.reserved, product.available) == (5, 3, 2)
 
 
@@ -223,10 +223,12 @@ def test_reserve_stock_changes_a_hold_to_the_new_quantity(port_app, in_process):
     in_process(products.create_product, draft=draft("p1", stock=5))
     products.reserve_stock(product_id="p1", quantity=3, reservation_id="r1", expires_at=later())
 
-    smaller = products.reserve_stock(product_id="p1", quantity=1, reservation_id="r1", expires_at=later())
+    smaller = products.reserve_stock(product_id="p1", quantity=1, reservation_id="r1", expires_at=later(), held=3)
+    wrong_guess = products.reserve_stock(product_id="p1", quantity=2, reservation_id="r1", expires_at=later(), held=4)
 
-    assert smaller.quantity == 1
-    assert in_process(products.get_product, product_id="p1").reserved == 1
+    assert (smaller.quantity, smaller.product.reserved) == (1, 1)
+    assert (wrong_guess.quantity, wrong_guess.product.reserved) == (2, 2)
+    assert in_process(products.get_product, product_id="p1").reserved == 2
 
 
 def test_reserve_stock_refuses_more_than_is_available(port_app, in_process):
@@ -239,44 +241,38 @@ def test_reserve_stock_refuses_more_than_is_available(port_app, in_process):
     assert in_process(products.get_product, product_id="p1").reserved == 0
 
 
-def test_a_reservation_id_belongs_to_one_product(port_app, in_process):
-    for product_id in ("p1", "p2"):
-        in_process(products.create_product, draft=draft(product_id, stock=5))
-    products.reserve_stock(product_id="p1", quantity=1, reservation_id="r1", expires_at=later())
-
-    with raises(products.ReservationConflict, reservationId="r1"):
-        products.reserve_stock(product_id="p2", quantity=1, reservation_id="r1", expires_at=later())
-    assert in_process(products.get_product, product_id="p2").reserved == 0
-
-
-def test_release_and_commit_apply_once_and_close_the_reservation(port_app, in_process):
+def test_release_and_commit_apply_once(port_app, in_process):
     in_process(products.create_product, draft=draft("p1", stock=5))
     for reservation_id in ("r1", "r2"):
         products.reserve_stock(product_id="p1", quantity=2, reservation_id=reservation_id, expires_at=later())
 
-    released = [products.release_reservation(reservation_id="r1") for _ in range(2)]
-    committed = [products.commit_reservation(reservation_id="r2") for _ in range(2)]
+    released = [products.release_reservation(product_id="p1", reservation_id="r1", held=2) for _ in range(2)]
+    committed = [products.commit_reservation(product_id="p1", reservation_id="r2", held=2) for _ in range(2)]
 
-    assert [(item.reservation_id, item.status, item.quantity) for item in released] == [("r1", "released", 2)] * 2
+    assert [(item.reservation_id, item.status, item.quantity) for item in released] == [("r1", "released", 0)] * 2
     assert [(item.reservation_id, item.status, item.quantity) for item in committed] == [("r2", "committed", 2)] * 2
     assert type(released[0]) is products.StockReservation
     product = in_process(products.get_product, product_id="p1")
     assert (product.stock, product.reserved) == (3, 0)
+    assert committed[-1].product == product
 
     with raises(products.ReservationConflict, reservationId="r2", reservationStatus="committed"):
-        products.release_reservation(reservation_id="r2")
-    with raises(products.ReservationConflict, reservationId="r1", reservationStatus="released"):
-        products.commit_reservation(reservation_id="r1")
-    with raises(products.ReservationConflict, reservationId="r2", reservationStatus="committed"):
         products.reserve_stock(product_id="p1", quantity=1, reservation_id="r2", expires_at=later())
+    with raises(products.ReservationNotFound, reservationId="r1"):
+        products.commit_reservation(product_id="p1", reservation_id="r1")
     assert in_process(products.get_product, product_id="p1").stock == 3
 
 
-def test_unknown_reservations_are_not_found(port_app):
+def test_unknown_holds(port_app, in_process):
+    in_process(products.create_product, draft=draft("p1", stock=5))
+
+    released = products.release_reservation(product_id="p1", reservation_id="nope")
+
+    assert (released.status, released.quantity, released.product.reserved) == ("released", 0, 0)
     with raises(products.ReservationNotFound, reservationId="nope"):
-        products.release_reservation(reservation_id="nope")
-    with raises(products.ReservationNotFound, reservationId="nope"):
-        products.commit_reservation(reservation_id="nope")
+        products.commit_reservation(product_id="p1", reservation_id="nope")
+    with raises(products.ProductNotFound, productId="gone"):
+        products.release_reservation(product_id="gone", reservation_id="nope")
 
 
 def test_import_products_takes_any_iterable_and_skips_existing_ones(port_app, in_process):
