@@ -1,6 +1,6 @@
 """Public catalog API: /v1/products."""
 
-from flask import url_for
+from flask import jsonify, url_for
 from flask.views import MethodView
 
 from app.errors import ApiError
@@ -14,6 +14,7 @@ from app.gateway.schemas import (
     ProductQuerySchema,
     ProductSchema,
     StockAdjustmentSchema,
+    product_body,
 )
 from app.products import interface as products
 
@@ -59,7 +60,7 @@ class Products(MethodView):
             filters=filters, sort=sort, page=pagination_parameters.page, page_size=pagination_parameters.page_size
         )
         pagination_parameters.item_count = page.total
-        return list(page.items)
+        return jsonify([product_body(product) for product in page.items])  # as ProductSchema documents it
 
     @roles_required("admin")
     @blp.arguments(ProductCreateSchema)

@@ -70,8 +70,11 @@ def _fold(text: str) -> str:
 def lapsed_units(raw: dict[str, Any]) -> int:
     """Units held by the product's holds past their expiry (plus LAPSE_GRACE): they no longer
     count as reserved, and the next reservation that needs them releases them (holds.py)."""
+    holds = raw.get("holds")
+    if not holds:
+        return 0
     lapsed_before = to_epoch_ms(utcnow() - LAPSE_GRACE)
-    return sum(hold["qty"] for hold in (raw.get("holds") or {}).values() if hold["until"] < lapsed_before)
+    return sum(hold["qty"] for hold in holds.values() if hold["until"] < lapsed_before)
 
 
 def to_dto(raw: dict[str, Any]) -> Product:
