@@ -262,13 +262,14 @@ def parse_wrk(output: str) -> dict[str, float | int]:
     }
 
 
-def wrk_command(url: str, seconds: int, script: Path | None = None) -> list[str]:
+def wrk_command(url: str, seconds: int, script: Path | None = None, headers: Iterable[str] = ()) -> list[str]:
     command = ["wrk", f"-t{WRK_THREADS}", f"-c{WRK_CONNECTIONS}", f"-d{seconds}s", "--latency"]
+    command += [argument for header in headers for argument in ("-H", header)]
     return [*command, *(["-s", str(script)] if script else []), url]
 
 
-def run_wrk(url: str, seconds: int, script: Path | None = None) -> str:
-    command = wrk_command(url, seconds, script)
+def run_wrk(url: str, seconds: int, script: Path | None = None, headers: Iterable[str] = ()) -> str:
+    command = wrk_command(url, seconds, script, headers)
     try:
         completed = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, check=False)
     except subprocess.TimeoutExpired as error:
@@ -317,10 +318,11 @@ def get_label(result: Result) -> str:
 
 
 def table(results: list[Result], label: Callable[[Result], str] = get_label) -> str:
-    header = f"{'endpoint':<48} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs hello':>9}  targets"
+    names = [label(result) for result in results]
+    width = max([48, *map(len, names)])
+    header = f"{'endpoint':<{width}} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs hello':>9}  targets"
     lines = [header, "-" * (len(header) + 50)]
-    for result in results:
-        name = label(result)
+    for name, result in zip(names, results, strict=True):
         ratio = f"{result.ratio_to_hello:.1%}" if result.ratio_to_hello is not None else "-"
         marks = []
         if result.ratio_target is not None:
@@ -329,7 +331,7 @@ def table(results: list[Result], label: Callable[[Result], str] = get_label) -> 
             marks.append(verdict(result.p99_pass, f"p99 <= {result.p99_target_ms:g} ms"))
         if result.non_2xx_3xx or result.socket_errors:
             marks.append(f"!! {result.non_2xx_3xx} non-2xx, {result.socket_errors} socket errors")
-        row = f"{name:<48} {result.requests_per_sec:>9.1f} {result.p50_ms:>8.2f} {result.p99_ms:>8.2f} {ratio:>9}"
+        row = f"{name:<{width}} {result.requests_per_sec:>9.1f} {result.p50_ms:>8.2f} {result.p99_ms:>8.2f} {ratio:>9}"
         lines.append("  ".join([row, *marks]))
     return "\n".join(lines)
 
@@ -373,7 +375,8 @@ def write_json(path: Path, benchmark: str, results: list[Result], settings: dict
 # --- stores of the run's own -----------------------------------------------------------------
 
 POSTGRES = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"  # the local server, trust auth
-REDIS = "redis://127.0.0.1:6379/13"  # a database number of the benchmarks' own
+REDIS = "redis://127.0.0.1:6379/13"  # a database number of the benchmarks' own (cart.py, split.py)
+CATALOG_REDIS = "redis://127.0.0.1:6379/12"  # catalog.py's, so that it may run alongside cart.py
 DATABASE = f"storefront_bench_{os.getpid()}"
 
 
@@ -411,30 +414,35 @@ def database() -> Iterator[str]:
 
 
 @contextmanager
-def redis_database() -> Iterator[str]:
-    """REDIS's database, emptied before and after the run."""
+def redis_database(url: str = REDIS) -> Iterator[str]:
+    """A Redis database of the benchmark's own (REDIS unless told), emptied before and after the run."""
     import redis
 
-    client = redis.Redis.from_url(REDIS, socket_timeout=5, socket_connect_timeout=5)
+    client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
     try:
         client.flushdb()
     except redis.RedisError as error:
-        raise BenchError(f"cannot use Redis at {REDIS}: {error}") from error
+        raise BenchError(f"cannot use Redis at {url}: {error}") from error
     try:
-        yield REDIS
+        yield url
     finally:
         try:
             client.flushdb()
         except redis.RedisError as error:
-            print(f"could not flush {REDIS}: {error}", file=sys.stderr)
+            print(f"could not flush {url}: {error}", file=sys.stderr)
         client.close()
 
 
 # --- command line ----------------------------------------------------------------------------
 
 
-def parse_args(description: str, argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(description: str, argv: list[str] | None = None, *, round_trips: bool = False) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
+    if round_trips:
+        parser.add_argument(
+            "--round-trips-only", action="store_true",
+            help="count round trips per request and judge the budgets only: no wrk, no hello app (fast)",
+        )  # fmt: skip
     parser.add_argument("--duration", default="10s", help="wrk duration per endpoint: 10s, 1m or seconds [10s]")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help=f"gunicorn workers [{DEFAULT_WORKERS}]")
     parser.add_argument(
@@ -445,6 +453,7 @@ def parse_args(description: str, argv: list[str] | None = None) -> argparse.Name
         "--threads", type=int, default=DEFAULT_THREADS, help=f"threads per gthread worker [{DEFAULT_THREADS}]"
     )
     options = parser.parse_args(argv)
+    options.round_trips_only = getattr(options, "round_trips_only", False)
     match = re.fullmatch(r"(\d+)([sm]?)", options.duration.strip())
     if not match or int(match.group(1)) < 1:
         parser.error("--duration must look like 10s, 1m or 10")
@@ -478,26 +487,31 @@ def ignore_signals() -> None:
 def bench_main(
     doc: str,
     name: str,
-    run: Callable[..., None],
+    run: Callable[..., int | None],
     argv: list[str] | None = None,
     stores: tuple[Callable[[], AbstractContextManager[str]], ...] = (),
+    *,
+    round_trips: bool = False,
 ) -> int:
-    """A benchmark's `main`: its options, a work folder, the stores of the run's own (what each
-    yields is passed to `run` after the options), and a cleanup that stops every server before
-    the stores go, whatever happens. Exit status 1 when the benchmark could not run."""
-    options = parse_args(doc.split("\n\n")[0], argv)
-    if not have_wrk():
+    """A benchmark's `main`: its options (`--round-trips-only` too when `round_trips`), a work
+    folder, the stores of the run's own (what each yields is passed to `run` after the options),
+    and a cleanup that stops every server before the stores go, whatever happens. Exit status:
+    what `run` returns (1 when a round trip count is over budget), else 0; 1 when the benchmark
+    could not run."""
+    options = parse_args(doc.split("\n\n")[0], argv, round_trips=round_trips)
+    if not options.round_trips_only and not have_wrk():
         return 2
     busy = prepare()
     processes = Processes()
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
     keep_logs = True  # for a failure, to investigate
+    status = 0
     try:
         with ExitStack() as stack:
             resources = [stack.enter_context(store()) for store in stores]
             stack.callback(processes.stop_all)  # callbacks run last-in first-out: before the stores go
             stack.callback(ignore_signals)
-            run(options, busy, processes, workdir, *resources)
+            status = run(options, busy, processes, workdir, *resources) or 0
         keep_logs = False
     except BenchError as error:
         print(f"benchmark failed: {error}", file=sys.stderr)
@@ -513,7 +527,7 @@ def bench_main(
             print(f"logs kept in {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    return 0
+    return status
 
 
 def have_wrk() -> bool:
