@@ -104,24 +104,38 @@ class SqlRevocations(_RecordThenPublish):
 GENERATION_TTL = 7 * 24 * 3600
 
 
+# The per-request token check in one Redis command: is any of the token's ids revoked, and the
+# user's cached session generation (KEYS: the revoked-id keys, then the generation key when
+# ARGV[1] is "1"). One script call rather than a pipeline of EXISTS and GET.
+REVOCATION_CHECK_LUA = """
+local ids = #KEYS
+if ARGV[1] == "1" then ids = ids - 1 end
+local revoked = 0
+if ids > 0 then revoked = redis.call("EXISTS", unpack(KEYS, 1, ids)) end
+local generation = false
+if ARGV[1] == "1" then generation = redis.call("GET", KEYS[#KEYS]) end
+return {revoked, generation}
+"""
+
+
 class RedisRevocations:
     def __init__(self, client: Redis):
         self.client = client
+        self.token_state = client.register_script(REVOCATION_CHECK_LUA)
 
     def revoke(self, revoked_id: str, expires_at: datetime) -> None:
         seconds = max(int((expires_at - utcnow()).total_seconds()) + 1, 1)
         self.client.set(f"storefront:revoked:{revoked_id}", 1, ex=seconds)
 
     def state(self, ids: list[str], user_id: uuid.UUID | None) -> tuple[bool, int | None]:
-        pipeline = self.client.pipeline(transaction=False)
-        pipeline.exists(*(f"storefront:revoked:{revoked_id}" for revoked_id in ids))
+        keys = [f"storefront:revoked:{revoked_id}" for revoked_id in ids]
         if user_id is not None:
-            pipeline.get(f"storefront:generation:{user_id}")
-        revoked, *cached = pipeline.execute()
+            keys.append(f"storefront:generation:{user_id}")
+        revoked, cached = self.token_state(keys=keys, args=["0" if user_id is None else "1"])
         if user_id is None:
             return bool(revoked), None
-        if cached[0] is not None:
-            return bool(revoked), int(cached[0])
+        if cached is not None:
+            return bool(revoked), int(cached)
         return bool(revoked), self._generation(user_id)
 
     def _generation(self, user_id: uuid.UUID) -> int | None:
