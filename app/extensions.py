@@ -6,6 +6,9 @@ import marshmallow as ma
 from flask_caching import Cache
 from flask_cors import CORS
 from flask_jwt_extended import JWTManager
+from flask_jwt_extended.config import config as jwt_config
+from flask_jwt_extended.default_callbacks import default_decode_key_callback
+from flask_jwt_extended.tokens import _decode_jwt
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
@@ -17,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from webargs.flaskparser import FlaskParser
 
 from app.errors import PROBLEM_MIMETYPE, handle_http_exception
+from app.rate_limits import ONE_TRIP_FIXED_WINDOW
 
 
 class ProblemSchema(ma.Schema):
@@ -83,9 +87,36 @@ class ProductProblemSchema(ProblemSchema):
     product_id = ma.fields.String(data_key="productId", metadata={"example": "42"})
 
 
+class DecodeOnceJWTManager(JWTManager):
+    """flask-jwt-extended reads a token's claims without verifying them (to pick the key by
+    them) and then decodes it again to verify it. With the default key, which depends on
+    neither, the claims are decoded once: the verifying decode alone. Any failure goes through
+    the library's own path again, so that every 401 says exactly what it always said."""
+
+    def _decode_jwt_from_config(self, encoded_token: str, csrf_value=None, allow_expired: bool = False) -> dict:
+        if self._decode_key_callback is not default_decode_key_callback:
+            return super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)
+        try:
+            return _decode_jwt(
+                algorithms=jwt_config.decode_algorithms,
+                allow_expired=allow_expired,
+                audience=jwt_config.decode_audience,
+                csrf_value=csrf_value,
+                encoded_token=encoded_token,
+                identity_claim_key=jwt_config.identity_claim_key,
+                issuer=jwt_config.decode_issuer,
+                leeway=jwt_config.leeway,
+                secret=jwt_config.decode_key,
+                verify_aud=jwt_config.decode_audience is not None,
+                verify_sub=jwt_config.verify_sub,
+            )
+        except Exception:
+            return super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)
+
+
 api = StorefrontApi()
-jwt = JWTManager()
-limiter = Limiter(key_func=get_remote_address)
+jwt = DecodeOnceJWTManager()
+limiter = Limiter(key_func=get_remote_address, strategy=ONE_TRIP_FIXED_WINDOW)
 cors = CORS()
 db = SQLAlchemy()
 migrate = Migrate()
