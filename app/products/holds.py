@@ -89,7 +89,7 @@ def commit_reservation(product_id: str, reservation_id: str, held: int | None = 
     """Turn the hold into a sale: stock and reserved go down by its units. Idempotent; a hold
     that is gone (it lapsed and was released) raises ReservationNotFound."""
     for _ in range(ATTEMPTS):
-        if held is None:
+        if not held:  # unknown, or believed gone: only a read tells
             current = _read(product_id, reservation_id, with_sales=True)
             if _sale(current, reservation_id):
                 return _answer(current, reservation_id)
@@ -155,7 +155,7 @@ def _change(product_id: str, reservation_id: str, held: int, quantity: int, unti
         update["$set"] = {f"{key}.qty": quantity, f"{key}.until": until}
     if delta:
         update["$inc"] = {"reserved": delta, "available": -delta, "version": 1}
-    if not update:  # nothing held, nothing wanted: only a read tells the product exists
+    if held == quantity == 0:  # nothing held, nothing wanted: only a read tells the product exists
         return None
     return products().find_one_and_update(
         conditions, stamped(update), projection=_fields(reservation_id), return_document=ReturnDocument.AFTER
@@ -190,7 +190,9 @@ def _held(product: dict[str, Any], reservation_id: str) -> int:
 
 
 def _can_grow(product: dict[str, Any], delta: int) -> bool:
-    return product.get("status") == "active" and product.get("available", 0) >= delta
+    return (
+        product.get("status") == "active" and product.get("available", product["stock"] - product["reserved"]) >= delta
+    )
 
 
 def _lapsed_released(product: dict[str, Any], keep: str) -> bool:
