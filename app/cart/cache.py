@@ -20,7 +20,10 @@ A cart write's Redis work is one round trip, after its commit and before its ans
 (`after_write`): one Lua script (one command, EVALSHA) sets the owner's new generation,
 stores the snapshot of the product the write just changed (the products module answered it
 with the hold) and returns the snapshots of the cart's other products. Only snapshots that are
-missing cost more: a products read and a SET.
+missing cost more: a products read and a SET. A write that shrinks a line gives the units back
+(one products call) before that round trip, so the new generation comes that much later: the
+writer's own next read is never stale, and another reader may see the cart as it was for that
+long (as in the moment between any commit and its new generation).
 
 Without REDIS_URL (or with CART_CACHE_TTL=0) nothing is cached: workers share no memory, so
 a per-worker copy could not see another worker's write. A Redis error is logged and the

@@ -94,9 +94,7 @@ def test_the_next_write_holds_a_lapsed_line_again_when_stock_allows(app, client,
     assert reserved(client, "mug") == 3
 
 
-def test_a_lapsed_hold_released_by_another_buyer_is_made_again_under_a_new_reservation(
-    app, client, admin_headers, shopper, rival, later
-):
+def test_a_lapsed_hold_released_by_another_buyer_is_held_again(app, client, admin_headers, shopper, rival, later):
     ttl = app.extensions["carts"].reservation_ttl.total_seconds()
     create(client, admin_headers, "mug", stock=5)
     add(client, shopper, "mug", 3)
