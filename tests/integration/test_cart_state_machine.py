@@ -32,7 +32,6 @@ from app import clock
 from app.cart.models import Cart, CartLine
 from app.extensions import db
 from app.products.models import LAPSE_GRACE, to_epoch_ms
-from app.products.reservations import reservations
 from tests.conftest import empty_stores
 
 STOCK = {"p1": 3, "p2": 5, "p3": 8, "big": 150}  # "big" reaches the 100-unit line maximum
@@ -324,20 +323,21 @@ class CartMachine(RuleBasedStateMachine):
                 .join(Cart)
                 .where(Cart.status == "active")
             ).all()
-        holds = {hold["reservation_id"]: hold for hold in reservations().find({})}
+        documents = list(mongoengine.get_db()["products"].find({}))
+        holds = {
+            reservation_id: {**hold, "product_id": product["product_id"]}
+            for product in documents
+            for reservation_id, hold in (product.get("holds") or {}).items()
+        }
         for product_id, quantity, reservation_id, until in rows:
             live = (until if until.tzinfo else until.replace(tzinfo=now.tzinfo)) > now
             if live:
                 hold = holds.get(reservation_id)
                 assert hold is not None, f"live line {product_id} x{quantity} without a reservation"
-                assert (hold["status"], hold["quantity"], hold["product_id"]) == ("active", quantity, product_id)
-                assert hold["expires_at_ms"] >= to_epoch_ms(now.replace(tzinfo=None))
-        for product in mongoengine.get_db()["products"].find({}):
-            active = sum(
-                hold["quantity"]
-                for hold in holds.values()
-                if hold["product_id"] == product["product_id"] and hold["status"] == "active"
-            )
+                assert (hold["qty"], hold["product_id"]) == (quantity, product_id)
+                assert hold["until"] >= to_epoch_ms(now.replace(tzinfo=None))
+        for product in documents:
+            active = sum(hold["qty"] for hold in (product.get("holds") or {}).values())
             assert product["reserved"] == active, f"{product['product_id']}: reserved {product['reserved']} != {active}"
             assert product["available"] == product["stock"] - product["reserved"], product["product_id"]
 
