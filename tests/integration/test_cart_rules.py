@@ -11,7 +11,7 @@ import pymongo
 import pytest
 
 from app import clock
-from app.products import reservations as reservation_steps
+from app.products import holds
 from app.products.models import LAPSE_GRACE
 from tests.integration.test_auth_api import from_ip
 from tests.integration.test_cart_api import add, checkout, create, expect_problem, reserved
@@ -261,7 +261,7 @@ def test_a_removal_stands_when_the_products_store_fails_to_take_the_units_back(
     def store_down(*args, **kwargs):
         raise pymongo.errors.AutoReconnect("connection refused")
 
-    monkeypatch.setattr(reservation_steps, "_close", store_down)
+    monkeypatch.setattr(holds, "_change", store_down)
     removed = client.delete("/v1/cart/products/mug?all=true", headers=shopper)
     assert removed.status_code == 200, removed.get_data(as_text=True)
     assert removed.get_json()["items"] == []
