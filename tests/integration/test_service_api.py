@@ -249,7 +249,7 @@ def test_release_and_commit_apply_once(client, function, final_status, stock_aft
     assert counters(client) == (5, 2, 3)
 
     for _ in range(2):
-        reservation = result(call(client, "products", function, reservation_id="r1"))
+        reservation = result(call(client, "products", function, product_id="p1", reservation_id="r1"))
         assert (reservation["reservation_id"], reservation["status"]) == ("r1", final_status)
         assert counters(client) == (stock_after, 0, stock_after)
 
@@ -257,10 +257,10 @@ def test_release_and_commit_apply_once(client, function, final_status, stock_aft
 def test_release_after_commit_is_a_reservation_conflict(client):
     create(client, stock=5)
     result(reserve(client, "r1", "p1", 2))
-    result(call(client, "products", "commit_reservation", reservation_id="r1"))
+    result(call(client, "products", "commit_reservation", product_id="p1", reservation_id="r1"))
 
     assert_problem(
-        call(client, "products", "release_reservation", reservation_id="r1"),
+        call(client, "products", "release_reservation", product_id="p1", reservation_id="r1"),
         409,
         "reservation_conflict",
         "app.products.errors.ReservationConflict",
@@ -268,15 +268,20 @@ def test_release_after_commit_is_a_reservation_conflict(client):
     assert counters(client) == (3, 0, 3)
 
 
-@pytest.mark.parametrize("function", ["release_reservation", "commit_reservation"])
-def test_an_unknown_reservation_is_404(client, function):
+def test_an_unknown_hold_releases_as_nothing_and_cannot_be_sold(client):
+    create(client, stock=5)
+
+    released = result(call(client, "products", "release_reservation", product_id="p1", reservation_id="nope"))
     body = assert_problem(
-        call(client, "products", function, reservation_id="nope"),
+        call(client, "products", "commit_reservation", product_id="p1", reservation_id="nope"),
         404,
         "reservation_not_found",
         "app.products.errors.ReservationNotFound",
     )
+
+    assert (released["status"], released["quantity"]) == ("released", 0)
     assert body["reservationId"] == "nope"
+    assert counters(client) == (5, 0, 5)
 
 
 def test_stock_cannot_drop_below_the_reserved_units(client):
