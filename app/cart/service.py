@@ -37,7 +37,6 @@ and the other lines' product snapshots are one Redis round trip after the commit
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -167,7 +166,7 @@ class _Hold:
         is released instead: lapsed or released, it counts for nobody, and a release never
         needs stock (putting back a lapsed hold might)."""
         if self.previous == 0 or self.previous_until <= utcnow():
-            _release(self.product_id, self.reservation_id)()
+            _release(self.product_id, self.reservation_id, held=self.quantity)()
         else:
             _reserve(self.product_id, self.reservation_id, self.previous, self.previous_until, held=self.quantity)
 
@@ -259,8 +258,9 @@ class Carts:
                 self._check_limits(cart, line, product_id, quantity)
                 now = utcnow()
                 if quantity == 0 or (line and quantity <= line.quantity and not _expired(line, now)):
-                    held = None if _expired(line, now) else line.quantity
-                    shrunk = _shrink_hold(line.reservation_id, product_id, quantity, now + self.reservation_ttl, held)
+                    shrunk = _shrink_hold(
+                        line.reservation_id, product_id, quantity, now + self.reservation_ttl, _held(line, now)
+                    )
                     if quantity == 0:
                         cart.lines.remove(line)
                     else:
@@ -305,13 +305,12 @@ class Carts:
         lapsed, even one released for another buyer, is held again under its id."""
         until = now + self.reservation_ttl
         if line is None:
-            reservation = _reserve(product_id, str(uuid.uuid4()), quantity, until, held=0)
-            return _Hold(reservation.reservation_id, product_id, quantity, until, 0, until, reservation.product)
-        held = None if _expired(line, now) else line.quantity
-        reservation = _reserve(product_id, line.reservation_id, quantity, until, held=held)
-        previous = line.quantity if reservation.reservation_id == line.reservation_id else 0
+            reservation_id = str(uuid.uuid4())
+            reservation = _reserve(product_id, reservation_id, quantity, until, held=0)
+            return _Hold(reservation_id, product_id, quantity, until, 0, until, reservation.product)
+        reservation = _reserve(product_id, line.reservation_id, quantity, until, held=_held(line, now))
         return _Hold(
-            reservation.reservation_id, product_id, quantity, until, previous, line.reserved_until, reservation.product
+            line.reservation_id, product_id, quantity, until, line.quantity, line.reserved_until, reservation.product
         )
 
     def _new_line(self, cart: _Draft, product: products.Product, product_id: str, reservation_id: str) -> Line:
@@ -342,12 +341,13 @@ class Carts:
     def empty(self, owner_id: str, expected_version: int | None = None) -> CartDto:
         with unit_of_work():
             cart = self._locked_cart(owner_id, expected_version)
-            released = [(line.product_id, line.reservation_id) for line in cart.lines]
+            now = utcnow()
+            released = [_release(line.product_id, line.reservation_id, _held(line, now)) for line in cart.lines]
             cart.lines.clear()
             self._bump(cart)
             contents = _contents(cart)
         self.cache.changed(owner_id)
-        _settle([_release(product_id, reservation_id) for product_id, reservation_id in released])
+        _settle(released)
         return _render(contents, {})
 
     def merge(self, guest_id: str, user_id: str) -> MergeResult:
@@ -411,7 +411,7 @@ class Carts:
                 adjustments.append(
                     MergeAdjustment(product_id, guest_line.quantity, line.quantity if line else 0, refusal)
                 )
-                settle.append(_release(product_id, rid))
+                settle.append(_release(product_id, rid, _held(guest_line, now)))
                 continue
             if line is None:  # the line moves over with its hold, cut down to the room left
                 if not cart.lines:
@@ -419,7 +419,7 @@ class Carts:
                 cart.lines.append(guest_line)
                 if guest_line.quantity > room:
                     adjustments.append(MergeAdjustment(product_id, guest_line.quantity, room, "unit_limit"))
-                    held = None if _expired(guest_line, now) else guest_line.quantity
+                    held = _held(guest_line, now)
                     guest_line.quantity = room
                     settle.append(_shrink_hold(rid, product_id, room, guest_line.reserved_until, held))
                 continue
@@ -432,7 +432,7 @@ class Carts:
                 else:
                     reason = "quantity_limit" if allowed == MAX_LINE_QUANTITY else "unit_limit"
                 adjustments.append(MergeAdjustment(product_id, requested, merged, reason))
-            settle.append(_release(product_id, rid))
+            settle.append(_release(product_id, rid, _held(guest_line, now)))
         return adjustments, settle
 
     def _grow_for_merge(self, line: Line, wanted: int) -> int:
@@ -487,8 +487,11 @@ class Carts:
                 cart = self._locked_cart(owner_id)
                 if cart.version != version:  # changed in between: check the new lines again
                     continue
-                for line in cart.lines:
-                    _commit(line.product_id, line.reservation_id)
+                now = utcnow()
+                for line in cart.lines:  # each hold confirmed just before: held as the line says
+                    products.commit_reservation(
+                        product_id=line.product_id, reservation_id=line.reservation_id, held=_held(line, now)
+                    )
                 order = _order_from(cart)
                 cart.row.status = "checked_out"
                 self._bump(cart)
@@ -502,7 +505,7 @@ class Carts:
     def _confirm_for_checkout(self, owner_id: str, expected_version: int | None) -> int:
         """Check prices and availability and confirm every hold; the cart's version after."""
         holds: list[_Hold] = []
-        unavailable: list[dict[str, str]] = []
+        unavailable: list[Line] = []
         try:
             with unit_of_work():
                 cart = self._locked_cart(owner_id, expected_version)
@@ -515,7 +518,7 @@ class Carts:
                 for line in list(cart.lines):
                     product = current.get(line.product_id)
                     if product is None or product.status != "active" or product.currency != cart.currency:
-                        unavailable.append({"productId": line.product_id, "reservationId": line.reservation_id})
+                        unavailable.append(line)
                         cart.lines.remove(line)
                     elif not changed and (hold := self._confirm_hold(line, now)) is not None:
                         holds.append(hold)
@@ -529,11 +532,11 @@ class Carts:
             raise
         if unavailable or changed:
             self.cache.changed(owner_id)
-        _settle([_release(gone["productId"], gone["reservationId"]) for gone in unavailable])
+        _settle([_release_line(gone, now) for gone in unavailable])
         if unavailable:
             raise ProductUnavailable(
                 "Some products are no longer on sale and left the cart; check the cart and try again.",
-                products=[gone["productId"] for gone in unavailable],
+                products=[gone.product_id for gone in unavailable],
                 priceChanges=changed,
             )
         if changed:
@@ -663,15 +666,21 @@ def _expired(line: Line, now: datetime) -> bool:
     return line.reserved_until <= now
 
 
-def _release(product_id: str, reservation_id: str) -> Callable[[], products.StockReservation]:
-    return functools.partial(products.release_reservation, **_release_arguments(product_id, reservation_id))
+def _release(product_id: str, reservation_id: str, held: int | None = None) -> Callable[[], products.StockReservation]:
+    return functools.partial(
+        products.release_reservation, product_id=product_id, reservation_id=reservation_id, held=held
+    )
+
+
+def _release_line(line: Line, now: datetime) -> Callable[[], products.StockReservation]:
+    return _release(line.product_id, line.reservation_id, _held(line, now))
 
 
 def _shrink_hold(
     reservation_id: str, product_id: str, quantity: int, until: datetime, held: int | None
 ) -> Callable[[], products.StockReservation]:
     if quantity == 0:
-        return _release(product_id, reservation_id)
+        return _release(product_id, reservation_id, held)
     return functools.partial(_reserve, product_id, reservation_id, quantity, until, held=held)
 
 
@@ -788,52 +797,16 @@ def order_to_dto(order: Order) -> OrderDto:
     )
 
 
-# --- the products port's hold calls ---------------------------------------------------------
-# The products module is moving to holds in one MongoDB command (`held`, `product_id` on
-# release and commit, the product in every answer, a released hold held again under its id).
-# Until it has, these adapt the calls to the interface it has: delete the fallbacks then.
-_NEW_HOLDS = "held" in inspect.signature(products.reserve_stock).parameters
-
-
 def _reserve(
     product_id: str, reservation_id: str, quantity: int, until: datetime, *, held: int | None
 ) -> products.StockReservation:
     """Hold exactly `quantity` units under `reservation_id`; the answer has the product after."""
-    if _NEW_HOLDS:
-        return products.reserve_stock(
-            product_id=product_id, quantity=quantity, reservation_id=reservation_id, expires_at=until, held=held
-        )
-    try:
-        reservation = products.reserve_stock(
-            product_id=product_id, quantity=quantity, reservation_id=reservation_id, expires_at=until
-        )
-    except products.ReservationConflict as conflict:
-        if conflict.extensions.get("reservationStatus") != "released" or held == 0:
-            raise
-        reservation = products.reserve_stock(
-            product_id=product_id, quantity=quantity, reservation_id=str(uuid.uuid4()), expires_at=until
-        )
-    return _with_product(reservation)
-
-
-@dataclass(frozen=True)
-class _Answer:
-    reservation_id: str
-    quantity: int
-    product: products.Product
-
-
-def _with_product(reservation: products.StockReservation) -> _Answer:
-    return _Answer(
-        reservation.reservation_id, reservation.quantity, products.get_product(product_id=reservation.product_id)
+    return products.reserve_stock(
+        product_id=product_id, quantity=quantity, reservation_id=reservation_id, expires_at=until, held=held
     )
 
 
-def _release_arguments(product_id: str, reservation_id: str) -> dict[str, str]:
-    if _NEW_HOLDS:
-        return {"product_id": product_id, "reservation_id": reservation_id}
-    return {"reservation_id": reservation_id}
-
-
-def _commit(product_id: str, reservation_id: str) -> products.StockReservation:
-    return products.commit_reservation(**_release_arguments(product_id, reservation_id))
+def _held(line: Line, now: datetime) -> int | None:
+    """What the line's hold has, as far as the cart knows: its quantity while live; once it may
+    have lapsed, unknown (lapsed holds are released when another buyer needs their units)."""
+    return None if _expired(line, now) else line.quantity

@@ -11,7 +11,6 @@ holds are released, so the job is safe to run while the app serves traffic.
 
 from __future__ import annotations
 
-from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,9 +18,8 @@ from flask import current_app
 from sqlalchemy import or_, select
 
 from app.cart.models import Cart, aware, utcnow
-from app.cart.service import _release as release_hold
+from app.cart.service import _release_line as release_line
 from app.extensions import db
-from app.products import interface as products
 from app.transactions import unit_of_work
 
 
@@ -48,7 +46,7 @@ def sweep(*, now: datetime | None = None) -> SweepReport:
             lines = cart.read_lines()
             abandoned = cart.expires_at is not None and aware(cart.expires_at) < now
             leaving = lines if abandoned else [line for line in lines if line.reserved_until < now]
-            released = [(line.product_id, line.reservation_id) for line in leaving]
+            released = [release_line(line, now) for line in leaving]
             cart.write_lines([line for line in lines if line not in leaving])
             if abandoned:
                 cart.status = "expired"
@@ -59,8 +57,8 @@ def sweep(*, now: datetime | None = None) -> SweepReport:
             owner_id = cart.owner_id
         if leaving or abandoned:
             current_app.extensions["carts"].cache.changed(owner_id)
-        for product_id, reservation_id in released:
-            _release(product_id, reservation_id)
+        for release in released:
+            release()
         lines_released += len(leaving)
     return SweepReport(lines_released=lines_released, carts_swept=carts_swept, carts_expired=carts_expired)
 
@@ -69,8 +67,3 @@ def _carts_to_visit(now: datetime) -> list:
     query = select(Cart.id).where(Cart.status == "active", or_(Cart.holds_expire_at < now, Cart.expires_at < now))
     with unit_of_work(write=False):
         return list(db.session.scalars(query))
-
-
-def _release(product_id: str, reservation_id: str) -> None:
-    with suppress(products.ReservationNotFound):  # never reserved: its add failed between the two stores
-        release_hold(product_id, reservation_id)()

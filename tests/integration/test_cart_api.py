@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
@@ -47,10 +46,7 @@ def release_hold(product_id: str) -> None:
     """Release the hold of the (only) cart line of `product_id`, as the products module does
     when a lapsed hold's units go to another buyer."""
     reservation_id = db.session.scalar(select(CartLine.reservation_id).where(CartLine.product_id == product_id))
-    arguments = {"reservation_id": reservation_id}
-    if "product_id" in inspect.signature(products.release_reservation).parameters:
-        arguments["product_id"] = product_id
-    products.release_reservation(**arguments)
+    products.release_reservation(product_id=product_id, reservation_id=reservation_id)
 
 
 def expect_problem(response, status: int, code: str) -> dict:

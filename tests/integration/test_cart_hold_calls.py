@@ -5,15 +5,14 @@ while its hold is live, 0 for a new reservation, None once the hold may have lap
 and commit name the product. The answer takes the changed product's figures from the hold's
 answer (`StockReservation.product`), so the service reads no product for it.
 
-The products functions are wrapped to record the calls. Where the products module does not
-take the new arguments yet, the wrapper adapts the call and adds the product to the answer
-with `stock` (so `available`) marked (+1000), so that the test can see where the answer's figure came from.
+The products functions are wrapped to record the calls, and the hold's answer has its
+product's `stock` (so `available`) marked (+1000), so that the test sees where the cart's
+answer took its figures from.
 """
 
 from __future__ import annotations
 
-import inspect
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -27,16 +26,6 @@ MARK = 1000
 REAL = {name: getattr(products, name) for name in ("reserve_stock", "release_reservation", "commit_reservation")}
 REAL_GET = products.get_product
 REAL_GET_MANY = products.get_products
-NEW = "held" in inspect.signature(REAL["reserve_stock"]).parameters
-
-
-@dataclass(frozen=True)
-class Answered:
-    reservation_id: str
-    product_id: str
-    quantity: int
-    status: str
-    product: products.Product
 
 
 @pytest.fixture
@@ -46,16 +35,8 @@ def calls(monkeypatch) -> list[tuple[str, dict]]:
     def recording(name: str):
         def call(**arguments):
             recorded.append((name, dict(arguments)))
-            if NEW:
-                return REAL[name](**arguments)
-            if name != "reserve_stock":
-                arguments.pop("product_id", None)
-                return REAL[name](**arguments)
-            arguments.pop("held")
-            reservation = REAL[name](**arguments)
-            product = REAL_GET(product_id=reservation.product_id)
-            product = replace(product, stock=product.stock + MARK)
-            return Answered(reservation.reservation_id, reservation.product_id, reservation.quantity, "active", product)
+            answer = REAL[name](**arguments)
+            return replace(answer, product=replace(answer.product, stock=answer.product.stock + MARK))
 
         return call
 
@@ -66,20 +47,15 @@ def calls(monkeypatch) -> list[tuple[str, dict]]:
         monkeypatch.setattr(products, name, recording(name))
     monkeypatch.setattr(products, "get_product", no_product_reads)
     monkeypatch.setattr(products, "get_products", no_product_reads)
-    monkeypatch.setattr(service, "_NEW_HOLDS", True)
     return recorded
 
 
-def mark() -> int:
-    return 0 if NEW else MARK
-
-
 def holds(calls) -> list[tuple]:
-    """Each call, shortly: (function, product, quantity, held) or (function, product)."""
+    """Each call, shortly: (function, product, quantity, held), or (function, product, held)."""
     return [
         (name, arguments["product_id"], arguments["quantity"], arguments["held"])
         if name == "reserve_stock"
-        else (name, arguments["product_id"])
+        else (name, arguments["product_id"], arguments["held"])
         for name, arguments in calls
     ]
 
@@ -95,11 +71,11 @@ def test_each_change_states_what_the_hold_has_now(client, admin_headers, token, 
     shopper = {"Authorization": f"Bearer {token('customer', subject='hold-calls')}"}
 
     item = only_item(add(client, shopper, "mug", 2))  # a new line: a new reservation
-    assert (item["quantity"], item["available"], item["sku"]) == (2, 18 + mark(), "SKU-MUG")
+    assert (item["quantity"], item["available"], item["sku"]) == (2, 18 + MARK, "SKU-MUG")
     item = only_item(add(client, shopper, "mug"))  # one more unit on a live hold of 2
-    assert item["available"] == 17 + mark()
+    assert item["available"] == 17 + MARK
     item = only_item(client.put("/v1/cart/products/mug", json={"quantity": 1}, headers=shopper))  # shrinks, after
-    assert item["available"] == 19 + mark()
+    assert item["available"] == 19 + MARK
     assert holds(calls) == [
         ("reserve_stock", "mug", 2, 0),
         ("reserve_stock", "mug", 3, 2),
@@ -117,7 +93,7 @@ def test_each_change_states_what_the_hold_has_now(client, admin_headers, token, 
 
     calls.clear()
     assert client.delete("/v1/cart/products/mug?all=true", headers=shopper).status_code == 200
-    assert holds(calls) == [("release_reservation", "mug")]
+    assert holds(calls) == [("release_reservation", "mug", 2)]
 
 
 def test_an_undone_hold_states_the_units_it_was_given(app, client, admin_headers, token, calls, monkeypatch):
@@ -146,10 +122,10 @@ def test_checkout_and_emptying_name_the_product(client, admin_headers, token, ca
     add(client, shopper, "pen")
     calls.clear()
     assert client.delete("/v1/cart", headers=shopper).status_code == 200
-    assert sorted(holds(calls)) == [("release_reservation", "mug"), ("release_reservation", "pen")]
+    assert sorted(holds(calls)) == [("release_reservation", "mug", 1), ("release_reservation", "pen", 1)]
 
     add(client, shopper, "mug", 2)
     calls.clear()
     placed = client.post("/v1/cart/checkout", headers={**shopper, "Idempotency-Key": "hold-names"})
     assert placed.status_code == 201, placed.get_data(as_text=True)
-    assert holds(calls) == [("reserve_stock", "mug", 2, 2), ("commit_reservation", "mug")]
+    assert holds(calls) == [("reserve_stock", "mug", 2, 2), ("commit_reservation", "mug", 2)]
