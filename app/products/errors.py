@@ -41,6 +41,12 @@ class ReservationConflict(ProductsError):
     status, code = 409, "reservation_conflict"
 
 
+class ReservationIdInvalid(ProductsError):
+    """A reservation id must be usable as a field name of the product document (holds.py)."""
+
+    status, code = 400, "reservation_id_invalid"
+
+
 class ReservationBusy(ProductsError):
     """Another call is changing this reservation right now; retrying later succeeds."""
 

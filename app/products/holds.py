@@ -25,6 +25,7 @@ bounded by the stock, since each hold holds at least one unit.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,6 +39,7 @@ from app.products.errors import (
     ProductNotFound,
     ReservationBusy,
     ReservationConflict,
+    ReservationIdInvalid,
     ReservationNotFound,
 )
 from app.products.models import LAPSE_GRACE, from_epoch_ms, stamped, to_epoch_ms, utcnow
@@ -45,6 +47,9 @@ from app.products.models import LAPSE_GRACE, from_epoch_ms, stamped, to_epoch_ms
 ATTEMPTS = 50  # rounds of read-and-retry when other changes keep winning; each is one command or two
 SOLD_MEMORY = timedelta(hours=1)
 FIELDS = {**PROJECTION, "available": 1}
+# A reservation id is a field name under `holds` and `sold`: a dot would make it a path, a
+# leading `$` an operator, so the update would move the counters for a hold no read finds.
+RESERVATION_ID = re.compile(r"[A-Za-z0-9_:-]{1,64}")
 
 
 def reserve_stock(
@@ -53,6 +58,7 @@ def reserve_stock(
     """Make reservation `reservation_id` hold exactly `quantity` units of `product_id` until
     `expires_at` (0 releases it). A hold released meanwhile (it lapsed and another buyer took
     its units) is held again under the same id if the units are there."""
+    _check(reservation_id)
     until = to_epoch_ms(expires_at)
     for _ in range(ATTEMPTS):
         if held is not None:
@@ -88,6 +94,7 @@ def release_reservation(product_id: str, reservation_id: str, held: int | None =
 def commit_reservation(product_id: str, reservation_id: str, held: int | None = None) -> StockReservation:
     """Turn the hold into a sale: stock and reserved go down by its units. Idempotent; a hold
     that is gone (it lapsed and was released) raises ReservationNotFound."""
+    _check(reservation_id)
     for _ in range(ATTEMPTS):
         if not held:  # unknown, or believed gone: only a read tells
             current = _read(product_id, reservation_id, with_sales=True)
@@ -129,6 +136,14 @@ def active_holds(created_before: datetime, after: str | None, limit: int) -> tup
                 found.append((reservation_id, product))
     found.sort(key=lambda pair: pair[0])
     return tuple(_answer(product, reservation_id) for reservation_id, product in found[:limit])
+
+
+def _check(reservation_id: str) -> None:
+    if not RESERVATION_ID.fullmatch(reservation_id):
+        raise ReservationIdInvalid(
+            f"Reservation id {reservation_id!r} is not 1-64 letters, digits, '_', ':' or '-'.",
+            reservationId=reservation_id,
+        )
 
 
 def _change(product_id: str, reservation_id: str, held: int, quantity: int, until: int) -> dict[str, Any] | None:

@@ -146,6 +146,19 @@ class TestReserve:
         assert stored()["holds"] == {"r1": {"qty": 3, "until": to_epoch_ms(until), "since": to_epoch_ms(now())}}
         assert products.get_product(product_id="p1").version > before.version
 
+    @pytest.mark.parametrize("reservation_id", ["a.b", "$set", "", "x" * 65, "r 1"])
+    def test_an_id_that_is_no_field_name_is_refused_and_changes_nothing(self, reservation_id):
+        make_product(stock=10)
+        before = stored()
+        for call in (
+            lambda: reserve(3, reservation_id=reservation_id),
+            lambda: release(reservation_id, held=3),
+            lambda: commit(reservation_id, held=3),
+        ):
+            with pytest.raises(products.ReservationIdInvalid):
+                call()
+        assert stored() == before
+
     def test_same_call_twice_counts_once(self):
         make_product(stock=10)
         until = expiry()

@@ -235,6 +235,17 @@ def test_reserving_more_than_available_is_409_with_the_exception_and_available(c
     assert counters(client) == (2, 0, 2)
 
 
+def test_a_reservation_id_that_is_no_field_name_is_400(client):
+    create(client, stock=5)
+
+    body = assert_problem(
+        reserve(client, "a.b", "p1", 1), 400, "reservation_id_invalid", "app.products.errors.ReservationIdInvalid"
+    )
+
+    assert body["reservationId"] == "a.b"
+    assert counters(client) == (5, 0, 5)
+
+
 def test_reserving_an_unknown_product_is_404(client):
     assert_problem(reserve(client, "r1", "nope", 1), 404, "product_not_found", "app.products.errors.ProductNotFound")
 
