@@ -207,9 +207,7 @@ def run(
             "cpu_busy_before": None if busy is None else round(busy, 3),
             "app_env": {**APP_ENV, "JWT_ACCESS_TTL": str(access_ttl)},
         },
-        round_trips=counts,
-        round_trip_budgets=round_trips.BUDGETS,
-        over_budget=round_trips.over_budget(counts),
+        **round_trips.json_fields(counts),
     )
     print(f"\nWrote {path.relative_to(ROOT)}")
     return status

@@ -235,6 +235,11 @@ class Counting:
         mongoengine.disconnect_all()
 
 
+def json_fields(counts: Mapping[str, Mapping[str, object]]) -> dict[str, object]:
+    """What a benchmark's JSON report records about round trips."""
+    return {"round_trips": counts, "round_trip_budgets": BUDGETS, "over_budget": over_budget(counts)}
+
+
 def over_budget(counts: Mapping[str, Mapping[str, object]]) -> list[str]:
     return [f"{name}: {problem}" for name, count in counts.items() for problem in count["over_budget"]]
 
