@@ -81,7 +81,6 @@ SETTLE_FAILURES = (
     products.ReservationNotFound,
 )
 CENT = Decimal("0.01")
-CHECKOUT_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -474,23 +473,34 @@ class Carts:
     def checkout(self, owner_id: str, expected_version: int | None = None) -> OrderDto:
         """Turn the cart into an order at the catalog's current prices, or sell nothing.
 
-        First every line is checked against the catalog and its hold confirmed (extended, or
-        made again if it had expired and was released), in a unit of work of its own: a
-        changed price or a product no longer on sale updates the cart and answers 409, so the
-        shopper sees what the next checkout will charge. Then, with the cart still at that
-        version, every hold becomes a sale and the order is written. Committing a hold is
+        One unit of work, the cart locked throughout. Every line is checked against the
+        catalog first: a changed price or a product no longer on sale updates the cart and
+        answers 409, so the shopper sees what the next checkout will charge. Otherwise every
+        hold is confirmed (extended, or made again if it was released) before any is sold, so
+        a hold whose stock went to another buyer fails the checkout before any stock moves;
+        then every hold becomes a sale and the order is written. Committing a hold is
         idempotent, so a checkout that failed after some commits completes when retried.
         """
-        for _ in range(CHECKOUT_ATTEMPTS):
-            version = self._confirm_for_checkout(owner_id, expected_version)
-            with unit_of_work():
-                cart = self._locked_cart(owner_id)
-                if cart.version != version:  # changed in between: check the new lines again
-                    continue
-                now = utcnow()
-                for line in cart.lines:  # each hold confirmed just before: held as the line says
+        unavailable: list[Line] = []
+        with unit_of_work():
+            cart = self._locked_cart(owner_id, expected_version)
+            if not cart.lines:
+                raise CartEmpty("The cart is empty.")
+            product_ids = [line.product_id for line in cart.lines]
+            current = self.cache.products(product_ids, fresh=product_ids)
+            changed = _reprice(cart, current)
+            for line in list(cart.lines):
+                product = current.get(line.product_id)
+                if product is None or product.status != "active" or product.currency != cart.currency:
+                    unavailable.append(line)
+                    cart.lines.remove(line)
+            if changed or unavailable:
+                self._bump(cart)
+            else:
+                self._confirm_holds(cart)
+                for line in cart.lines:
                     products.commit_reservation(
-                        product_id=line.product_id, reservation_id=line.reservation_id, held=_held(line, now)
+                        product_id=line.product_id, reservation_id=line.reservation_id, held=line.quantity
                     )
                 order = _order_from(cart)
                 cart.row.status = "checked_out"
@@ -498,42 +508,9 @@ class Carts:
                 db.session.add(order)
                 db.session.flush()
                 placed = order_to_dto(order)
-            self.cache.changed(owner_id)
-            return placed
-        raise CartChanged("The cart kept changing during checkout; fetch it again.", currentVersion=version)
-
-    def _confirm_for_checkout(self, owner_id: str, expected_version: int | None) -> int:
-        """Check prices and availability and confirm every hold; the cart's version after."""
-        holds: list[_Hold] = []
-        unavailable: list[Line] = []
-        try:
-            with unit_of_work():
-                cart = self._locked_cart(owner_id, expected_version)
-                if not cart.lines:
-                    raise CartEmpty("The cart is empty.")
-                product_ids = [line.product_id for line in cart.lines]
-                current = self.cache.products(product_ids, fresh=product_ids)
-                changed = _reprice(cart, current)
-                now = utcnow()
-                for line in list(cart.lines):
-                    product = current.get(line.product_id)
-                    if product is None or product.status != "active" or product.currency != cart.currency:
-                        unavailable.append(line)
-                        cart.lines.remove(line)
-                    elif not changed and (hold := self._confirm_hold(line, now)) is not None:
-                        holds.append(hold)
-                if changed or unavailable:
-                    self._bump(cart)
-                else:
-                    _save(cart)  # the confirmed holds' new expiry (the version stays: nothing the shopper sees)
-                version = cart.version
-        except Exception:
-            _settle([hold.undo for hold in holds])  # the lines still record the holds as they were
-            raise
-        if unavailable or changed:
-            self.cache.changed(owner_id)
-        _settle([_release_line(gone, now) for gone in unavailable])
+        self.cache.changed(owner_id)
         if unavailable:
+            _settle([_release_line(gone, utcnow()) for gone in unavailable])
             raise ProductUnavailable(
                 "Some products are no longer on sale and left the cart; check the cart and try again.",
                 products=[gone.product_id for gone in unavailable],
@@ -544,7 +521,20 @@ class Carts:
                 "Some prices have changed; the cart now shows them. Check out again to pay these prices.",
                 priceChanges=changed,
             )
-        return version
+        return placed
+
+    def _confirm_holds(self, cart: _Draft) -> None:
+        """Confirm every line's hold, all or none: a line short of stock raises
+        ReservationExpired after the holds confirmed here are undone."""
+        now = utcnow()
+        holds: list[_Hold] = []
+        try:
+            for line in cart.lines:
+                if (hold := self._confirm_hold(line, now)) is not None:
+                    holds.append(hold)
+        except Exception:
+            _settle([hold.undo for hold in holds])  # the lines still record the holds as they were
+            raise
 
     def _confirm_hold(self, line: Line, now: datetime) -> _Hold | None:
         """Extend the line's hold for the checkout, or make it again; None: it is sold already

@@ -66,7 +66,7 @@ def register(app: Flask, settings: Settings) -> None:
         report = sweep()
         click.echo(
             f"released {report.lines_released} expired lines from {report.carts_swept} carts; "
-            f"expired {report.carts_expired} abandoned carts"
+            f"expired {report.carts_expired} abandoned carts; forgot {report.keys_forgotten} expired idempotency keys"
         )
 
     app.cli.add_command(carts_cli)

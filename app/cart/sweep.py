@@ -1,4 +1,5 @@
-"""`flask carts sweep`: give back stock whose hold expired, and expire abandoned carts.
+"""`flask carts sweep`: give back stock whose hold expired, expire abandoned carts, and
+forget Idempotency-Keys past their lifetime (idempotency.py).
 
 A line cannot exist without its stock hold, so a line whose hold expired (no cart activity
 for CART_RESERVATION_TTL) leaves the cart and its units go back on sale. Carts past their
@@ -17,6 +18,7 @@ from datetime import datetime
 from flask import current_app
 from sqlalchemy import or_, select
 
+from app.cart.idempotency import forget_expired
 from app.cart.models import Cart, aware, utcnow
 from app.cart.service import _release_line as release_line
 from app.extensions import db
@@ -28,6 +30,7 @@ class SweepReport:
     lines_released: int
     carts_swept: int
     carts_expired: int
+    keys_forgotten: int
 
 
 def sweep(*, now: datetime | None = None) -> SweepReport:
@@ -60,7 +63,12 @@ def sweep(*, now: datetime | None = None) -> SweepReport:
         for release in released:
             release()
         lines_released += len(leaving)
-    return SweepReport(lines_released=lines_released, carts_swept=carts_swept, carts_expired=carts_expired)
+    return SweepReport(
+        lines_released=lines_released,
+        carts_swept=carts_swept,
+        carts_expired=carts_expired,
+        keys_forgotten=forget_expired(now),
+    )
 
 
 def _carts_to_visit(now: datetime) -> list:

@@ -158,3 +158,31 @@ def test_mixed_adds_and_removes_on_one_cart_add_up(server, client, admin_headers
     assert quantity == 40 + adds_ok - removes_ok, f"adds {adds_ok}, removes {removes_ok}; not 201/200: {odd}"
     assert figures(url, "lu-mixed") == (STOCK, quantity, STOCK - quantity)
     assert (adds_ok, removes_ok, odd) == (20, 20, {}), "every write should have succeeded"
+
+
+def test_one_idempotency_key_sent_by_eight_threads_adds_once(server, client, admin_headers):
+    """The same add with one Idempotency-Key, 8 threads x 5 times across both workers: the
+    claim lets exactly one request do the work; the others replay its answer, or hear that it
+    is still running."""
+    url, _ = server
+    create_product(client, admin_headers, "lu-key")
+    headers = {**guest_headers(url), "Idempotency-Key": "lu-key-once"}
+    body = {"productId": "lu-key", "quantity": 1}
+
+    def five_adds(session: requests.Session) -> list[tuple[str, int, str]]:
+        answers = []
+        for _ in range(5):
+            response = session.post(f"{url}/v1/cart/products", json=body, headers=headers, timeout=TIMEOUT)
+            replayed = response.headers.get("Idempotent-Replayed") == "true"
+            kind = "replayed" if replayed else "first" if response.status_code == 201 else "refused"
+            answers.append((kind, response.status_code, response.text))
+        return answers
+
+    answers = run_threads(8, five_adds)
+    kinds = Counter(kind for kind, _, _ in answers)
+    odd = odd_answers(answers, {"first": 201, "replayed": 201, "refused": 409})
+    assert kinds["first"] == 1, f"answers {dict(kinds)}; unexpected: {odd}"
+    assert not odd, f"answers {dict(kinds)}; unexpected: {odd}"
+    assert all('"idempotency_key_in_use"' in text for kind, _, text in answers if kind == "refused")
+    assert line_quantity(url, headers, "lu-key") == 1
+    assert figures(url, "lu-key") == (STOCK, 1, STOCK - 1)

@@ -6,9 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from app.cart.models import CartLine
+from app.cart.models import CartLine, IdempotencyKey
 from app.extensions import db
 from app.products import interface as products
 from tests.integration.test_auth_api import PASSWORD, register_and_verify
@@ -322,6 +322,23 @@ def test_a_failed_request_gives_its_idempotency_key_back(client, admin_headers, 
     expect_problem(add(client, headers, "mug", 2), 409, "insufficient_stock")
     client.post("/v1/products/mug/stock", json={"delta": 5, "reason": "delivery"}, headers=admin_headers)
     assert add(client, headers, "mug", 2).status_code == 201
+
+
+def test_an_idempotency_key_past_its_lifetime_is_taken_by_a_new_request(app, client, admin_headers, shopper):
+    create(client, admin_headers, "mug")
+    create(client, admin_headers, "pen")
+    headers = {**shopper, "Idempotency-Key": "old-key"}
+    assert add(client, headers, "mug", 1).status_code == 201
+    expect_problem(add(client, headers, "pen", 1), 422, "idempotency_key_reused")  # while it lives
+    with app.app_context():
+        db.session.execute(update(IdempotencyKey).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+        db.session.commit()
+    answer = add(client, headers, "pen", 1)  # the same key, another request: done, not refused
+    assert answer.status_code == 201, answer.get_data(as_text=True)
+    assert "Idempotent-Replayed" not in answer.headers
+    repeat = add(client, headers, "pen", 1)  # and now the key remembers this request
+    assert repeat.headers.get("Idempotent-Replayed") == "true"
+    assert {item["productId"]: item["quantity"] for item in repeat.get_json()["items"]} == {"mug": 1, "pen": 1}
 
 
 def test_idempotency_keys_belong_to_their_owner(client, admin_headers, shopper, token):

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from app.cart.models import Cart, Line, utcnow
+from app.cart.models import Cart, IdempotencyKey, Line, utcnow
 from app.extensions import db
 
 
@@ -60,7 +60,8 @@ def run_sweep(runner) -> str:
 def test_nothing_to_sweep(client, runner, admin_headers, shopper):
     create(client, admin_headers, "mug")
     add(client, shopper, "mug", 2)
-    assert "released 0 expired lines from 0 carts; expired 0 abandoned carts" in run_sweep(runner)
+    report = "released 0 expired lines from 0 carts; expired 0 abandoned carts; forgot 0 expired idempotency keys"
+    assert report in run_sweep(runner)
     assert reserved(client, "mug") == 2
 
 
@@ -102,3 +103,23 @@ def test_abandoned_carts_expire(app, client, runner, admin_headers, shopper, sub
     assert (f"expired {int(expired)} abandoned carts") in output
     assert reserved(client, "mug") == (0 if expired else 3)
     assert (client.get("/v1/cart", headers=headers).get_json()["shoppingCartId"] != first_cart) is expired
+
+
+def test_the_sweep_forgets_idempotency_keys_past_their_lifetime(app, client, runner, admin_headers, shopper):
+    create(client, admin_headers, "mug")
+    for key in ("old-1", "old-2", "young"):
+        response = client.post(
+            "/v1/cart/products", json={"productId": "mug", "quantity": 1}, headers={**shopper, "Idempotency-Key": key}
+        )
+        assert response.status_code == 201
+    with app.app_context():
+        db.session.execute(
+            update(IdempotencyKey)
+            .where(IdempotencyKey.key.in_(["old-1", "old-2"]))
+            .values(expires_at=utcnow() - timedelta(seconds=1))
+        )
+        db.session.commit()
+    assert "forgot 2 expired idempotency keys" in run_sweep(runner)
+    with app.app_context():
+        assert list(db.session.scalars(select(IdempotencyKey.key))) == ["young"]
+    assert "forgot 0 expired idempotency keys" in run_sweep(runner)
