@@ -49,13 +49,13 @@ from harness import (
     Processes,
     Result,
     bench_main,
+    cpu_table,
     database,
     gunicorn_args,
     judge,
-    parse_wrk,
+    measure,
     redis_database,
     run_flask,
-    run_wrk,
     seed,
     start_gunicorn,
     start_mongo,
@@ -379,12 +379,13 @@ def check(endpoint: Endpoint, base: str, shopper: Shopper) -> None:
         call(base, "DELETE", f"/v1/cart/products/{product}", token=shopper.token, expect=(200,))
 
 
-def benchmark(endpoint: Endpoint, base: str, script: Path | None, seconds: int, shopper: Shopper) -> Result:
+def benchmark(
+    processes: Processes, endpoint: Endpoint, base: str, script: Path | None, seconds: int, shopper: Shopper
+) -> Result:
     url = base + ("/" if endpoint.mode is None else "/v1/cart" if endpoint.mode == "get" else "/v1/cart/products")
     print(" ".join(wrk_command(url, seconds, script)))
     check(endpoint, base, shopper)
-    run_wrk(url, WARMUP_SECONDS, script)
-    return Result(endpoint=endpoint.name, url=url, **parse_wrk(run_wrk(url, seconds, script)))
+    return measure(processes, endpoint.name, url, seconds, script)
 
 
 # --- main ------------------------------------------------------------------------------------
@@ -428,11 +429,14 @@ def run(
             if endpoint.mode:
                 driven = shoppers[:GET_CART_SHOPPERS] if endpoint.mode == "get" else shoppers
                 script = lua_script(workdir / f"{endpoint.mode.replace('+', '-')}.lua", endpoint.mode, driven)
-            results.append(benchmark(endpoint, servers[endpoint.server], script, options.seconds, shoppers[0]))
+            server = servers[endpoint.server]
+            results.append(benchmark(processes, endpoint, server, script, options.seconds, shoppers[0]))
         judge(results, ENDPOINTS)
         labels = {endpoint.name: f"{endpoint.name} {endpoint.label}" for endpoint in ENDPOINTS}
         print()
         print(table(results, lambda result: labels[result.endpoint]))
+        print()
+        print(cpu_table(results, lambda result: labels[result.endpoint]))
     print()
     status = round_trips.report(counts, ROUND_TRIP_SAMPLES)
     path = ROUND_TRIPS_RESULTS if options.round_trips_only else RESULTS

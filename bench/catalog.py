@@ -41,13 +41,13 @@ from harness import (
     Processes,
     Result,
     bench_main,
+    cpu_table,
     database,
     gunicorn_args,
     judge,
-    parse_wrk,
+    measure,
     redis_database,
     run_flask,
-    run_wrk,
     seed,
     start_gunicorn,
     start_mongo,
@@ -112,13 +112,12 @@ def check(endpoint: Endpoint, url: str, token: str) -> None:
         raise BenchError(f"{endpoint.name}: an authorised read answered Cache-Control {cache_control!r}, not no-cache")
 
 
-def benchmark(endpoint: Endpoint, url: str, seconds: int, token: str) -> Result:
+def benchmark(processes: Processes, endpoint: Endpoint, url: str, seconds: int, token: str) -> Result:
     headers = [f"Authorization: Bearer {token}"] if endpoint.authorised else []
     shown = ["Authorization: Bearer <admin token>"] if endpoint.authorised else []
     print(shlex.join(wrk_command(url, seconds, headers=shown)))
     check(endpoint, url, token)
-    run_wrk(url, WARMUP_SECONDS, headers=headers)
-    return Result(endpoint=endpoint.name, url=url, **parse_wrk(run_wrk(url, seconds, headers=headers)))
+    return measure(processes, endpoint.name, url, seconds, headers=headers)
 
 
 def admin_token(base: str, env: dict[str, str], workdir: Path) -> str:
@@ -183,11 +182,14 @@ def run(
     results = []
     if not options.round_trips_only:
         for endpoint in ENDPOINTS:
-            results.append(benchmark(endpoint, servers[endpoint.server] + endpoint.path, options.seconds, token))
+            url = servers[endpoint.server] + endpoint.path
+            results.append(benchmark(processes, endpoint, url, options.seconds, token))
         judge(results, ENDPOINTS)
         labels = {e.name: f"{e.name} GET {e.path}{' (Bearer)' if e.authorised else ''}" for e in ENDPOINTS}
         print()
         print(table(results, lambda result: labels[result.endpoint]))
+        print()
+        print(cpu_table(results, lambda result: labels[result.endpoint]))
     print()
     status = round_trips.report(counts, ROUND_TRIP_SAMPLES)
     path = ROUND_TRIPS_RESULTS if options.round_trips_only else RESULTS

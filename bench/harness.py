@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -22,9 +23,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -72,6 +74,7 @@ class Result:
     ratio_pass: bool | None = None
     p99_target_ms: float | None = None
     p99_pass: bool | None = None
+    cpu_ms_per_request: dict[str, float] = field(default_factory=dict)  # by process (cpu_seconds)
 
 
 class BenchError(Exception):
@@ -137,6 +140,41 @@ def cpu_busy(seconds: float = 1.0) -> float | None:
         return None
     elapsed = total_after - total_before
     return 1 - (idle_after - idle_before) / elapsed if elapsed else None
+
+
+# Servers the benchmark did not start, found by their command name.
+SERVER_COMMANDS = {"postgres": "postgres", "redis-server": "redis"}
+
+
+def cpu_seconds(processes: Processes) -> dict[str, float]:
+    """CPU time (user + system) used so far, by process: each process the benchmark started
+    together with its children (its session: gunicorn's workers with their master), and the
+    PostgreSQL servers' processes, Redis and wrk. Empty off Linux. A process that has exited
+    no longer counts, so take the difference over a span in which none does."""
+    sessions = {process.pid: name for name, process in processes.started}
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    used: dict[str, float] = defaultdict(float)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # gone meanwhile
+            continue
+        command, fields = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+        name = sessions.get(int(fields[3])) or SERVER_COMMANDS.get(command)  # fields[3]: the session id
+        if name:
+            used[name] += (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+    return dict(used)
+
+
+def _children_cpu_seconds() -> float:
+    """CPU time of this process's children that have ended (each wrk run, once it returned)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_ms_per_request(before: dict[str, float], after: dict[str, float], requests: int) -> dict[str, float]:
+    spent = {name: after[name] - before.get(name, 0.0) for name in after}
+    return {name: round(1000 * used / requests, 3) for name, used in spent.items() if used > 0 and requests}
 
 
 def free_port() -> int:
@@ -268,6 +306,18 @@ def wrk_command(url: str, seconds: int, script: Path | None = None, headers: Ite
     return [*command, *(["-s", str(script)] if script else []), url]
 
 
+def measure(
+    processes: Processes, name: str, url: str, seconds: int, script: Path | None = None, headers: Iterable[str] = ()
+) -> Result:
+    """One endpoint under wrk, after a warm-up: its numbers and the CPU each process spent per request."""
+    run_wrk(url, WARMUP_SECONDS, script, headers)
+    before = {**cpu_seconds(processes), "wrk": _children_cpu_seconds()}
+    numbers = parse_wrk(run_wrk(url, seconds, script, headers))
+    after = {**cpu_seconds(processes), "wrk": _children_cpu_seconds()}  # wrk has exited: its usage is ours
+    used = cpu_ms_per_request(before, after, int(numbers["requests"]))
+    return Result(endpoint=name, url=url, **numbers, cpu_ms_per_request=used)
+
+
 def run_wrk(url: str, seconds: int, script: Path | None = None, headers: Iterable[str] = ()) -> str:
     command = wrk_command(url, seconds, script, headers)
     try:
@@ -333,6 +383,21 @@ def table(results: list[Result], label: Callable[[Result], str] = get_label) -> 
             marks.append(f"!! {result.non_2xx_3xx} non-2xx, {result.socket_errors} socket errors")
         row = f"{name:<{width}} {result.requests_per_sec:>9.1f} {result.p50_ms:>8.2f} {result.p99_ms:>8.2f} {ratio:>9}"
         lines.append("  ".join([row, *marks]))
+    return "\n".join(lines)
+
+
+def cpu_table(results: list[Result], label: Callable[[Result], str] = get_label) -> str:
+    """CPU milliseconds per request, by process, for every endpoint (from /proc, same run)."""
+    names = sorted({name for result in results for name in result.cpu_ms_per_request})
+    if not names:
+        return "CPU per request: not measured (no /proc)"
+    width = max([48, *(len(label(result)) for result in results)])
+    lines = ["CPU ms per request, by process (user + system, /proc; the 2 cores are shared by all of them):"]
+    lines.append(f"{'endpoint':<{width}} " + " ".join(f"{name:>9}" for name in names) + f" {'all':>9}")
+    for result in results:
+        used = result.cpu_ms_per_request
+        cells = " ".join(f"{used[name]:>9.3f}" if name in used else f"{'-':>9}" for name in names)
+        lines.append(f"{label(result):<{width}} {cells} {sum(used.values()):>9.3f}")
     return "\n".join(lines)
 
 
