@@ -1,6 +1,6 @@
 """Public cart API: /v1/cart (the original's routes, with a user's or a guest's token)."""
 
-from flask import request
+from flask import Response, current_app, request
 from flask.views import MethodView
 from flask_jwt_extended import get_jwt_identity
 
@@ -18,6 +18,7 @@ from app.gateway.cart_schemas import (
     OrderSchema,
     RemoveItemQuerySchema,
     SetQuantitySchema,
+    cart_json,
 )
 from app.gateway.http import optional_expected_version, require_json_body, with_etag
 from app.gateway.idempotency import IDEMPOTENCY_KEY, idempotent
@@ -44,6 +45,14 @@ WRITE_ERRORS = (
 )
 
 
+def _cart_answer(answer: cart.Cart, status: int = 200) -> Response:
+    """The cart as CartSchema documents it, from its memoised JSON (cart_json: rendered once
+    per distinct cart, not per request), with its ETag. flask-smorest passes a Response
+    through, so `@blp.response(..., CartSchema)` only documents the view."""
+    _, status, headers = with_etag(answer, status)
+    return current_app.response_class(cart_json(answer), status=status, headers=headers, mimetype="application/json")
+
+
 def _write_docs(view):
     """A cart write: bearer auth, optional If-Match and Idempotency-Key, its errors."""
     view = blp.doc(security=BEARER, parameters=[IF_MATCH, IDEMPOTENCY_KEY])(view)
@@ -59,7 +68,7 @@ class Cart(MethodView):
     @blp.doc(security=BEARER)
     def get(self):
         """Your cart (created empty if you have none)"""
-        return with_etag(cart.get_cart(owner_id=get_jwt_identity()))
+        return _cart_answer(cart.get_cart(owner_id=get_jwt_identity()))
 
     @shopper
     @idempotent(required=False)
@@ -67,7 +76,7 @@ class Cart(MethodView):
     @_write_docs
     def delete(self):
         """Empty your cart, releasing its stock"""
-        return with_etag(cart.empty_cart(owner_id=get_jwt_identity(), expected_version=optional_expected_version()))
+        return _cart_answer(cart.empty_cart(owner_id=get_jwt_identity(), expected_version=optional_expected_version()))
 
 
 @blp.route("/products")
@@ -80,7 +89,7 @@ class CartProducts(MethodView):
     def post(self, body):
         """Add units of a product (reserves them)"""
         added = cart.add_item(owner_id=get_jwt_identity(), expected_version=optional_expected_version(), **body)
-        return with_etag(added, 201)
+        return _cart_answer(added, 201)
 
 
 @blp.route("/products/<string:product_id>")
@@ -93,7 +102,7 @@ class CartProduct(MethodView):
     def put(self, body, product_id):
         """Set a line's quantity (0 removes it)"""
         owner_id, version = get_jwt_identity(), optional_expected_version()
-        return with_etag(
+        return _cart_answer(
             cart.set_item_quantity(owner_id=owner_id, product_id=product_id, expected_version=version, **body)
         )
 
@@ -105,7 +114,7 @@ class CartProduct(MethodView):
     def delete(self, query, product_id):
         """Remove ONE unit, deleting the line at zero (the original's behaviour); `?all=true` removes the line"""
         owner_id, version = get_jwt_identity(), optional_expected_version()
-        return with_etag(
+        return _cart_answer(
             cart.remove_item(
                 owner_id=owner_id, product_id=product_id, whole_line=query["all"], expected_version=version
             )

@@ -1,9 +1,12 @@
 """Request and response schemas of /v1/cart (the original's shapes, with more fields)."""
 
+import functools
+import json
+
 import marshmallow as ma
 from marshmallow import validate
 
-from app.cart.interface import MAX_LINE_QUANTITY
+from app.cart.interface import MAX_LINE_QUANTITY, Cart, CartItem
 from app.extensions import ProblemSchema, ProductProblemSchema
 from app.gateway.fields import Money, TrimmedString
 
@@ -38,6 +41,50 @@ class CartSchema(ma.Schema):
     total_quantity = ma.fields.Integer(data_key="totalQuantity")
     items = ma.fields.List(ma.fields.Nested(CartItemSchema))
     version = ma.fields.Integer(metadata={"description": "Bumped on every change; the ETag"})
+
+
+def cart_body(cart: Cart) -> dict:
+    """CartSchema's dump written out, as product_body is ProductSchema's (app/gateway/schemas.py).
+    tests/unit/test_cart_body.py holds them equal."""
+    return {
+        "shoppingCartId": cart.shopping_cart_id,
+        "userId": cart.user_id,
+        "currency": cart.currency,
+        "totalPrice": f"{cart.total_price:.2f}",
+        "totalQuantity": cart.total_quantity,
+        "items": [_item_body(item) for item in cart.items],
+        "version": cart.version,
+    }
+
+
+def _item_body(item: CartItem) -> dict:
+    return {
+        "productId": item.product_id,
+        "sku": item.sku,
+        "name": item.name,
+        "price": f"{item.price:.2f}",
+        "quantity": item.quantity,
+        "lineTotal": f"{item.line_total:.2f}",
+        "available": item.available,
+        "priceChanged": item.price_changed,
+        "currentPrice": None if item.current_price is None else f"{item.current_price:.2f}",
+        "reservedUntil": item.reserved_until.isoformat(),
+        "reservationExpired": item.reservation_expired,
+    }
+
+
+CART_JSON_MEMO = 1024  # carts per worker; an entry is the frozen DTO and its body (a few KB)
+
+
+@functools.lru_cache(maxsize=CART_JSON_MEMO)
+def cart_json(cart: Cart) -> bytes:
+    """The cart's JSON body as bytes, rendered once per distinct cart in a worker: a cached
+    cart is the same DTO on every hit. Keyed by the frozen DTO itself, so an entry is found
+    only for an equal cart (every field equal, version included), which renders to the same
+    body: it can never answer a stale one. (Equal datetimes are the same instant; the cart
+    module gives them in UTC.) Encoded as jsonify does outside debug mode: compact, ASCII,
+    in the schema's key order, a newline at the end."""
+    return (json.dumps(cart_body(cart), ensure_ascii=True, separators=(",", ":")) + "\n").encode()
 
 
 class AddItemSchema(ma.Schema):
