@@ -16,11 +16,18 @@ snapshots that cart writes use for their other lines are as old at most (the pro
 write just changed is always read fresh, and a cart loaded for the cache reads every
 product fresh, so the two ages never add up).
 
+A miss costs one MGET and, after the load, one Redis command for its writes: one Lua
+script (STORE, one EVALSHA) stores the cart entry, under the token the MGET read, together
+with the snapshots of the products the load read, each key with its own SET ... EX
+CART_CACHE_TTL. The snapshots come from the same fresh reads as the entry and expire with
+it. Snapshots stored anywhere else (those a write or a checkout had to read) go through the
+same script: one command however many there are.
+
 A cart write's Redis work is one round trip, after its commit and before its answer
 (`after_write`): one Lua script (one command, EVALSHA) sets the owner's new generation,
 stores the snapshot of the product the write just changed (the products module answered it
 with the hold) and returns the snapshots of the cart's other products. Only snapshots that are
-missing cost more: a products read and a SET. A write that shrinks a line gives the units back
+missing cost more: a products read and one STORE. A write that shrinks a line gives the units back
 (one products call) before that round trip, so the new generation comes that much later: the
 writer's own next read is never stale, and another reader may see the cart as it was for that
 long (as in the moment between any commit and its new generation).
@@ -38,6 +45,7 @@ import functools
 import logging
 import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping
+from contextvars import ContextVar
 
 from flask_caching.backends import RedisCache
 from redis import Redis, RedisError
@@ -67,6 +75,18 @@ end
 return {}
 """
 
+# KEYS: the entries' keys; ARGV[1]: their lifetime; then their values, in the order of KEYS.
+STORE = """
+for i = 1, #KEYS do
+    redis.call('SET', KEYS[i], ARGV[1 + i], 'EX', ARGV[1])
+end
+return #KEYS
+"""
+
+# The product snapshots that the cart being loaded for the cache read, per request (a worker's
+# threads share the CartCache): CartCache.cart stores them with the entry; None outside a load.
+_loaded_products: ContextVar[dict[str, products.Product] | None] = ContextVar("loaded_products", default=None)
+
 
 class CartCache:
     def __init__(self, store: RedisCache | None, ttl: int):
@@ -84,6 +104,10 @@ class CartCache:
     def _after_write(self):
         return self.store._write_client.register_script(AFTER_WRITE)
 
+    @functools.cached_property
+    def _store_script(self):
+        return self.store._write_client.register_script(STORE)
+
     def cart(self, owner_id: str, load: Callable[[], tuple[Cart, bool]]) -> Cart:
         """The owner's cart, from the cache when it was stored under the current generation.
 
@@ -100,9 +124,17 @@ class CartCache:
         generation = generation or ""
         if entry is not None and entry[0] == generation:
             return entry[1]
-        cart, cacheable = load()
+        loading = _loaded_products.set({})
+        try:
+            cart, cacheable = load()
+            read = _loaded_products.get()
+        finally:
+            _loaded_products.reset(loading)
+        entries = {_product_key(product_id): product for product_id, product in read.items()}
         if cacheable:
-            self._quietly(lambda: self.store.set(_cart_key(owner_id), (generation, cart)))
+            entries[_cart_key(owner_id)] = (generation, cart)
+        if entries:
+            self._quietly(lambda: self._store(entries))
         return cart
 
     def changed(self, *owner_ids: str) -> None:
@@ -155,7 +187,7 @@ class CartCache:
                 return None
             found.update(read)
             if read and self.store is not None:
-                self._quietly(lambda: self.store.set_many({_product_key(key): value for key, value in read.items()}))
+                self._quietly(lambda: self._store_products(read))
         found.update(fresh)
         return {product_id: found[product_id] for product_id in wanted if product_id in found}
 
@@ -185,9 +217,22 @@ class CartCache:
         if missing:
             read = _read(missing)
             found.update(read)
-            if read:
-                self._quietly(lambda: self.store.set_many({_product_key(key): value for key, value in read.items()}))
+            loading = _loaded_products.get()
+            if loading is not None:
+                loading.update(read)  # stored with the cart entry, in the same command (cart())
+            elif read:
+                self._quietly(lambda: self._store_products(read))
         return {product_id: found[product_id] for product_id in wanted if product_id in found}
+
+    def _store(self, entries: Mapping[str, object]) -> None:
+        """Store entries (keys without the prefix) for `ttl` seconds each: one command."""
+        dumps = self.store.serializer.dumps
+        self._store_script(
+            keys=[KEY_PREFIX + key for key in entries], args=[self.ttl, *(dumps(value) for value in entries.values())]
+        )
+
+    def _store_products(self, read: Mapping[str, products.Product]) -> None:
+        self._store({_product_key(product_id): product for product_id, product in read.items()})
 
     def _quietly(self, write: Callable[[], object]) -> None:
         """Filling the cache is an optimisation: a failure is logged, the answer still goes out."""

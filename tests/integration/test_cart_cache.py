@@ -179,3 +179,36 @@ def test_a_redis_outage_falls_back_to_the_databases(app, client, admin_headers):
     down.changed("owner-y")  # logged, not raised: the write has committed already
     with app.app_context():
         assert [product.sku for product in down.products(["mug"], fresh=()).values()] == ["SKU-MUG"]
+
+
+def test_a_miss_stores_the_cart_and_the_snapshots_it_read_each_with_the_ttl(cached_app, cached, shopper, redis_url):
+    add(cached, shopper, "mug", 2)
+    add(cached, shopper, "pen", 1)
+    owner_id = cached.get("/v1/cart", headers=shopper).get_json()["userId"]
+    store = redis.Redis.from_url(redis_url)
+    keys = [f"{KEY_PREFIX}{key}" for key in (f"cart:{owner_id}", "product:mug", "product:pen")]
+    store.delete(*keys)  # what expiry does
+    cached_app.extensions["carts"].cache.changed(owner_id)
+
+    assert quantities(cached.get("/v1/cart", headers=shopper)) == {"mug": 2, "pen": 1}  # a miss
+    assert [0 < store.ttl(key) <= TTL for key in keys] == [True, True, True]
+    behind_the_back(cached_app, "mug", 7)
+    assert quantities(cached.get("/v1/cart", headers=shopper)) == {"mug": 2, "pen": 1}  # what the miss stored
+    store.close()
+
+
+def test_a_failed_store_is_logged_and_the_cart_still_answers(cached_app, cached, shopper, monkeypatch, caplog):
+    add(cached, shopper, "mug", 2)
+    owner_id = cached.get("/v1/cart", headers=shopper).get_json()["userId"]
+    cache = cached_app.extensions["carts"].cache
+    cache.changed(owner_id)
+
+    def unreachable(**_):
+        raise redis.ConnectionError("Redis went away")
+
+    monkeypatch.setattr(cache, "_store_script", unreachable)
+    assert quantities(cached.get("/v1/cart", headers=shopper)) == {"mug": 2}
+    assert "could not store an entry: Redis went away" in caplog.text
+    monkeypatch.undo()
+    behind_the_back(cached_app, "mug", 7)
+    assert quantities(cached.get("/v1/cart", headers=shopper)) == {"mug": 7}  # nothing was stored

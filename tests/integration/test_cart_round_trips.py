@@ -203,3 +203,33 @@ def test_a_cart_write_costs_at_most_four_postgresql_round_trips(counted_app, cli
     assert {name: sum(cost.mongo.values()) for name, cost in costs.items()} == dict.fromkeys(costs, 1)
     cart = expect(app.get("/v1/cart", headers=shopper), 200)
     assert {item["productId"]: item["quantity"] for item in cart["items"]} == {"mug": 6, "pen": 2, "cup": 9}
+
+
+def test_an_uncached_cart_read_stores_its_entry_in_one_redis_command(counted_app, client, admin_headers, token):
+    """A miss: rate limit, token check, the cache's MGET, then one command storing the cart
+    entry with the product snapshots it read. The next read is a hit: the MGET alone."""
+    for product_id in ("mug", "pen", "cup"):
+        create(client, admin_headers, product_id, stock=1000)
+    app = counted_app.test_client()
+    shopper = {"Authorization": f"Bearer {token('customer', subject='uncached')}"}
+    for product_id in ("mug", "pen", "cup"):
+        expect(add(app, shopper, product_id, 2), 201)
+    owner_id = expect(app.get("/v1/cart", headers=shopper), 200)["userId"]  # warm-up
+    with counted_app.app_context():
+        counted_app.extensions["carts"].cache.changed(owner_id)  # a write elsewhere: the next read misses
+
+    answers = []
+    miss = count(lambda: answers.append(expect(app.get("/v1/cart", headers=shopper), 200)))
+    hit = count(lambda: answers.append(expect(app.get("/v1/cart", headers=shopper), 200)))
+    for name, cost in (("miss", miss), ("hit", hit)):
+        print(f"{name}: Redis {sum(cost.redis_commands.values())} commands {dict(cost.redis_commands)}")
+
+    assert sum(miss.redis_commands.values()) <= 4, dict(miss.redis_commands)
+    assert miss.cart_cache_commands == 2  # the MGET, and one store of the entry and its snapshots
+    assert "SET" not in miss.redis_commands
+    assert miss.postgres > 0  # read from the databases
+    assert sum(miss.mongo.values()) > 0
+    # served from the cache: no database read, the MGET the cache's only command
+    assert (hit.postgres, sum(hit.mongo.values()), hit.cart_cache_commands) == (0, 0, 1)
+    assert answers[0] == answers[1]
+    assert {item["productId"]: item["quantity"] for item in answers[1]["items"]} == {"mug": 2, "pen": 2, "cup": 2}
