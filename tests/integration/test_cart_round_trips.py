@@ -164,13 +164,19 @@ def expect(response, status: int):
     return response.get_json()
 
 
-def test_a_cart_write_costs_at_most_four_postgresql_round_trips(counted_app, client, admin_headers, token):
+def cart_of_three_lines(counted_app, client, admin_headers, token, subject: str, quantity: int):
+    """A test client of the counted app, and a shopper whose cart has a line of each of mug, pen, cup."""
     for product_id in ("mug", "pen", "cup"):
         create(client, admin_headers, product_id, stock=1000)
     app = counted_app.test_client()
-    shopper = {"Authorization": f"Bearer {token('customer', subject='counted')}"}
+    shopper = {"Authorization": f"Bearer {token('customer', subject=subject)}"}
     for product_id in ("mug", "pen", "cup"):
-        expect(add(app, shopper, product_id, 5), 201)
+        expect(add(app, shopper, product_id, quantity), 201)
+    return app, shopper
+
+
+def test_a_cart_write_costs_at_most_four_postgresql_round_trips(counted_app, client, admin_headers, token):
+    app, shopper = cart_of_three_lines(counted_app, client, admin_headers, token, "counted", 5)
     # warm-up: one request of each kind
     expect(add(app, shopper, "mug"), 201)
     expect(app.put("/v1/cart/products/mug", json={"quantity": 7}, headers=shopper), 200)
@@ -208,12 +214,7 @@ def test_a_cart_write_costs_at_most_four_postgresql_round_trips(counted_app, cli
 def test_an_uncached_cart_read_stores_its_entry_in_one_redis_command(counted_app, client, admin_headers, token):
     """A miss: rate limit, token check, the cache's MGET, then one command storing the cart
     entry with the product snapshots it read. The next read is a hit: the MGET alone."""
-    for product_id in ("mug", "pen", "cup"):
-        create(client, admin_headers, product_id, stock=1000)
-    app = counted_app.test_client()
-    shopper = {"Authorization": f"Bearer {token('customer', subject='uncached')}"}
-    for product_id in ("mug", "pen", "cup"):
-        expect(add(app, shopper, product_id, 2), 201)
+    app, shopper = cart_of_three_lines(counted_app, client, admin_headers, token, "uncached", 2)
     owner_id = expect(app.get("/v1/cart", headers=shopper), 200)["userId"]  # warm-up
     with counted_app.app_context():
         counted_app.extensions["carts"].cache.changed(owner_id)  # a write elsewhere: the next read misses
