@@ -12,6 +12,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DisconnectionError
 from swagger_ui_bundle import swagger_ui_path
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import cli
 from app.accounts import interface as accounts_interface
@@ -53,6 +54,8 @@ def create_app(config: Settings | None = None) -> Flask:
     app = Flask(__name__, static_folder=str(swagger_ui_path), static_url_path=SWAGGER_UI_ASSETS)
     app.config.from_mapping(flask_config(settings))
     app.json.sort_keys = False
+    if settings.trusted_proxies:
+        app.wsgi_app = behind_proxies(app.wsgi_app, settings.trusted_proxies)
 
     db.init_app(app)
     with app.app_context():
@@ -142,6 +145,19 @@ def flask_config(settings: Settings) -> dict[str, object]:
         "CACHE_DEFAULT_TIMEOUT": settings.catalog_cache_ttl,
         "CACHE_NO_NULL_WARNING": True,
     }
+
+
+def behind_proxies(wsgi_app, hops: int) -> ProxyFix:
+    """Believe the last `hops` entries of X-Forwarded-For and X-Forwarded-Proto, which the
+    proxies in front of the app append (nginx: `$proxy_add_x_forwarded_for`), so that
+    `request.remote_addr` is the client's address (rate limits, the login lockout) and the
+    scheme is the one the client used. Entries left of those are the client's to write and
+    never believed; a request with fewer entries (one that bypassed the proxy) keeps the
+    socket peer. The host, port and prefix stay the request's own: proxies pass `Host` on as
+    it came (nginx: `proxy_set_header Host $host`), and believing `X-Forwarded-Host` would
+    let a client pick the host of the URLs the app writes (`Location`) wherever a proxy does
+    not overwrite that header."""
+    return ProxyFix(wsgi_app, x_for=hops, x_proto=hops, x_host=0, x_port=0, x_prefix=0)
 
 
 def database_bounds(settings: Settings) -> dict[str, object]:

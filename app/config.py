@@ -55,8 +55,10 @@ class AuthSettings:
     public_key: str | None = None
     issuer: str = "storefront"
     audience: str = "storefront-api"
-    login_max_failures: int = 5
+    login_max_failures: int = 5  # per (account, client IP) in login_lock_seconds
     login_lock_seconds: int = 15 * 60
+    login_account_max_failures: int = 50  # per account from any IP: the backstop against distributed guessing
+    login_account_lock_seconds: int = 3600
     email_token_ttl: int = 24 * 3600
     reset_token_ttl: int = 3600
     public_base_url: str = "http://localhost:3000"
@@ -98,6 +100,7 @@ class Settings:
     auth_rate_limit: str = "10 per minute"
     cors_origins: tuple[str, ...] = ("http://localhost:3000",)
     redis_url: str | None = None
+    trusted_proxies: int = 0  # proxy hops in front of the app whose X-Forwarded-For/-Proto are believed
     log_level: str = "INFO"
     service_api_keys: tuple[str, ...] = ()
     catalog_cache_ttl: int = 2
@@ -161,6 +164,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         auth_rate_limit=reader.rate_limit("AUTH_RATE_LIMIT", Settings.auth_rate_limit),
         cors_origins=reader.origins("CORS_ORIGINS", Settings.cors_origins),
         redis_url=reader.url("REDIS_URL", schemes=("redis", "rediss", "unix")),
+        trusted_proxies=reader.integer("TRUSTED_PROXIES", Settings.trusted_proxies, minimum=0, maximum=10),
         log_level=reader.choice(
             "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), default="INFO", upper=True
         ),
@@ -209,6 +213,12 @@ def _auth_settings(reader: _Reader) -> AuthSettings:
         audience=reader.text("JWT_AUDIENCE") or defaults.audience,
         login_max_failures=reader.integer("LOGIN_MAX_FAILURES", defaults.login_max_failures, minimum=1),
         login_lock_seconds=reader.integer("LOGIN_LOCK_SECONDS", defaults.login_lock_seconds, minimum=1),
+        login_account_max_failures=reader.integer(
+            "LOGIN_ACCOUNT_MAX_FAILURES", defaults.login_account_max_failures, minimum=1
+        ),
+        login_account_lock_seconds=reader.integer(
+            "LOGIN_ACCOUNT_LOCK_SECONDS", defaults.login_account_lock_seconds, minimum=1
+        ),
         email_token_ttl=reader.integer("EMAIL_TOKEN_TTL", defaults.email_token_ttl, minimum=60),
         reset_token_ttl=reader.integer("PASSWORD_RESET_TTL", defaults.reset_token_ttl, minimum=60),
         public_base_url=(reader.url("PUBLIC_BASE_URL", schemes=("http", "https")) or defaults.public_base_url).rstrip(

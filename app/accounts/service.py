@@ -91,7 +91,12 @@ class Accounts:
         self.settings = settings
         self.sessions = sessions
         self.mailer = mailer
-        self.lockout = LoginLockout(settings.login_max_failures, settings.login_lock_seconds)
+        self.lockout = LoginLockout(
+            settings.login_max_failures,
+            settings.login_lock_seconds,
+            settings.login_account_max_failures,
+            settings.login_account_lock_seconds,
+        )
 
     # --- registration and email verification -------------------------------------------
 
@@ -161,7 +166,7 @@ class Accounts:
             if passwords.needs_rehash(user.password_hash):
                 user.password_hash = passwords.hash_password(attempt.password)
             session = self.sessions.issue(user)
-        self.lockout.clear(email)
+        self.lockout.clear(email, attempt.client_ip)
         return session
 
     def _check_second_factor(self, user_id: uuid.UUID, email: str, attempt: LoginAttempt) -> None:

@@ -104,7 +104,7 @@ class Login(MethodView):
         """
         guest_token = request.headers.get("X-Guest-Token")
         guest_id = guest_subject(guest_token) if guest_token else None
-        attempt = accounts.LoginAttempt(client_ip=request.remote_addr or "unknown", **body)
+        attempt = accounts.LoginAttempt(client_ip=_client_address(), **body)
         session = accounts.log_in(attempt=attempt)
         if guest_id is None:
             return session

@@ -386,12 +386,11 @@ def test_repeated_failures_lock_the_account_even_for_the_right_password(client, 
     locked = log_in(client, "ada@example.test")
     expect_problem(locked, 429, "login_locked")
     assert 0 < int(locked.headers["Retry-After"]) <= 900
-    # the lock is on the account, not only on this client's address
-    expect_problem(log_in(client, "Ada@Example.test", **from_ip("10.9.9.9")), 429, "login_locked")
+    expect_problem(log_in(client, "Ada@Example.test"), 429, "login_locked")  # the account, not its spelling
 
 
 def test_four_failures_do_not_lock_and_a_success_starts_the_count_again(client, ada):
-    addresses = iter(f"10.0.1.{n}" for n in range(1, 20))  # one failure per address: only the account counts
+    addresses = iter(["10.0.1.1"] * 20)  # one address: the (account, IP) count
     for _ in range(4):
         expect_problem(
             log_in(client, "ada@example.test", "Wrong-1234", **from_ip(next(addresses))), 401, "invalid_credentials"
@@ -405,14 +404,13 @@ def test_four_failures_do_not_lock_and_a_success_starts_the_count_again(client, 
     assert log_in(client, "ada@example.test", **from_ip(next(addresses))).status_code == 200
 
 
-def test_failures_over_many_emails_lock_the_client_address(client, ada):
+def test_failures_at_other_accounts_do_not_lock_an_account(client, ada):
+    """Locks are per (account, IP): one address shared by many people (an office NAT) is not
+    locked for everyone by some of them; guessing over many accounts is held by AUTH_RATE_LIMIT."""
     for n in range(5):
         log_in(client, f"nobody{n}@example.test", "Wrong-Password-1", **from_ip("10.0.2.1"))
 
-    locked = log_in(client, "ada@example.test", **from_ip("10.0.2.1"))
-    expect_problem(locked, 429, "login_locked")
-    assert int(locked.headers["Retry-After"]) > 0
-    assert log_in(client, "ada@example.test", **from_ip("10.0.2.2")).status_code == 200
+    assert log_in(client, "ada@example.test", **from_ip("10.0.2.1")).status_code == 200
 
 
 def test_disabled_account_cannot_log_in(client, ada, admin_headers):

@@ -74,6 +74,10 @@ def test_database_url_wins_over_db_parts():
         ({"CART_MAX_LINES": "0"}, "CART_MAX_LINES"),
         ({"CART_MAX_UNITS": "many"}, "CART_MAX_UNITS"),
         ({"GUEST_RATE_LIMIT": "lots"}, "GUEST_RATE_LIMIT"),
+        ({"TRUSTED_PROXIES": "-1"}, "TRUSTED_PROXIES"),
+        ({"TRUSTED_PROXIES": "yes"}, "TRUSTED_PROXIES"),
+        ({"LOGIN_ACCOUNT_MAX_FAILURES": "0"}, "LOGIN_ACCOUNT_MAX_FAILURES"),
+        ({"LOGIN_ACCOUNT_LOCK_SECONDS": "soon"}, "LOGIN_ACCOUNT_LOCK_SECONDS"),
     ],
 )
 def test_bad_values_name_the_variable(environment, variable):
@@ -123,3 +127,16 @@ def test_cart_settings_and_their_defaults():
     )
     assert (tuned.cart_reservation_ttl, tuned.cart_max_lines, tuned.cart_max_units) == (1, 3, 9)
     assert tuned.guest_rate_limit == "5/minute"
+
+
+def test_client_address_and_lockout_settings_and_their_defaults():
+    defaults = load_settings({})
+    assert defaults.trusted_proxies == 0  # X-Forwarded-For is not believed unless told
+    auth = defaults.auth
+    assert (auth.login_max_failures, auth.login_lock_seconds) == (5, 900)
+    assert (auth.login_account_max_failures, auth.login_account_lock_seconds) == (50, 3600)
+    tuned = load_settings(
+        {"TRUSTED_PROXIES": "2", "LOGIN_ACCOUNT_MAX_FAILURES": "20", "LOGIN_ACCOUNT_LOCK_SECONDS": "7200"}
+    )
+    assert tuned.trusted_proxies == 2
+    assert (tuned.auth.login_account_max_failures, tuned.auth.login_account_lock_seconds) == (20, 7200)
