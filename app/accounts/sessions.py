@@ -137,4 +137,8 @@ class Sessions:
             except ValueError:
                 return True
         revoked, generation = self.store.state(revoked_ids, user_id)
-        return revoked or (user_id is not None and generation != claims.get("gen"))
+        if revoked or user_id is None:
+            return revoked
+        # A user's token names the user's current generation. No such user (generation None), or
+        # no claim, is refused: compared as they are, None == None would let either through.
+        return generation is None or claims.get("gen") is None or generation != claims["gen"]
