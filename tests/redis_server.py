@@ -16,6 +16,7 @@ from tests.mongo_server import free_port
 class RedisServer:
     workdir: Path
     port: int = 0
+    password: str | None = None  # requirepass, as docker-compose.yml's redis service has
     process: subprocess.Popen | None = None
 
     def __post_init__(self) -> None:
@@ -23,15 +24,19 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        credentials = f":{self.password}@" if self.password else ""
+        return f"redis://{credentials}127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> None:
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [
+                *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
+                *(("--requirepass", self.password) if self.password else ()),
+            ],
             cwd=self.workdir,
             stdout=subprocess.DEVNULL,
         )
-        client = redis.Redis(port=self.port, socket_timeout=1)
+        client = redis.Redis(port=self.port, password=self.password, socket_timeout=1)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:

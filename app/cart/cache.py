@@ -32,6 +32,10 @@ missing cost more: a products read and one STORE. A write that shrinks a line gi
 writer's own next read is never stale, and another reader may see the cart as it was for that
 long (as in the moment between any commit and its new generation).
 
+Values are JSON (codec.py), never pickle: anyone who can write to Redis could otherwise run
+code in every worker. A value that does not decode into what its key should hold is logged
+and treated as a miss.
+
 Without REDIS_URL (or with CART_CACHE_TTL=0) nothing is cached: workers share no memory, so
 a per-worker copy could not see another worker's write. A Redis error is logged and the
 request is served from the databases. Should Redis fail exactly while a write sets its new
@@ -46,17 +50,20 @@ import logging
 import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping
 from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TypeVar
 
-from flask_caching.backends import RedisCache
 from redis import Redis, RedisError
 
+from app.cart import codec
 from app.cart.dto import Cart
 from app.products import interface as products
 
 logger = logging.getLogger(__name__)
 
-# Bump the version when what is pickled (the DTOs) changes shape, so old entries are ignored.
-KEY_PREFIX = "storefront:cart:1:"
+# Bump the version when what is stored (the DTOs' JSON) changes shape, so old entries are
+# ignored; 1 held pickles, which are never read again.
+KEY_PREFIX = "storefront:cart:2:"
 GENERATION_TTL = 7 * 24 * 3600  # seconds; far longer than any entry lives (see the module docstring)
 
 # KEYS: the generation keys (ARGV[1] of them), the fresh snapshots' keys (ARGV[2]), then the
@@ -87,9 +94,19 @@ return #KEYS
 # threads share the CartCache): CartCache.cart stores them with the entry; None outside a load.
 _loaded_products: ContextVar[dict[str, products.Product] | None] = ContextVar("loaded_products", default=None)
 
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class CartEntry:
+    """A cached cart, and the generation it was stored under."""
+
+    generation: str
+    cart: Cart
+
 
 class CartCache:
-    def __init__(self, store: RedisCache | None, ttl: int):
+    def __init__(self, store: Redis | None, ttl: int):
         self.store = store
         self.ttl = ttl
 
@@ -98,15 +115,15 @@ class CartCache:
         if not redis_url or not ttl:
             return cls(None, ttl)
         client = Redis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
-        return cls(RedisCache(host=client, key_prefix=KEY_PREFIX, default_timeout=ttl), ttl)
+        return cls(client, ttl)
 
     @functools.cached_property
     def _after_write(self):
-        return self.store._write_client.register_script(AFTER_WRITE)
+        return self.store.register_script(AFTER_WRITE)
 
     @functools.cached_property
     def _store_script(self):
-        return self.store._write_client.register_script(STORE)
+        return self.store.register_script(STORE)
 
     def cart(self, owner_id: str, load: Callable[[], tuple[Cart, bool]]) -> Cart:
         """The owner's cart, from the cache when it was stored under the current generation.
@@ -117,13 +134,16 @@ class CartCache:
         if self.store is None:
             return load()[0]
         try:
-            generation, entry = self.store.get_many(_generation_key(owner_id), _cart_key(owner_id))
+            generation, stored = self.store.mget(
+                KEY_PREFIX + _generation_key(owner_id), KEY_PREFIX + _cart_key(owner_id)
+            )
         except RedisError as error:
             logger.warning("cart cache unavailable, reading the databases: %s", error)
             return load()[0]
-        generation = generation or ""
-        if entry is not None and entry[0] == generation:
-            return entry[1]
+        generation = generation.decode("utf-8", "replace") if generation else ""
+        entry = _decoded(CartEntry, stored, _cart_key(owner_id))
+        if entry is not None and entry.generation == generation:
+            return entry.cart
         loading = _loaded_products.set({})
         try:
             cart, cacheable = load()
@@ -132,7 +152,7 @@ class CartCache:
             _loaded_products.reset(loading)
         entries = {_product_key(product_id): product for product_id, product in read.items()}
         if cacheable:
-            entries[_cart_key(owner_id)] = (generation, cart)
+            entries[_cart_key(owner_id)] = CartEntry(generation, cart)
         if entries:
             self._quietly(lambda: self._store(entries))
         return cart
@@ -141,9 +161,11 @@ class CartCache:
         """Call after a cart write committed: the owners' cached carts are no longer served."""
         if self.store is None:
             return
-        tokens = {_generation_key(owner_id): uuid.uuid4().hex for owner_id in owner_ids}
+        pipeline = self.store.pipeline(transaction=False)
+        for owner_id in owner_ids:
+            pipeline.set(KEY_PREFIX + _generation_key(owner_id), uuid.uuid4().hex, ex=GENERATION_TTL)
         try:
-            self.store.set_many(tokens, timeout=GENERATION_TTL)
+            pipeline.execute()
         except RedisError as error:
             logger.error("cart cache: could not move the generation of %s on: %s", owner_ids, error)
 
@@ -161,24 +183,18 @@ class CartCache:
         others = [product_id for product_id in wanted if product_id not in fresh]
         found: dict[str, products.Product] = {}
         if self.store is not None:
-            dumps = self.store.serializer.dumps
             keys = [KEY_PREFIX + _generation_key(owner_id) for owner_id in owner_ids]
             keys += [KEY_PREFIX + _product_key(product_id) for product_id in fresh]
             keys += [KEY_PREFIX + _product_key(product_id) for product_id in others]
             arguments = [len(owner_ids), len(fresh), GENERATION_TTL, self.ttl]
-            arguments += [dumps(uuid.uuid4().hex) for _ in owner_ids]
-            arguments += [dumps(product) for product in fresh.values()]
+            arguments += [uuid.uuid4().hex for _ in owner_ids]
+            arguments += [codec.dumps(product) for product in fresh.values()]
             try:
                 snapshots = self._after_write(keys=keys, args=arguments)
             except RedisError as error:
                 logger.error("cart cache: could not move the generation of %s on: %s", tuple(owner_ids), error)
                 snapshots = [None] * len(others)
-            loads = self.store.serializer.loads
-            found = {
-                product_id: snapshot
-                for product_id, snapshot in zip(others, map(loads, snapshots), strict=True)
-                if snapshot is not None
-            }
+            found = _snapshots(others, snapshots)
         missing = [product_id for product_id in others if product_id not in found]
         if missing:
             try:
@@ -204,15 +220,11 @@ class CartCache:
         found: dict[str, products.Product] = {}
         if cached:
             try:
-                snapshots = self.store.get_many(*(_product_key(product_id) for product_id in cached))
+                snapshots = self.store.mget([KEY_PREFIX + _product_key(product_id) for product_id in cached])
             except RedisError as error:
                 logger.warning("cart cache unavailable, reading the products store: %s", error)
                 snapshots = [None] * len(cached)
-            found = {
-                product_id: snapshot
-                for product_id, snapshot in zip(cached, snapshots, strict=True)
-                if snapshot is not None
-            }
+            found = _snapshots(cached, snapshots)
         missing = [product_id for product_id in wanted if product_id not in found]
         if missing:
             read = _read(missing)
@@ -226,9 +238,9 @@ class CartCache:
 
     def _store(self, entries: Mapping[str, object]) -> None:
         """Store entries (keys without the prefix) for `ttl` seconds each: one command."""
-        dumps = self.store.serializer.dumps
         self._store_script(
-            keys=[KEY_PREFIX + key for key in entries], args=[self.ttl, *(dumps(value) for value in entries.values())]
+            keys=[KEY_PREFIX + key for key in entries],
+            args=[self.ttl, *(codec.dumps(value) for value in entries.values())],
         )
 
     def _store_products(self, read: Mapping[str, products.Product]) -> None:
@@ -240,6 +252,26 @@ class CartCache:
             write()
         except RedisError as error:
             logger.warning("cart cache: could not store an entry: %s", error)
+
+
+def _decoded(kind: type[T], stored: bytes | None, key: str) -> T | None:
+    """What the key holds, None when nothing or something that is not the JSON of `kind`."""
+    if stored is None:
+        return None
+    try:
+        return codec.loads(kind, stored)
+    except codec.DecodeError as error:
+        logger.warning("cart cache: ignoring %s%s, which does not decode (%s)", KEY_PREFIX, key, error)
+        return None
+
+
+def _snapshots(product_ids: list[str], stored: list[bytes | None]) -> dict[str, products.Product]:
+    found = {}
+    for product_id, value in zip(product_ids, stored, strict=True):
+        snapshot = _decoded(products.Product, value, _product_key(product_id))
+        if snapshot is not None:
+            found[product_id] = snapshot
+    return found
 
 
 def _read(product_ids: list[str]) -> dict[str, products.Product]:

@@ -10,7 +10,7 @@ the development virtualenv or the tests on its path, the commands compose runs:
   operator's variables (real-looking JWT_SECRET and SERVICE_API_KEY, APP_ENV=production by
   compose's default), pointed at the local servers: PostgreSQL (a fresh database, via DB_*),
   the session's Mongo wire-protocol server (a database of its own), a Redis of this module's
-  own, free ports, service URLs on 127.0.0.1;
+  own (with a password, as compose's), free ports, service URLs on 127.0.0.1;
   GUNICORN_WORKERS=2 keeps four processes within two cores. Mail: MAIL_BACKEND=file, and
   MAIL_FILE_DIR (which compose does not pass) so the verification link can be read; compose's
   default is `console`;
@@ -61,7 +61,8 @@ NOT_IN_THE_IMAGE = {"nx-27017", "pytest", "hypothesis", "deptry", "ruff", "impor
 
 
 def interpolate(value: object, variables: dict[str, str]) -> str:
-    """Compose's `${VAR:-default}` (the default when unset or blank) and `${VAR:?error}`."""
+    """Compose's `${VAR:-default}` (the default when unset or blank) and `${VAR:?error}`,
+    innermost first (`${REDIS_URL:-redis://:${REDIS_PASSWORD:?...}@redis:6379/0}`)."""
 
     def substitute(match: re.Match) -> str:
         name, operator, rest = match.groups()
@@ -70,7 +71,10 @@ def interpolate(value: object, variables: dict[str, str]) -> str:
         assert operator == ":-", f"compose would refuse to start: {rest}"
         return rest
 
-    return re.sub(r"\$\{(\w+)(:[-?])?([^}]*)\}", substitute, str(value))
+    text, previous = str(value), None
+    while text != previous:
+        text, previous = re.sub(r"\$\{(\w+)(:[-?])?([^${}]*)\}", substitute, text), text
+    return text
 
 
 def on_loopback(url: str) -> str:
@@ -228,7 +232,7 @@ def mongo_database(mongo_uri) -> Iterator[str]:
 def host(install, postgres, mongo_database, tmp_path_factory) -> Iterator[Host]:
     """The stack migrated and seeded: `migrate` ran, then `flask --app wsgi seed`."""
     workdir = tmp_path_factory.mktemp("production")
-    redis_server = RedisServer(workdir)
+    redis_server = RedisServer(workdir, password=secrets.token_hex(16))  # compose's redis requires one
     redis_server.start()
     mail_dir = workdir / "mail"
     mail_dir.mkdir()
@@ -237,7 +241,8 @@ def host(install, postgres, mongo_database, tmp_path_factory) -> Iterator[Host]:
         "SERVICE_API_KEY": secrets.token_urlsafe(32),
         "MONGODB_URI": mongo_database,
         **postgres,
-        "REDIS_URL": redis_server.url,
+        "REDIS_PASSWORD": redis_server.password,
+        "REDIS_URL": redis_server.url,  # the one on loopback, with the password
         "API_PORT": str(free_port()),
         "PRODUCTS_SERVICE_PORT": str(free_port()),
         "CART_SERVICE_PORT": str(free_port()),

@@ -9,13 +9,17 @@ write does.
 
 from __future__ import annotations
 
+import logging
+import pickle
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 import redis
 
 from app import create_app
 from app.cart.cache import KEY_PREFIX, CartCache
+from app.cart.dto import Cart
 from app.cart.models import utcnow
 from app.cart.sweep import sweep
 from app.extensions import db, limiter
@@ -144,24 +148,30 @@ def test_the_sweeper_moves_the_generation_on(cached_app, cached, shopper):
     assert quantities(cached.get("/v1/cart", headers=shopper)) == {}
 
 
+def a_cart(name: str) -> Cart:
+    return Cart(name, "owner", "USD", Decimal("0.00"), 0, (), 1)
+
+
 def test_a_write_while_a_reader_loads_is_never_served_stale(cached_app):
     """The race: a reader misses, a write commits while it loads, then it stores what it read.
     Only that reader answers the older cart (it began before the write); nobody after it."""
     cache = cached_app.extensions["carts"].cache
+    before, after = a_cart("the cart before the write"), a_cart("the cart after the write")
 
     def load_while_a_write_commits():
         cache.changed("racing-owner")  # the write's commit and new generation land here
-        return "the cart before the write", True
+        return before, True
 
-    assert cache.cart("racing-owner", load_while_a_write_commits) == "the cart before the write"
-    assert cache.cart("racing-owner", lambda: ("the cart after the write", True)) == "the cart after the write"
-    assert cache.cart("racing-owner", lambda: ("not read: cached", True)) == "the cart after the write"
+    assert cache.cart("racing-owner", load_while_a_write_commits) == before
+    assert cache.cart("racing-owner", lambda: (after, True)) == after
+    assert cache.cart("racing-owner", lambda: (a_cart("not read: cached"), True)) == after
 
 
 def test_a_cart_read_without_the_products_store_is_not_cached(cached_app):
     cache = cached_app.extensions["carts"].cache
-    assert cache.cart("owner-x", lambda: ("degraded", False)) == "degraded"
-    assert cache.cart("owner-x", lambda: ("complete", True)) == "complete"
+    degraded, complete = a_cart("degraded"), a_cart("complete")
+    assert cache.cart("owner-x", lambda: (degraded, False)) == degraded
+    assert cache.cart("owner-x", lambda: (complete, True)) == complete
 
 
 def test_without_redis_nothing_is_cached(app, client, admin_headers, shopper):
@@ -212,3 +222,55 @@ def test_a_failed_store_is_logged_and_the_cart_still_answers(cached_app, cached,
     monkeypatch.undo()
     behind_the_back(cached_app, "mug", 7)
     assert quantities(cached.get("/v1/cart", headers=shopper)) == {"mug": 7}  # nothing was stored
+
+
+class CreatesAFile:
+    """Unpickling this creates a file: the proof that a pickle someone wrote to Redis ran."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_pickle_written_into_redis_is_never_run_and_the_cart_comes_from_the_databases(
+    cached_app, cached, shopper, redis_url, tmp_path, caplog
+):
+    """Finding 6 of the audit: whoever can write to Redis must not run code in the app."""
+    add(cached, shopper, "mug", 2)
+    add(cached, shopper, "pen", 1)
+    owner_id = cached.get("/v1/cart", headers=shopper).get_json()["userId"]  # cached now
+    store = redis.Redis.from_url(redis_url)
+    generation = store.get(f"{KEY_PREFIX}generation:{owner_id}")
+    ran = tmp_path / "pwned"
+    payload = pickle.dumps(CreatesAFile(ran))
+    store.set(f"{KEY_PREFIX}cart:{owner_id}", b"!" + payload, ex=TTL)  # as flask-caching's RedisCache wrote
+    assert store.get(f"{KEY_PREFIX}generation:{owner_id}") == generation  # the entry would be current
+    behind_the_back(cached_app, "mug", 7)
+
+    with caplog.at_level(logging.WARNING, logger="app.cart.cache"):
+        read = cached.get("/v1/cart", headers=shopper)
+        assert quantities(read) == {"mug": 7, "pen": 1}  # read from the databases
+        store.set(f"{KEY_PREFIX}product:pen", payload, ex=TTL)  # a write reads the other lines' snapshots
+        assert quantities(add(cached, shopper, "mug")) == {"mug": 8, "pen": 1}  # the pen's snapshot too
+
+    assert not ran.exists()
+    assert f"ignoring {KEY_PREFIX}cart:{owner_id}, which does not decode" in caplog.text
+    assert f"ignoring {KEY_PREFIX}product:pen, which does not decode" in caplog.text
+    assert quantities(cached.get("/v1/cart", headers=shopper)) == {"mug": 8, "pen": 1}
+    for key in (f"cart:{owner_id}", "product:mug", "product:pen"):  # what is stored now is JSON
+        assert store.get(KEY_PREFIX + key).startswith(b"{"), key
+    store.close()
+
+
+def test_the_shared_flask_caching_cache_stays_in_the_worker_with_redis_set(cached_app):
+    """The catalog micro-cache and the listing counts (app.extensions.cache) pickle their values:
+    they must never live in Redis, where another writer could put a pickle of its own."""
+    from flask_caching.backends import NullCache, SimpleCache
+
+    from app.extensions import cache
+
+    assert cached_app.config["CACHE_TYPE"] in ("SimpleCache", "NullCache")
+    with cached_app.app_context():
+        assert type(cache.cache) in (SimpleCache, NullCache)

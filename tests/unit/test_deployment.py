@@ -33,7 +33,11 @@ SPLIT = {"products-service": {"products"}, "cart-service": {"cart"}, "gateway": 
 PORTS = {"api": 3000, "products-service": 3001, "cart-service": 3002, "gateway": 3000}
 IMAGES = {"mongodb": "mongo:7", "postgres": "postgres:16", "redis": "redis:7", "rabbitmq": "rabbitmq:3-management"}
 # What an operator must export; compose refuses to start without them.
-REQUIRED = {"JWT_SECRET": "a-production-secret-of-at-least-32-characters", "SERVICE_API_KEY": "service-key"}
+REQUIRED = {
+    "JWT_SECRET": "a-production-secret-of-at-least-32-characters",
+    "SERVICE_API_KEY": "service-key",
+    "REDIS_PASSWORD": "a-redis-password",
+}
 
 
 def names_read(path: Path) -> set[str]:
@@ -47,7 +51,7 @@ READ = names_read(REPO / "app" / "config.py") | names_read(REPO / "gunicorn.conf
 
 def interpolate(value: object) -> str:
     """What compose makes of `${VAR:-default}` / `${VAR:?message}` when the shell sets nothing
-    but the required variables."""
+    but the required variables; innermost first, as in `${REDIS_URL:-redis://:${REDIS_PASSWORD:?...}@...}`."""
 
     def substitute(match: re.Match) -> str:
         name, operator, rest = match.groups()
@@ -56,7 +60,10 @@ def interpolate(value: object) -> str:
         assert operator == ":-", f"${{{name}}} has no default"
         return rest
 
-    return re.sub(r"\$\{(\w+)(:[-?])?([^}]*)\}", substitute, str(value))
+    text, previous = str(value), None
+    while text != previous:
+        text, previous = re.sub(r"\$\{(\w+)(:[-?])?([^${}]*)\}", substitute, text), text
+    return text
 
 
 def environment(name: str) -> dict[str, str]:
@@ -178,6 +185,19 @@ def test_split_services_call_each_remote_module_at_the_service_that_serves_it(na
         assert target.serves(module), f"{name} calls {module} at {url.hostname}, which does not serve it"
         assert url.port == listen_port(target)
         assert SERVICES[name]["depends_on"][url.hostname] == {"condition": "service_healthy"}
+
+
+def test_redis_requires_the_password_every_app_service_connects_with():
+    """Finding 6 of the audit: whoever can write to Redis changes limits, revocations and carts."""
+    redis = SERVICES["redis"]
+    command = [interpolate(part) for part in redis["command"]]
+    password = command[command.index("--requirepass") + 1]
+    assert password == REQUIRED["REDIS_PASSWORD"]  # from the operator's environment, no default
+    assert interpolate(redis["environment"]["REDISCLI_AUTH"]) == password  # the health check logs in
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    for name in APP_SERVICES:
+        url = urlsplit(settings_of(name).redis_url)
+        assert (url.hostname, url.password) == ("redis", password), name
 
 
 def test_internal_services_publish_on_the_host_loopback_only():
