@@ -76,9 +76,24 @@ class ApiBlueprint(Blueprint):
     ARGUMENTS_PARSER = ValidationParser()
     PAGINATION_ARGUMENTS_PARSER = ValidationParser()
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._prepare_doc_cbks.append(_document_size_limits)
+
     def problem_response(self, status: int, description: str, schema: type[ProblemSchema] = ProblemSchema):
         """Document an error outcome of a view (its body is a problem+json document)."""
         return self.alt_response(status, schema=schema, description=description, content_type=PROBLEM_MIMETYPE)
+
+
+def _document_size_limits(doc: dict, doc_info: dict, **kwargs) -> dict:
+    """Every operation may answer the size limits of app/gateway/request_limits.py: 414 and
+    431, and 413 when it takes a body."""
+    responses = doc.setdefault("responses", {})
+    if "requestBody" in doc:
+        responses.setdefault(413, "REQUEST_ENTITY_TOO_LARGE")
+    responses.setdefault(414, "REQUEST_URI_TOO_LONG")
+    responses.setdefault(431, "REQUEST_HEADER_FIELDS_TOO_LARGE")
+    return doc
 
 
 class ProductProblemSchema(ProblemSchema):
@@ -114,7 +129,6 @@ class DecodeOnceJWTManager(JWTManager):
             return super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)
 
 
-api = StorefrontApi()
 jwt = DecodeOnceJWTManager()
 limiter = Limiter(key_func=get_remote_address, strategy=ONE_TRIP_FIXED_WINDOW)
 cors = CORS()

@@ -54,7 +54,7 @@ class ServiceClient:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers.update(
-            {SERVICE_KEY_HEADER: settings.service_api_keys[0], CALLER_HEADER: ",".join(settings.modules)}
+            {SERVICE_KEY_HEADER: settings.service_api_key, CALLER_HEADER: settings.caller_name()}
         )
         self.bulkhead = threading.BoundedSemaphore(limits.service_pool_size)
         self.breaker = new_breaker(

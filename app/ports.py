@@ -7,8 +7,11 @@ DTOs and raise the same exceptions: arguments and results cross the wire through
 converter, typed by the function's own annotations, and a DomainError raised by the service is
 raised again, as the same class with the same extensions, in the caller.
 
-The service side is one route per module, `POST /internal/<module>/<function>`, closed to
-anyone without a service key (`X-Service-Key`) and a caller name (`X-Service-Caller`).
+The service side is one route per module, `POST /internal/<module>/<function>`, served only
+by service processes (never on the public API's listener, see app/__init__.py) and closed to
+anyone without a caller's key (`X-Service-Key`, SERVICE_CALLER_KEYS) naming that caller
+(`X-Service-Caller`); each caller may call only the functions in its scope (SERVICE_SCOPES
+in app/config.py).
 """
 
 from __future__ import annotations
@@ -176,6 +179,10 @@ class Port:
             exposed = self.functions.get(name)
             if exposed is None:
                 raise ApiError(404, "not_found", f"The {self.module} service has no function {name!r}.")
+            if not in_scope(g.service_caller, self.module, name):
+                raise ApiError(
+                    403, "service_scope_denied", f"The {g.service_caller} service may not call {self.module}.{name}."
+                )
             arguments = exposed.decode_arguments(request.get_json())
             logger.debug("%s.%s called by %s", self.module, name, g.service_caller)
             try:
@@ -220,6 +227,7 @@ class Port:
                             "200": {"description": "The function's result"},
                             "400": {"description": "Invalid arguments (`validation_error`)"},
                             "401": {"description": "`service_key_invalid` or `service_caller_missing`"},
+                            "403": {"description": "`service_scope_denied`: not in the caller's scope"},
                             "4XX": problem_response,
                             "503": problem_response,
                         },
@@ -235,16 +243,26 @@ def _type_name(type_: Any) -> str:
 
 
 def require_service_credentials() -> None:
-    """Internal routes answer only callers holding one of SERVICE_API_KEY's keys (several are
-    accepted so that a key can be rotated), compared in constant time, and naming themselves."""
+    """Internal routes answer only a caller holding one of its keys in SERVICE_CALLER_KEYS
+    (several per caller, so that a key can be rotated), compared in constant time, and naming
+    itself as the caller that key belongs to."""
     sent = request.headers.get(SERVICE_KEY_HEADER, "").encode()
-    keys = current_app.config["SERVICE_API_KEYS"]
-    if not sent or not any(hmac.compare_digest(sent, key.encode()) for key in keys):
+    callers = [
+        caller for caller, key in current_app.config["SERVICE_CALLER_KEYS"] if hmac.compare_digest(sent, key.encode())
+    ]
+    if not sent or not callers:
         raise ApiError(401, "service_key_invalid", "A valid X-Service-Key header is required.")
     caller = request.headers.get(CALLER_HEADER, "").strip()
     if not caller:
         raise ApiError(401, "service_caller_missing", "The X-Service-Caller header must name the calling service.")
+    if caller not in callers:
+        raise ApiError(401, "service_key_invalid", f"This X-Service-Key is not the {caller} service's.")
     g.service_caller = caller
+
+
+def in_scope(caller: str, module: str, function: str) -> bool:
+    allowed = current_app.config["SERVICE_SCOPES"].get(caller, {}).get(module, ())
+    return "*" in allowed or function in allowed
 
 
 def exception_name(error_class: type[DomainError]) -> str:

@@ -58,7 +58,8 @@ APP_ENV = {
     "THROTTLE_LIMIT": "1000000000",  # rate limiting must not interfere (it still runs)
     "AUTH_RATE_LIMIT": "100000 per minute",  # signing in the guests
     "JWT_SECRET": "bench-only-jwt-secret-0123456789-0123456789",
-    "SERVICE_API_KEY": SERVICE_KEY,
+    "SERVICE_API_KEY": SERVICE_KEY,  # one key for both callers here (the deployment uses one each)
+    "SERVICE_CALLER_KEYS": f"gateway={SERVICE_KEY},cart={SERVICE_KEY}",
 }
 
 LUA = """\

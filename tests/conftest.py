@@ -20,6 +20,8 @@ from app.extensions import db, limiter
 from tests.mongo_server import MongoServer, free_port
 
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
+GATEWAY_KEY = "test-gateway-key"  # what the gateway sends to the services it calls
+CART_KEY = "test-cart-key"  # what the cart service sends to the products service
 
 
 @pytest.fixture(scope="session")
@@ -71,7 +73,8 @@ def settings(mongo_uri, database_url, mail_dir):
         throttle_limit=1_000_000,
         auth_rate_limit="1000 per second",
         guest_rate_limit="1000 per second",
-        service_api_keys=("test-service-key",),
+        service_api_key=GATEWAY_KEY,
+        service_caller_keys=(("gateway", GATEWAY_KEY), ("cart", CART_KEY)),
         catalog_cache_ttl=0,
     )
 
@@ -89,6 +92,16 @@ def app(settings):
         db.session.commit()
         upgrade()  # the migrations, exactly as `flask db upgrade` runs them
     return app
+
+
+@pytest.fixture(scope="session")
+def service_app(app, settings):
+    """A service process serving products, cart and accounts to other services (no gateway):
+    the only kind of process with /internal routes. It shares the stores with `app`."""
+    storage, strategy = limiter._storage, limiter._limiter
+    service = create_app(settings.override(modules=("products", "cart", "accounts")))
+    limiter._storage, limiter._limiter = storage, strategy
+    return service
 
 
 def empty_stores(app) -> None:

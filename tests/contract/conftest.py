@@ -2,7 +2,8 @@
 
 "in-process": the session app, which serves every module, so interface calls run here.
 "http": a gateway-only app (APP_MODULES=gateway) whose products, cart and accounts URLs point
-at a threaded werkzeug server serving the session app on loopback, so every interface call
+at a threaded werkzeug server serving a service app (the three modules, no gateway: only
+such a process has the internal routes) on loopback, so every interface call
 crosses HTTP through app/http_client.py and the internal service API.
 
 A test takes `port_app` and calls `from app.<module> import interface` functions inside it
@@ -27,9 +28,10 @@ from app.errors import DomainError
 
 
 @pytest.fixture(scope="session")
-def service_url(app) -> Iterator[str]:
-    """The session app served over HTTP on a free loopback port for the whole session."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+def service_url(service_app) -> Iterator[str]:
+    """A service process (products, cart and accounts, no gateway) served over HTTP on a free
+    loopback port for the whole session; it shares the stores with the session app."""
+    server = make_server("127.0.0.1", 0, service_app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="contract-service", daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"

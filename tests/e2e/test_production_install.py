@@ -7,7 +7,7 @@ from a clean copy of the tree; cached by the lock's hash) and runs from it, with
 the development virtualenv or the tests on its path, the commands compose runs:
 
 - the environment of each service in docker-compose.yml, interpolated as compose does from an
-  operator's variables (real-looking JWT_SECRET and SERVICE_API_KEY, APP_ENV=production by
+  operator's variables (real-looking JWT_SECRET and service keys, APP_ENV=production by
   compose's default), pointed at the local servers: PostgreSQL (a fresh database, via DB_*),
   the session's Mongo wire-protocol server (a database of its own), a Redis of this module's
   own (with a password, as compose's), free ports, service URLs on 127.0.0.1;
@@ -238,7 +238,8 @@ def host(install, postgres, mongo_database, tmp_path_factory) -> Iterator[Host]:
     mail_dir.mkdir()
     variables = {
         "JWT_SECRET": secrets.token_urlsafe(48),
-        "SERVICE_API_KEY": secrets.token_urlsafe(32),
+        "GATEWAY_SERVICE_KEY": secrets.token_urlsafe(32),
+        "CART_SERVICE_KEY": secrets.token_urlsafe(32),
         "MONGODB_URI": mongo_database,
         **postgres,
         "REDIS_PASSWORD": redis_server.password,

@@ -24,7 +24,8 @@ from tests.integration.test_auth_api import PASSWORD, last_email, token_from
 from tests.mongo_server import free_port
 from tests.redis_server import RedisServer
 
-SERVICE_KEY = "split-test-service-key-0123456789"
+GATEWAY_KEY = "split-test-gateway-key-0123456789"  # the gateway's, to the products and cart services
+CART_KEY = "split-test-cart-key-0123456789"  # the cart service's, to the products service
 
 
 @dataclass
@@ -44,7 +45,15 @@ class SplitDeployment:
     def start(self) -> None:
         self.start_products_service()
         self.cart_url = self.stack.enter_context(
-            self._serve("cart", {"APP_MODULES": "cart", "PRODUCTS_SERVICE_URL": self.products_url})
+            self._serve(
+                "cart",
+                {
+                    "APP_MODULES": "cart",
+                    "PRODUCTS_SERVICE_URL": self.products_url,
+                    "SERVICE_API_KEY": CART_KEY,
+                    "SERVICE_CALLER_KEYS": f"gateway={GATEWAY_KEY}",
+                },
+            )
         )
         self.gateway_url = self.stack.enter_context(
             self._serve(
@@ -53,13 +62,18 @@ class SplitDeployment:
                     "APP_MODULES": "gateway,accounts",
                     "PRODUCTS_SERVICE_URL": self.products_url,
                     "CART_SERVICE_URL": self.cart_url,
+                    "SERVICE_API_KEY": GATEWAY_KEY,
                 },
             )
         )
 
     def start_products_service(self) -> None:
         self.products_service = ExitStack()
-        self.products_service.enter_context(self._serve("products", {"APP_MODULES": "products"}, self.products_port))
+        self.products_service.enter_context(self._serve(
+                "products",
+                {"APP_MODULES": "products", "SERVICE_CALLER_KEYS": f"gateway={GATEWAY_KEY},cart={CART_KEY}"},
+                self.products_port,
+            ))
 
     def kill_products_service(self) -> None:
         self.products_service.close()
@@ -91,7 +105,6 @@ def deployment(mongo_uri, database_url, mail_dir, app, private_redis, tmp_path) 
         "DATABASE_URL": database_url,
         "REDIS_URL": private_redis.url,
         "JWT_SECRET": TEST_SECRET,
-        "SERVICE_API_KEY": SERVICE_KEY,
         "MAIL_BACKEND": "file",
         "MAIL_FILE_DIR": str(mail_dir),
         "THROTTLE_LIMIT": "100000",
@@ -181,6 +194,34 @@ def test_internal_routes_refuse_callers_without_the_service_key(deployment, serv
 
     assert (refused.status_code, refused.json()["code"]) == (401, "service_key_invalid")
     assert (wrong.status_code, wrong.json()["code"]) == (401, "service_key_invalid")
+
+
+def test_each_key_calls_only_its_callers_functions_and_the_gateway_serves_no_internal_route(deployment):
+    cart_service = {"X-Service-Key": CART_KEY, "X-Service-Caller": "cart"}
+    read = requests.post(
+        f"{deployment.products_url}/internal/products/get_product",
+        json={"product_id": "none"},
+        headers=cart_service,
+        timeout=10,
+    )
+    adjust = requests.post(
+        f"{deployment.products_url}/internal/products/adjust_stock",
+        json={"product_id": "none", "delta": 5, "reason": "free stock"},
+        headers=cart_service,
+        timeout=10,
+    )
+    on_gateway = requests.post(
+        f"{deployment.gateway_url}/internal/products/get_product",
+        json={"product_id": "none"},
+        headers={"X-Service-Key": GATEWAY_KEY, "X-Service-Caller": "gateway"},
+        timeout=10,
+    )
+
+    assert (read.status_code, read.json()["code"]) == (404, "product_not_found")  # let through, then not found
+    assert (adjust.status_code, adjust.json()["code"]) == (403, "service_scope_denied")
+    assert on_gateway.status_code == 404
+    public_paths = requests.get(f"{deployment.gateway_url}/api/openapi.json", timeout=10).json()["paths"]
+    assert not [path for path in public_paths if path.startswith("/internal")]
 
 
 def test_products_service_killed_mid_run_then_back(deployment, admin_headers, token, database_url, mongo_uri):

@@ -824,8 +824,8 @@ def test_openapi_document_describes_the_catalog_and_its_security(client):
     assert "security" not in paths["/v1/products/{product_id}"]["get"]
 
 
-def test_openapi_document_describes_the_internal_service_api(client):
-    spec = client.get("/api/openapi.json").get_json()
+def test_openapi_document_describes_the_internal_service_api(service_app):
+    spec = service_app.test_client().get("/api/openapi.json").get_json()  # the service's own document
 
     reserve = spec["paths"]["/internal/products/reserve_stock"]["post"]
     assert reserve["security"] == [{"serviceKey": []}]

@@ -253,7 +253,7 @@ def test_a_call_posts_the_encoded_arguments_with_the_service_credentials_and_dec
     (request,) = stub.requests
     assert request["path"] == "/internal/products/get_product"
     assert request["body"] == {"product_id": "p1"}
-    assert request["headers"]["X-Service-Key"] == "test-service-key"
+    assert request["headers"]["X-Service-Key"] == "test-gateway-key"
     assert request["headers"]["X-Service-Caller"] == "gateway"
 
 

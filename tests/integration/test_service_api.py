@@ -9,9 +9,25 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from werkzeug.test import Client
+
+from tests.conftest import CART_KEY, GATEWAY_KEY
 
 PROBLEM = "application/problem+json"
-SERVICE_HEADERS = {"X-Service-Key": "test-service-key", "X-Service-Caller": "test"}
+SERVICE_HEADERS = {"X-Service-Key": GATEWAY_KEY, "X-Service-Caller": "gateway"}
+CART_SERVICE = {"X-Service-Key": CART_KEY, "X-Service-Caller": "cart"}
+
+
+@pytest.fixture
+def client(app, service_app) -> Client:
+    """/internal/* goes to the service app (the only kind of process serving it), the public
+    /v1 API to the monolith; both share the stores, so a call's effect shows in the catalog."""
+
+    def dispatch(environ, start_response):
+        target = service_app if environ["PATH_INFO"].startswith("/internal/") else app
+        return target.wsgi_app(environ, start_response)
+
+    return Client(dispatch, app.response_class, use_cookies=False)
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -76,13 +92,14 @@ def counters(client, product_id: str = "p1") -> tuple[int, int, int]:
     ("headers", "code"),
     [
         ({}, "service_key_invalid"),
-        ({"X-Service-Caller": "test"}, "service_key_invalid"),
-        ({"X-Service-Key": "wrong-key", "X-Service-Caller": "test"}, "service_key_invalid"),
-        ({"X-Service-Key": "test-service-key-but-longer", "X-Service-Caller": "test"}, "service_key_invalid"),
-        ({"X-Service-Key": "test-service-key"}, "service_caller_missing"),
-        ({"X-Service-Key": "test-service-key", "X-Service-Caller": "  "}, "service_caller_missing"),
+        ({"X-Service-Caller": "gateway"}, "service_key_invalid"),
+        ({"X-Service-Key": "wrong-key", "X-Service-Caller": "gateway"}, "service_key_invalid"),
+        ({"X-Service-Key": GATEWAY_KEY + "-but-longer", "X-Service-Caller": "gateway"}, "service_key_invalid"),
+        ({"X-Service-Key": CART_KEY, "X-Service-Caller": "gateway"}, "service_key_invalid"),
+        ({"X-Service-Key": GATEWAY_KEY}, "service_caller_missing"),
+        ({"X-Service-Key": GATEWAY_KEY, "X-Service-Caller": "  "}, "service_caller_missing"),
     ],
-    ids=["nothing", "no-key", "wrong-key", "longer-key", "no-caller", "blank-caller"],
+    ids=["nothing", "no-key", "wrong-key", "longer-key", "another-callers-key", "no-caller", "blank-caller"],
 )
 @pytest.mark.parametrize(
     ("module", "function", "arguments"),
@@ -108,6 +125,58 @@ def test_internal_calls_need_a_service_key_and_a_caller(client, headers, code, m
     assert counters(client) == (5, 0, 5)
     cart = result(call(client, "cart", "get_cart", owner_id="guest:1"))
     assert cart["items"] == []
+
+
+@pytest.mark.parametrize(
+    ("module", "function", "arguments"),
+    [
+        ("accounts", "create_admin", {"email": "evil@example.test", "password": "correct horse battery 9"}),
+        ("products", "adjust_stock", {"product_id": "p1", "delta": 100, "reason": "free stock"}),
+        ("products", "delete_all_products", {}),
+        ("cart", "get_cart", {"owner_id": "guest:1"}),
+    ],
+    ids=["accounts.create_admin", "products.adjust_stock", "products.delete_all_products", "cart.get_cart"],
+)
+def test_the_cart_services_key_calls_only_what_a_cart_needs(client, module, function, arguments):
+    create(client, stock=5)
+
+    body = assert_problem(
+        call(client, module, function, headers=CART_SERVICE, **arguments), 403, "service_scope_denied"
+    )
+
+    assert "result" not in body
+    assert counters(client) == (5, 0, 5)
+    assert result(call(client, "accounts", "list_users"))["total"] == 0  # no admin was made
+
+
+def test_the_cart_services_key_holds_reads_and_sells_stock(client):
+    create(client, stock=5)
+    assert result(call(client, "products", "get_product", headers=CART_SERVICE, product_id="p1"))["stock"] == 5
+    held = call(
+        client,
+        "products",
+        "reserve_stock",
+        headers=CART_SERVICE,
+        product_id="p1",
+        quantity=2,
+        reservation_id="r1",
+        expires_at=in_fifteen_minutes(),
+    )
+    assert result(held)["quantity"] == 2
+    result(call(client, "products", "commit_reservation", headers=CART_SERVICE, product_id="p1", reservation_id="r1"))
+    assert counters(client) == (3, 0, 3)
+
+
+def test_the_public_listener_serves_no_internal_route_and_documents_none(app, service_app):
+    public = app.test_client()
+    assert (
+        public.post("/internal/products/get_product", json={"product_id": "p1"}, headers=SERVICE_HEADERS).status_code
+        == 404
+    )
+    assert not [path for path in public.get("/api/openapi.json").get_json()["paths"] if path.startswith("/internal")]
+    internal_paths = service_app.test_client().get("/api/openapi.json").get_json()["paths"]
+    assert "/internal/products/reserve_stock" in internal_paths
+    assert not [path for path in internal_paths if path.startswith("/v1/") and path != "/v1/health"]
 
 
 def test_an_internal_route_answers_no_other_method(client):

@@ -10,7 +10,7 @@ from app.config import DEVELOPMENT_JWT_SECRET, ConfigError, load_settings
 
 STRONG_SECRET = "s" * 40
 REPO = Path(__file__).resolve().parents[2]
-PRODUCTION = {"APP_ENV": "production", "JWT_SECRET": STRONG_SECRET, "DB_HOST": "db"}
+PRODUCTION = {"APP_ENV": "production", "JWT_SECRET": STRONG_SECRET, "DB_HOST": "db", "MAIL_BACKEND": "smtp"}
 
 
 def test_defaults_are_for_development():
@@ -26,6 +26,7 @@ def test_original_variable_names_are_read():
         {
             "NODE_ENV": "production",
             "JWT_SECRET": STRONG_SECRET,
+            "MAIL_BACKEND": "smtp",
             "API_PORT": "8080",
             "MONGODB_URI": "mongodb://mongodb:27017/products",
             "DB_HOST": "postgres",
@@ -36,14 +37,16 @@ def test_original_variable_names_are_read():
             "THROTTLE_TTL": "30",
             "THROTTLE_LIMIT": "5",
             "CORS_ORIGINS": "https://shop.example.com, http://localhost:3000/",
-            "SERVICE_API_KEY": "new-key, old-key",
+            "SERVICE_API_KEY": "gateway-key",
+            "SERVICE_CALLER_KEYS": "gateway=new-key, gateway=old-key,cart=cart-key",
         }
     )
     assert settings.is_production
     assert settings.api_port == 8080
     assert settings.database_url == "postgresql+psycopg2://shop:p%40ss%20word@postgres:5433/cart"
     assert settings.cors_origins == ("https://shop.example.com", "http://localhost:3000")
-    assert settings.service_api_keys == ("new-key", "old-key")
+    assert settings.service_api_key == "gateway-key"
+    assert settings.service_caller_keys == (("gateway", "new-key"), ("gateway", "old-key"), ("cart", "cart-key"))
     assert (settings.throttle_ttl, settings.throttle_limit) == (30, 5)
 
 
@@ -70,6 +73,8 @@ def test_database_url_wins_over_db_parts():
         ({"APP_ENV": "production", "DB_HOST": "db", "JWT_SECRET": "short"}, "JWT_SECRET"),
         ({"APP_ENV": "production", "JWT_SECRET": STRONG_SECRET}, "DATABASE_URL"),
         ({**PRODUCTION, "CART_RESERVATION_TTL": "59"}, "CART_RESERVATION_TTL"),
+        ({**PRODUCTION, "MAIL_BACKEND": ""}, "MAIL_BACKEND"),  # the default, console, logs every link
+        ({**PRODUCTION, "MAIL_BACKEND": "Console"}, "MAIL_BACKEND"),
         ({"CART_RESERVATION_TTL": "0"}, "CART_RESERVATION_TTL"),
         ({"CART_MAX_LINES": "0"}, "CART_MAX_LINES"),
         ({"CART_MAX_UNITS": "many"}, "CART_MAX_UNITS"),
@@ -100,6 +105,30 @@ def test_start_up_stops_with_one_line_naming_the_variable(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "Configuration error: API_PORT must be a whole number, got 'not-a-port'"
+    ]
+
+
+@pytest.mark.parametrize("backend", ["smtp", "file"])
+def test_production_accepts_the_mail_backends_that_keep_links_out_of_the_log(backend):
+    assert load_settings({**PRODUCTION, "MAIL_BACKEND": backend}).mail.backend == backend
+
+
+def test_production_refuses_the_console_mail_backend_at_start_up(tmp_path):
+    environment = {**PRODUCTION, "DB_HOST": "db", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    del environment["MAIL_BACKEND"]
+    result = subprocess.run(
+        [sys.executable, "-c", "import wsgi"],
+        cwd=REPO,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "Configuration error: MAIL_BACKEND is console, which writes every message to the log, reset and"
+        " verification links included; set MAIL_BACKEND=smtp (with SMTP_HOST) in production"
     ]
 
 
@@ -140,3 +169,28 @@ def test_client_address_and_lockout_settings_and_their_defaults():
     )
     assert tuned.trusted_proxies == 2
     assert (tuned.auth.login_account_max_failures, tuned.auth.login_account_lock_seconds) == (20, 7200)
+
+
+@pytest.mark.parametrize("value", ["new-key", "gateway=", "=key", "stranger=key"])
+def test_service_caller_keys_name_a_known_caller_and_a_key(value):
+    with pytest.raises(ConfigError) as refused:
+        load_settings({"SERVICE_CALLER_KEYS": value})
+    assert refused.value.variable == "SERVICE_CALLER_KEYS"
+
+
+def test_a_service_process_needs_its_callers_keys_and_a_caller_its_own_key():
+    with pytest.raises(ConfigError) as refused:
+        load_settings({"APP_MODULES": "products"})
+    assert refused.value.variable == "SERVICE_CALLER_KEYS"
+    assert load_settings({"APP_MODULES": "products", "SERVICE_CALLER_KEYS": "cart=k"}).serves_internal_api()
+    cart_only = {
+        "APP_MODULES": "cart",
+        "PRODUCTS_SERVICE_URL": "http://products:3001",
+        "SERVICE_CALLER_KEYS": "gateway=k",
+    }
+    with pytest.raises(ConfigError) as refused:
+        load_settings(cart_only)
+    assert refused.value.variable == "SERVICE_API_KEY"
+    assert load_settings({**cart_only, "SERVICE_API_KEY": "c"}).caller_name() == "cart"
+    monolith = load_settings({})  # needs neither: it serves no /internal routes and calls none
+    assert (monolith.serves_internal_api(), monolith.caller_name()) == (False, "gateway")

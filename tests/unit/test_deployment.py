@@ -35,7 +35,8 @@ IMAGES = {"mongodb": "mongo:7", "postgres": "postgres:16", "redis": "redis:7", "
 # What an operator must export; compose refuses to start without them.
 REQUIRED = {
     "JWT_SECRET": "a-production-secret-of-at-least-32-characters",
-    "SERVICE_API_KEY": "service-key",
+    "GATEWAY_SERVICE_KEY": "gateway-key",
+    "CART_SERVICE_KEY": "cart-key",
     "REDIS_PASSWORD": "a-redis-password",
 }
 
@@ -187,6 +188,23 @@ def test_split_services_call_each_remote_module_at_the_service_that_serves_it(na
         assert SERVICES[name]["depends_on"][url.hostname] == {"condition": "service_healthy"}
 
 
+@pytest.mark.parametrize("name", SPLIT)
+def test_each_split_service_is_known_to_the_services_it_calls_by_its_own_key(name):
+    """Finding 5 of the audit: one key per caller, accepted for that caller only."""
+    settings = settings_of(name)
+    for module in settings.remote_modules():
+        target = settings_of(urlsplit(settings.service_url(module)).hostname)
+        assert (settings.caller_name(), settings.service_api_key) in target.service_caller_keys
+    keys = [key for _, key in settings.service_caller_keys]
+    assert len(set(keys)) == len(keys)
+
+
+def test_the_monolith_serves_no_internal_api_and_needs_no_service_key():
+    settings = settings_of("api")
+    assert not settings.serves_internal_api()
+    assert (settings.service_api_key, settings.service_caller_keys, settings.remote_modules()) == (None, (), ())
+
+
 def test_redis_requires_the_password_every_app_service_connects_with():
     """Finding 6 of the audit: whoever can write to Redis changes limits, revocations and carts."""
     redis = SERVICES["redis"]
@@ -257,6 +275,7 @@ def loaded_by_gunicorn(namespace: dict) -> Config:
 
 SPLIT_VARIABLES = {
     "SERVICE_API_KEY": "service-key",
+    "SERVICE_CALLER_KEYS": "gateway=gateway-key",
     "PRODUCTS_SERVICE_URL": "http://products-service:3001",
     "CART_SERVICE_URL": "http://cart-service:3002",
     "ACCOUNTS_SERVICE_URL": "http://accounts-service:3003",
