@@ -69,11 +69,13 @@ class SplitDeployment:
 
     def start_products_service(self) -> None:
         self.products_service = ExitStack()
-        self.products_service.enter_context(self._serve(
+        self.products_service.enter_context(
+            self._serve(
                 "products",
                 {"APP_MODULES": "products", "SERVICE_CALLER_KEYS": f"gateway={GATEWAY_KEY},cart={CART_KEY}"},
                 self.products_port,
-            ))
+            )
+        )
 
     def kill_products_service(self) -> None:
         self.products_service.close()
