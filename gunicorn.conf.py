@@ -25,6 +25,11 @@ worker_class = _env("GUNICORN_WORKER_CLASS", "sync")
 timeout = int(_env("GUNICORN_TIMEOUT", 30))
 graceful_timeout = int(_env("GUNICORN_GRACEFUL_TIMEOUT", 20))
 keepalive = int(_env("GUNICORN_KEEPALIVE", 5))
+# Outer bounds on the request line (gunicorn's maximum) and on each header line: past them
+# gunicorn answers with an HTML page of its own. Below them the app answers problem+json
+# (app/gateway/request_limits.py: URLs over 2048 bytes, headers over 8192 bytes in all).
+limit_request_line = 8190
+limit_request_field_size = 16384
 accesslog = _env("GUNICORN_ACCESS_LOG", "-")
 # No gunicornc socket: containers are managed with signals, and the image's system user has no
 # home directory to put the socket in.
