@@ -31,23 +31,34 @@ class LoginLockout:
     def _counters(self, email: str, client_ip: str) -> list[tuple[RateLimitItem, tuple[str, ...]]]:
         return [(self.per_address, ("account-ip", email, client_ip)), (self.per_account, ("account", email))]
 
-    def check(self, email: str, client_ip: str) -> None:
+    def count_attempt(self, email: str, client_ip: str) -> None:
+        """Count this attempt as a failure before its password is checked, or raise LoginLocked.
+
+        One atomic increment per counter (limits' `hit`: INCR in Redis) both counts the attempt
+        and says whether it is within the limit, so concurrent attempts cannot all pass a check
+        made before any of them is counted: at most LOGIN_MAX_FAILURES attempts per (account,
+        IP) in a window ever reach the password check. An attempt that turns out right is given
+        back (`succeeded`, `forgive`)."""
         for item, key in self._counters(email, client_ip):
-            if not limiter.limiter.test(item, NAMESPACE, *key):
+            if not limiter.limiter.hit(item, NAMESPACE, *key):
                 raise _locked(item, key)
 
-    def record_failure(self, email: str, client_ip: str) -> None:
-        for item, key in self._counters(email, client_ip):
-            limiter.limiter.hit(item, NAMESPACE, *key)
+    def succeeded(self, email: str, client_ip: str) -> None:
+        """The password was right: the address's count starts again, and the attempt is taken
+        off the account's backstop (the owner's logins never use it up, nor reset it)."""
+        limiter.limiter.clear(self.per_address, NAMESPACE, "account-ip", email, client_ip)
+        limiter.limiter.hit(self.per_account, NAMESPACE, "account", email, cost=-1)
 
-    def clear(self, email: str, client_ip: str | None = None) -> None:
-        """After a success at `client_ip`: its count starts again. Without an address (a
-        password reset, which proves the owner): the account's backstop is lifted; the counts
-        of the addresses that failed stay until their windows pass."""
-        if client_ip is not None:
-            limiter.limiter.clear(self.per_address, NAMESPACE, "account-ip", email, client_ip)
-        else:
-            limiter.limiter.clear(self.per_account, NAMESPACE, "account", email)
+    def forgive(self, email: str, client_ip: str) -> None:
+        """The attempt was no guess (its password was right but the login was refused for
+        another reason, or it failed before the check): give its count back."""
+        for item, key in self._counters(email, client_ip):
+            limiter.limiter.hit(item, NAMESPACE, *key, cost=-1)
+
+    def clear(self, email: str) -> None:
+        """A password reset proved the owner: the account's backstop is lifted; the counts of
+        the addresses that failed stay until their windows pass."""
+        limiter.limiter.clear(self.per_account, NAMESPACE, "account", email)
 
 
 def _locked(item: RateLimitItem, key: tuple[str, ...]) -> LoginLocked:

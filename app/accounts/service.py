@@ -141,15 +141,28 @@ class Accounts:
 
     def login(self, attempt: LoginAttempt) -> Session:
         email = normalise_email(attempt.email)
-        self.lockout.check(email, attempt.client_ip)  # failures are counted by the limiter, not in SQL
+        # Counted before the password is checked, in one atomic step per counter (not in SQL):
+        # concurrent guesses cannot all slip past the limit. A wrong password or code stays
+        # counted; an attempt that proved the password (or failed before checking it) is not.
+        self.lockout.count_attempt(email, attempt.client_ip)
+        try:
+            session = self._login(email, attempt)
+        except (InvalidCredentials, InvalidOtp):
+            raise
+        except BaseException:
+            self.lockout.forgive(email, attempt.client_ip)
+            raise
+        self.lockout.succeeded(email, attempt.client_ip)
+        return session
+
+    def _login(self, email: str, attempt: LoginAttempt) -> Session:
         with unit_of_work(write=False):
             user = self._by_email(email)
             known = _Credentials(user.id, user.password_hash, user.mfa_enabled_at is not None) if user else None
         if not passwords.verify_password(known.password_hash if known else None, attempt.password):
-            self.lockout.record_failure(email, attempt.client_ip)
             raise InvalidCredentials("Wrong email or password.")
         if known.mfa_enabled:
-            self._check_second_factor(known.user_id, email, attempt)
+            self._check_second_factor(known.user_id, attempt)
         with unit_of_work():
             user = db.session.get(User, known.user_id, with_for_update=True)
             if user is None or (
@@ -165,11 +178,9 @@ class Accounts:
                 raise EmailNotVerified("Confirm your email address first (POST /v1/auth/verify-email/resend).")
             if passwords.needs_rehash(user.password_hash):
                 user.password_hash = passwords.hash_password(attempt.password)
-            session = self.sessions.issue(user)
-        self.lockout.clear(email, attempt.client_ip)
-        return session
+            return self.sessions.issue(user)
 
-    def _check_second_factor(self, user_id: uuid.UUID, email: str, attempt: LoginAttempt) -> None:
+    def _check_second_factor(self, user_id: uuid.UUID, attempt: LoginAttempt) -> None:
         if not attempt.otp:
             raise MfaRequired("Send the code from your authenticator app as `otp`.")
         # The code is claimed in a unit of work of its own, committed before the login can
@@ -178,7 +189,6 @@ class Accounts:
             user = db.session.get(User, user_id)
             accepted = user is not None and self._accept_otp(user, attempt.otp)
         if not accepted:
-            self.lockout.record_failure(email, attempt.client_ip)
             raise InvalidOtp("The code is wrong, expired or already used.")
 
     def _accept_otp(self, user: User, code: str) -> bool:

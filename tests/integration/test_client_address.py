@@ -38,6 +38,15 @@ def test_a_strangers_guesses_do_not_lock_the_owner_out(client, ada):
     assert log_in(client, "Ada@Example.test", **from_ip(ADA)).status_code == 200  # the account, not its spelling
 
 
+def test_logins_refused_with_the_right_password_are_not_counted(client, mail_dir):
+    """Only guesses count: a right password refused for another reason (an unverified email, a
+    missing second factor) gives its attempt back."""
+    assert client.post("/v1/auth/register", json={"email": "new@example.test", "password": PASSWORD}).status_code == 201
+    for _ in range(7):
+        expect_problem(log_in(client, "new@example.test"), 403, "email_not_verified")
+    expect_problem(log_in(client, "new@example.test", WRONG), 401, "invalid_credentials")
+
+
 # --- with other settings (a second app each; keep these last) -------------------------------
 
 
