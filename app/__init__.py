@@ -19,9 +19,9 @@ from app.accounts import interface as accounts_interface
 from app.accounts import setup as accounts
 from app.cart import interface as cart_interface
 from app.cart import setup as cart
-from app.config import Settings, load_settings, validate
+from app.config import SERVICE_SCOPES, Settings, load_settings, validate
 from app.errors import keep_retry_after, register_error_handlers
-from app.extensions import api, cache, cors, db, jwt, limiter, migrate
+from app.extensions import StorefrontApi, cache, cors, db, jwt, limiter, migrate
 from app.gateway import setup as gateway
 from app.http_client import ServiceClient
 from app.products import interface as products_interface
@@ -64,6 +64,7 @@ def create_app(config: Settings | None = None) -> Flask:
         else:
             ping_idle_connections(db.engine, IDLE_PING_SECONDS)
     migrate.init_app(app, db, directory=MIGRATIONS)
+    api = StorefrontApi()  # one per app: an app's OpenAPI document describes what that app serves
     api.init_app(app)
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
     api.spec.components.security_scheme("serviceKey", {"type": "apiKey", "in": "header", "name": "X-Service-Key"})
@@ -80,19 +81,20 @@ def create_app(config: Settings | None = None) -> Flask:
 
     app.extensions["settings"] = settings
     if settings.serves("gateway"):
-        gateway.register(app)  # first, so the public API leads the docs
+        gateway.register(app, api)  # first, so the public API leads the docs
     else:
-        gateway.register_health(app)
+        gateway.register_health(app, api)
     if settings.serves("products"):
         products.register(app, settings)
     if settings.serves("accounts"):
         accounts.register(app, settings)
     if settings.serves("cart"):
         cart.register(app, settings)
-    for module in PORTS:
-        if settings.serves(module):
-            app.register_blueprint(PORTS[module].blueprint())
-            PORTS[module].document(api.spec)
+    if settings.serves_internal_api():  # a service process: its listener is not the public one
+        for module in PORTS:
+            if settings.serves(module):
+                app.register_blueprint(PORTS[module].blueprint())
+                PORTS[module].document(api.spec)
     cli.init_app(app)
     return app
 
@@ -137,7 +139,8 @@ def flask_config(settings: Settings) -> dict[str, object]:
         "RATELIMIT_HEADER_RESET": "RateLimit-Reset",
         "AUTH_RATE_LIMIT": settings.auth_rate_limit,
         "GUEST_RATE_LIMIT": settings.guest_rate_limit,
-        "SERVICE_API_KEYS": settings.service_api_keys,
+        "SERVICE_CALLER_KEYS": settings.service_caller_keys,
+        "SERVICE_SCOPES": SERVICE_SCOPES,
         "CIRCUIT_BREAKER": {
             "failures": settings.resilience.breaker_failures,
             "reset_seconds": settings.resilience.breaker_reset_seconds,

@@ -21,6 +21,23 @@ ENVIRONMENTS = ("development", "test", "production")
 MODULES = ("products", "cart", "accounts", "gateway")
 # The modules each module calls: served in the same process, or reached at their *_SERVICE_URL.
 CALLS = {"gateway": ("products", "cart", "accounts"), "cart": ("products",)}
+# What each caller may call over the internal service API (app/ports.py), by module: "*" for
+# every function. The gateway serves the public API and runs the maintenance commands (seed,
+# inventory reconcile, create-admin), so it needs all of them; the cart service only the
+# product reads and the hold changes a cart makes.
+SERVICE_SCOPES: dict[str, dict[str, tuple[str, ...]]] = {
+    "gateway": {"products": ("*",), "cart": ("*",), "accounts": ("*",)},
+    "cart": {
+        "products": (
+            "get_product",
+            "get_products",
+            "reserve_stock",
+            "release_reservation",
+            "commit_reservation",
+            "is_available",
+        )
+    },
+}
 MIN_PRODUCTION_SECRET_LENGTH = 32
 MIN_PRODUCTION_RESERVATION_TTL = 60  # seconds; shorter holds are for tests and local experiments
 
@@ -103,7 +120,8 @@ class Settings:
     trusted_proxies: int = 0  # proxy hops in front of the app whose X-Forwarded-For/-Proto are believed
     log_level: str = "INFO"
     max_content_length: int = 64 * 1024  # bytes of a request body (app/gateway/request_limits.py)
-    service_api_keys: tuple[str, ...] = ()
+    service_api_key: str | None = None  # the key this process sends to the services it calls
+    service_caller_keys: tuple[tuple[str, str], ...] = ()  # (caller, key): who may call this service
     catalog_cache_ttl: int = 2
     cart_cache_ttl: int = 2  # seconds; with REDIS_URL only (app/cart/cache.py)
     cart_reservation_ttl: int = 15 * 60
@@ -128,6 +146,16 @@ class Settings:
 
     def service_url(self, module: str) -> str | None:
         return getattr(self, f"{module}_service_url")
+
+    def serves_internal_api(self) -> bool:
+        """A service process (no gateway) serves its modules at /internal; a process serving the
+        public API never does, so that /internal is not reachable on the public listener."""
+        return not self.serves("gateway")
+
+    def caller_name(self) -> str:
+        """Who this process is to the services it calls (SERVICE_SCOPES): the gateway, or the
+        first module it serves."""
+        return "gateway" if self.serves("gateway") else self.modules[0]
 
     def remote_modules(self) -> tuple[str, ...]:
         """The modules this process calls over HTTP: called by a served module, not served here."""
@@ -180,7 +208,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         guest_rate_limit=reader.rate_limit("GUEST_RATE_LIMIT", Settings.guest_rate_limit),
         guest_cart_days=reader.integer("GUEST_CART_DAYS", Settings.guest_cart_days, minimum=1),
         user_cart_days=reader.integer("USER_CART_DAYS", Settings.user_cart_days, minimum=1),
-        service_api_keys=tuple(key.strip() for key in (reader.text("SERVICE_API_KEY") or "").split(",") if key.strip()),
+        service_api_key=reader.text("SERVICE_API_KEY"),
+        service_caller_keys=reader.caller_keys("SERVICE_CALLER_KEYS"),
         mail=_mail_settings(reader),
         auth=_auth_settings(reader),
         resilience=_resilience_settings(reader),
@@ -260,8 +289,10 @@ def validate(settings: Settings) -> None:
                 f"{module.upper()}_SERVICE_URL",
                 f"must be set: APP_MODULES={served} calls the {module} module but does not serve it",
             )
-    if not settings.service_api_keys and (settings.remote_modules() or not settings.serves("gateway")):
-        raise ConfigError("SERVICE_API_KEY", "must be set when modules run as separate services")
+    if not settings.service_api_key and settings.remote_modules():
+        raise ConfigError("SERVICE_API_KEY", "must be set when this process calls modules served elsewhere")
+    if not settings.service_caller_keys and settings.serves_internal_api():
+        raise ConfigError("SERVICE_CALLER_KEYS", "must be set: this process serves modules to other services")
     if not settings.is_production:
         return
     if settings.auth.algorithm == "HS256":
@@ -274,6 +305,12 @@ def validate(settings: Settings) -> None:
     if settings.cart_reservation_ttl < MIN_PRODUCTION_RESERVATION_TTL:
         raise ConfigError(
             "CART_RESERVATION_TTL", f"must be at least {MIN_PRODUCTION_RESERVATION_TTL} seconds in production"
+        )
+    if settings.mail.backend == "console":
+        raise ConfigError(
+            "MAIL_BACKEND",
+            "is console, which writes every message to the log, reset and verification links included;"
+            " set MAIL_BACKEND=smtp (with SMTP_HOST) in production",
         )
 
 
@@ -328,6 +365,18 @@ class _Reader:
         if not 0 < value <= 3600:
             raise ConfigError(name, f"must be between 0 and 3600 seconds, got {raw}")
         return value
+
+    def caller_keys(self, name: str) -> tuple[tuple[str, str], ...]:
+        """`caller=key` pairs, comma-separated; a caller may have several keys (rotation)."""
+        pairs = []
+        for item in filter(None, (part.strip() for part in (self.text(name) or "").split(","))):
+            caller, _, key = item.partition("=")
+            caller, key = caller.strip(), key.strip()
+            if caller not in SERVICE_SCOPES or not key:
+                known = ", ".join(SERVICE_SCOPES)
+                raise ConfigError(name, f"must be comma-separated caller=key pairs, the callers one of {known}")
+            pairs.append((caller, key))
+        return tuple(pairs)
 
     def modules(self, name: str) -> tuple[str, ...]:
         raw = self.text(name)

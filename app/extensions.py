@@ -129,7 +129,6 @@ class DecodeOnceJWTManager(JWTManager):
             return super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)
 
 
-api = StorefrontApi()
 jwt = DecodeOnceJWTManager()
 limiter = Limiter(key_func=get_remote_address, strategy=ONE_TRIP_FIXED_WINDOW)
 cors = CORS()

@@ -2,7 +2,7 @@
 
 from flask import Flask
 
-from app.extensions import api
+from app.extensions import StorefrontApi
 from app.gateway import (
     auth_routes,
     cart_routes,
@@ -15,14 +15,15 @@ from app.gateway import (
 )
 
 
-def register(app: Flask) -> None:
+def register(app: Flask, api: StorefrontApi) -> None:
     for module in (products, cart_routes, order_routes, auth_routes, users):
         api.register_blueprint(module.blp)
-    register_health(app)
+    register_health(app, api)
 
 
-def register_health(app: Flask) -> None:
-    """What every process serves, whichever modules it runs: /v1/health and the security headers."""
+def register_health(app: Flask, api: StorefrontApi) -> None:
+    """What every process serves, whichever modules it runs: /v1/health, the request size
+    limits and the security headers."""
     api.register_blueprint(health.blp)
     request_limits.register(app)
     app.after_request(security_headers.add)
