@@ -12,7 +12,10 @@ BEARER = [{"bearerAuth": []}]
 
 
 def guest_subject(token: str) -> str:
-    """The subject of a valid guest access token (as sent in X-Guest-Token); 400 otherwise."""
+    """The subject of a valid guest access token (as sent in X-Guest-Token); 400 otherwise.
+
+    `decode_token` checks the signature and the claims only, not the revocation list that
+    every bearer token meets: checked here, so that a logged-out guest's cart cannot be merged."""
     try:
         claims = decode_token(token)
     except Exception:
@@ -20,6 +23,8 @@ def guest_subject(token: str) -> str:
     subject = claims.get("sub", "")
     if claims.get("type") != "access" or "guest" not in (claims.get("roles") or ()) or not subject.startswith("guest:"):
         raise ApiError(400, "guest_token_invalid", "The guest token is invalid or expired.")
+    if accounts.is_token_revoked(claims=claims):
+        raise ApiError(400, "guest_token_invalid", "The guest token has been revoked (the guest logged out).")
     return subject
 
 

@@ -92,6 +92,9 @@ class Login(MethodView):
     @blp.arguments(LoginSchema)
     @blp.response(200, SessionSchema)
     @blp.problem_response(
+        400, "`validation_error`, or `guest_token_invalid`: X-Guest-Token invalid, expired or revoked"
+    )
+    @blp.problem_response(
         401, "`invalid_credentials` (same answer for an unknown email), `mfa_required`, `invalid_otp`"
     )
     @blp.problem_response(403, "`email_not_verified`, `account_disabled`")

@@ -149,7 +149,7 @@ class Merge(MethodView):
     @signed_in
     @blp.arguments(MergeRequestSchema)
     @blp.response(200, MergeResultSchema)
-    @blp.problem_response(400, "`guest_token_invalid`, or no guest token sent")
+    @blp.problem_response(400, "`guest_token_invalid`: no guest token sent, or one invalid, expired or revoked")
     @blp.doc(security=BEARER)
     def post(self, body):
         """Merge a guest's cart into yours (also done by login with X-Guest-Token)
