@@ -21,3 +21,18 @@ def password_reset(to: str, link: str, token: str, lifetime_seconds: int) -> Ema
         f"or send this token to POST /v1/auth/password/reset:\n{token}\n\n"
         f"The link expires in {lifetime_seconds // 60} minutes. If it was not you, ignore this email.\n",
     )
+
+
+def account_exists(to: str, base_url: str) -> Email:
+    """Sent instead of an answer saying so, when someone registers with an address that has an
+    account: the registration looks the same to the client, and only the owner learns of it."""
+    return Email(
+        to=to,
+        subject="You already have a Storefront account",
+        text="Someone, perhaps you, tried to create a Storefront account with this address, "
+        "which already has one.\n\n"
+        f"To sign in, use your password at {base_url}. If you forgot it, choose a new one with "
+        "POST /v1/auth/password/forgot; if the address is not confirmed yet, ask for a new link "
+        "with POST /v1/auth/verify-email/resend.\n\n"
+        "If it was not you, ignore this email: nothing has changed.\n",
+    )

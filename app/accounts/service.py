@@ -18,7 +18,6 @@ from app.accounts.dto import User as UserDto
 from app.accounts.errors import (
     AccountDisabled,
     EmailNotVerified,
-    EmailTaken,
     InvalidCredentials,
     InvalidOtp,
     MfaAlreadyEnabled,
@@ -112,7 +111,10 @@ class Accounts:
                 message = self._verification(user)
                 registered = to_dto(user)
         except IntegrityError:
-            raise EmailTaken(f"An account with {email} already exists.", field="email") from None
+            # Taken: answered as for a new account (an answer saying so would tell anyone which
+            # addresses have accounts); the owner is told by mail instead, and nothing changes.
+            self._send(emails.account_exists(email, self.settings.public_base_url))
+            return _unsaved_customer(email)
         self._send(message)  # once committed, so that no link points at a token that rolled back
         return registered
 
@@ -374,6 +376,23 @@ class Accounts:
         if user is None:
             raise UserNotFound(f"No user {user_id!r}.", userId=str(user_id))
         return user
+
+
+def _unsaved_customer(email: str) -> UserDto:
+    """What a registration answers for an address that already has an account: the shape of a
+    new, unverified customer, with an id that belongs to no one."""
+    now = utcnow()
+    return UserDto(
+        user_id=str(uuid.uuid4()),
+        email=email,
+        display_name="",
+        roles=("customer",),
+        is_active=True,
+        email_verified=False,
+        mfa_enabled=False,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 def _check_policy(password: str, email: str, field: str = "password") -> None:

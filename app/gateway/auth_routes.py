@@ -57,10 +57,13 @@ class Register(MethodView):
 
     @blp.arguments(RegisterSchema)
     @blp.response(201, UserSchema)
-    @blp.problem_response(409, "`email_taken`")
     @blp.problem_response(429, "`rate_limited`")
     def post(self, body):
-        """Create an account; a verification link is emailed"""
+        """Create an account; a verification link is emailed
+
+        An address that already has an account gets the same answer (never a 409 that would
+        tell anyone so), its owner an email saying so; the account does not change.
+        """
         return accounts.register_user(**body)
 
 

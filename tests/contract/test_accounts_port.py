@@ -78,11 +78,22 @@ def test_a_weak_password_is_refused_with_its_reasons(port_app, in_process):
     assert in_process(accounts.list_users).total == 0
 
 
-def test_an_email_is_taken_once(port_app, in_process):
-    in_process(accounts.register_user, email="ann@example.test", password=PASSWORD)
+def test_a_taken_email_is_answered_as_a_new_account_that_is_not_saved(port_app, in_process):
+    registered = in_process(accounts.register_user, email="ann@example.test", password=PASSWORD)
 
-    with raises(accounts.EmailTaken, field="email"):
-        accounts.register_user(email="ANN@example.test", password=PASSWORD)
+    again = accounts.register_user(email="ANN@example.test", password="Another-Passw0rd")
+
+    assert_user_types(again)
+    assert (again.email, again.roles, again.email_verified, again.is_active) == (
+        "ann@example.test",
+        ("customer",),
+        False,
+        True,
+    )
+    assert again.user_id != registered.user_id
+    with raises(accounts.UserNotFound, userId=again.user_id):
+        in_process(accounts.get_user, user_id=again.user_id)
+    assert in_process(accounts.list_users).total == 1
 
 
 def test_verify_email_redeems_a_token_once(port_app, in_process, mail_dir):

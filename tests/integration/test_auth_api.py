@@ -190,13 +190,29 @@ def test_register_creates_an_unverified_customer_and_emails_a_link(client, mail_
     assert f"{settings.auth.public_base_url}/verify-email?token={token}" in message.get_content()
 
 
-def test_register_refuses_a_taken_email_whatever_its_case(client, mail_dir):
-    assert register(client, "ada@example.test").status_code == 201
+def test_registering_a_taken_email_answers_as_for_a_new_one_and_tells_the_owner(client, mail_dir):
+    first = register(client, "ada@example.test")
+    token_from(last_email(mail_dir, "ada@example.test"))
 
-    body = expect_problem(register(client, "ADA@Example.Test", "Another-Passw0rd"), 409, "email_taken")
+    again = register(client, "ADA@Example.Test", "Another-Passw0rd")
 
-    assert body["field"] == "email"
-    assert len(emails_to(mail_dir, "ada@example.test")) == 1
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.mimetype == first.mimetype == "application/json"
+    taken, new = again.get_json(), first.get_json()
+    assert set(taken) == set(new) == USER_FIELDS
+    assert taken["userId"] != new["userId"]
+    assert {key: taken[key] for key in USER_FIELDS - {"userId", "createdAt", "updatedAt"}} == {
+        key: new[key] for key in USER_FIELDS - {"userId", "createdAt", "updatedAt"}
+    }
+    verification, exists = emails_to(mail_dir, "ada@example.test")
+    assert verification["Subject"] == "Confirm your email address"
+    assert exists["Subject"] == "You already have a Storefront account"
+    assert "POST /v1/auth/password/forgot" in exists.get_content()
+    assert "token" not in exists.get_content().lower()  # no link that would act on the account
+    # the account is unchanged: its password is the first one, and its link still verifies it
+    assert client.post("/v1/auth/verify-email", json={"token": token_from(verification)}).status_code == 200
+    expect_problem(log_in(client, "ada@example.test", "Another-Passw0rd"), 401, "invalid_credentials")
+    assert log_in(client, "ada@example.test").status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -1059,7 +1075,7 @@ def test_security_headers_are_on_every_response(client, method, path, body, stat
         ("post", "/v1/auth/login", {"email": "ada@example.test", "password": "Wrong-Password-1"}, 401),
         ("post", "/v1/auth/login", {"email": "nope"}, 400),
         ("post", "/v1/auth/register", {"email": "new@example.test", "password": PASSWORD}, 201),
-        ("post", "/v1/auth/register", {"email": "ada@example.test", "password": PASSWORD}, 409),
+        ("post", "/v1/auth/register", {"email": "ada@example.test", "password": PASSWORD}, 201),
         ("post", "/v1/auth/verify-email/resend", {"email": "ada@example.test"}, 202),
         ("post", "/v1/auth/logout", None, 401),
         ("get", "/v1/users/me", None, 401),
