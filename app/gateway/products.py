@@ -2,8 +2,9 @@
 
 from flask import jsonify, url_for
 from flask.views import MethodView
+from flask_jwt_extended import get_jwt, verify_jwt_in_request
 
-from app.errors import ApiError
+from app.errors import ApiError, DomainError
 from app.extensions import ApiBlueprint
 from app.gateway.auth import BEARER, roles_required
 from app.gateway.caching import after_catalog_request, public_cache
@@ -26,6 +27,19 @@ blp.after_request(after_catalog_request)
 
 MAX_PAGE = 10_000  # deeper than this, narrow the listing with filters
 ADMIN_ERRORS = ((401, "Missing, invalid or expired token"), (403, "Not an admin"))
+
+
+def _caller_is_admin() -> bool:
+    """Whether the request carries a valid admin token; a missing or bad one is simply not an
+    admin's (the public read answers as for anyone, never 401), while a store that cannot say
+    whether the token was revoked still answers 503."""
+    try:
+        verify_jwt_in_request(optional=True)
+    except DomainError:
+        raise
+    except Exception:  # any of flask-jwt-extended's and PyJWT's token errors
+        return False
+    return "admin" in (get_jwt().get("roles") or ())
 
 
 def _admin_docs(view):
@@ -79,10 +93,16 @@ class ProductById(MethodView):
     @public_cache
     @blp.response(200, ProductSchema, headers={"ETag": {"schema": {"type": "string"}}})
     @blp.alt_response(304, description="Not modified (If-None-Match)")
-    @blp.problem_response(404, "Unknown product (`product_not_found`)")
+    @blp.problem_response(404, "Unknown product, or archived and the caller not an admin (`product_not_found`)")
     def get(self, product_id):
-        """Get one product, with its ETag"""
-        return with_etag(products.get_product(product_id=product_id))
+        """Get one product, with its ETag
+
+        An archived product is shown to admins only; anyone else gets 404, as for an unknown one.
+        """
+        product = products.get_product(product_id=product_id)
+        if product.status == "archived" and not _caller_is_admin():
+            raise products.ProductNotFound(f"No product with productId {product_id!r}.", productId=product_id)
+        return with_etag(product)
 
     @roles_required("admin")
     @blp.arguments(ProductPatchSchema)

@@ -40,8 +40,8 @@ def create(client, headers, **overrides) -> dict:
     return response.get_json()
 
 
-def fetch(client, product_id: str) -> dict:
-    response = client.get(f"/v1/products/{product_id}")
+def fetch(client, product_id: str, headers=None) -> dict:
+    response = client.get(f"/v1/products/{product_id}", headers=headers)
     assert response.status_code == 200, response.get_data(as_text=True)
     return response.get_json()
 
@@ -623,7 +623,7 @@ def test_patch_unknown_product_is_404(client, admin_headers):
 def test_patch_status_active_restores_an_archived_product(client, admin_headers):
     create(client, admin_headers, productId="p1")
     assert client.delete("/v1/products/p1", headers=admin_headers).status_code == 204
-    archived = fetch(client, "p1")
+    archived = fetch(client, "p1", admin_headers)
     assert listed_ids(client) == []
 
     response = patch(client, admin_headers, archived, status="active")
@@ -645,7 +645,7 @@ def test_delete_archives_without_losing_the_product(client, admin_headers):
     assert response.status_code == 204
     assert response.get_data() == b""
     assert listed_ids(client) == []
-    after = fetch(client, "p1")
+    after = fetch(client, "p1", admin_headers)
     assert (after["status"], after["version"]) == ("archived", 2)
     kept = ("productId", "sku", "name", "price", "stock", "createdAt")
     assert {key: after[key] for key in kept} == {key: before[key] for key in kept}
@@ -656,7 +656,7 @@ def test_delete_twice_is_still_204_and_changes_nothing_more(client, admin_header
 
     assert client.delete("/v1/products/p1", headers=admin_headers).status_code == 204
     assert client.delete("/v1/products/p1", headers=admin_headers).status_code == 204
-    assert fetch(client, "p1")["version"] == 2
+    assert fetch(client, "p1", admin_headers)["version"] == 2
 
 
 def test_delete_unknown_product_is_404(client, admin_headers):
