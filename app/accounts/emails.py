@@ -10,6 +10,7 @@ def verification(to: str, link: str, token: str, lifetime_seconds: int) -> Email
         text=f"Welcome to Storefront!\n\nConfirm your address by opening:\n{link}\n\n"
         f"or send this token to POST /v1/auth/verify-email:\n{token}\n\n"
         f"The link expires in {lifetime_seconds // 3600} hours.\n",
+        secrets=(token,),
     )
 
 
@@ -20,6 +21,7 @@ def password_reset(to: str, link: str, token: str, lifetime_seconds: int) -> Ema
         text=f"Someone asked to reset your Storefront password.\n\nChoose a new one at:\n{link}\n\n"
         f"or send this token to POST /v1/auth/password/reset:\n{token}\n\n"
         f"The link expires in {lifetime_seconds // 60} minutes. If it was not you, ignore this email.\n",
+        secrets=(token,),
     )
 
 

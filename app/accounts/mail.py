@@ -18,6 +18,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import quote
 
 from app.config import MailSettings
 
@@ -29,6 +30,10 @@ class Email:
     to: str
     subject: str
     text: str  # plain text: no HTML, so nothing to escape and nothing for spam filters to dislike
+    secrets: tuple[str, ...] = ()  # what only the recipient may read (a link's token): masked in logs
+
+
+HIDDEN = "[hidden: shown in development mode only]"
 
 
 class MailDeliveryFailed(Exception):
@@ -42,10 +47,22 @@ class Mailer(Protocol):
 
 
 class ConsoleMailer:
-    """Development default: links in the message can be followed straight from the server log."""
+    """Development default: links in the message can be followed straight from the server log.
+
+    Only there (`show_secrets`, APP_ENV=development): in any other mode the message's secrets
+    (a link's token) are masked, since whoever reads the log could otherwise take over the
+    account. Production refuses this backend altogether (app/config.py).
+    """
+
+    def __init__(self, show_secrets: bool = False) -> None:
+        self.show_secrets = show_secrets
 
     def send(self, message: Email) -> None:
-        log.info("Email to %s\nSubject: %s\n\n%s", message.to, message.subject, message.text)
+        text = message.text
+        if not self.show_secrets:
+            for secret in message.secrets:
+                text = text.replace(quote(secret, safe=""), HIDDEN).replace(secret, HIDDEN)
+        log.info("Email to %s\nSubject: %s\n\n%s", message.to, message.subject, text)
 
 
 class FileMailer:
@@ -99,10 +116,11 @@ class SmtpMailer:
             ) from error
 
 
-def build_mailer(settings: MailSettings) -> Mailer:
+def build_mailer(settings: MailSettings, *, development: bool = False) -> Mailer:
+    """`development`: APP_ENV=development, the only mode whose console shows links' tokens."""
     match settings.backend:
         case "console":
-            return ConsoleMailer()
+            return ConsoleMailer(show_secrets=development)
         case "file":
             return FileMailer(settings.file_dir, sender=settings.sender)
         case "smtp":

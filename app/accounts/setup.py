@@ -25,7 +25,9 @@ def register(app: Flask, settings: Settings) -> None:
         breaker_reset_seconds=limits.breaker_reset_seconds,
     )
     sessions = Sessions(settings.auth, revocations)
-    app.extensions["accounts"] = Accounts(settings.auth, sessions, build_mailer(settings.mail))
+    app.extensions["accounts"] = Accounts(
+        settings.auth, sessions, build_mailer(settings.mail, development=settings.env == "development")
+    )
     app.cli.add_command(create_admin_command)
 
 

@@ -13,7 +13,7 @@ the development virtualenv or the tests on its path, the commands compose runs:
   own (with a password, as compose's), free ports, service URLs on 127.0.0.1;
   GUNICORN_WORKERS=2 keeps four processes within two cores. Mail: MAIL_BACKEND=file, and
   MAIL_FILE_DIR (which compose does not pass) so the verification link can be read; compose's
-  default is `console`;
+  default is `smtp` with the required SMTP_HOST;
 - the one-shot `migrate` command, then `flask --app wsgi seed` as `docker compose run` does;
 - the image's CMD (`gunicorn --config gunicorn.conf.py wsgi:app`) for the monolith `api`, then
   for products-service, cart-service and gateway in the order compose starts them, each checked
@@ -249,6 +249,7 @@ def host(install, postgres, mongo_database, tmp_path_factory) -> Iterator[Host]:
         "CART_SERVICE_PORT": str(free_port()),
         "ACCOUNTS_SERVICE_PORT": str(free_port()),
         "MAIL_BACKEND": "file",
+        "SMTP_HOST": "127.0.0.1",  # required by compose, unused by the file backend
         "GUNICORN_WORKERS": "2",
     }
     stack = Host(install, variables, workdir, mail_dir)

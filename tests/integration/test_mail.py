@@ -21,6 +21,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from app.accounts.mail import (
+    HIDDEN,
     ConsoleMailer,
     Email,
     FileMailer,
@@ -276,6 +277,32 @@ def test_console_mailer_logs_the_whole_message(caplog):
     assert "ada@example.com" in record.getMessage()
     assert "Confirm your address" in record.getMessage()
     assert "https://shop.test/verify?t=abc" in record.getMessage()
+
+
+SECRET_MESSAGE = Email(
+    to="ada@example.com",
+    subject="Reset your password",
+    text="Open https://shop.test/reset?token=a%2Fb%2Bc or send\na/b+c\n",
+    secrets=("a/b+c",),
+)
+
+
+def test_console_mailer_masks_the_messages_secrets_unless_told(caplog):
+    caplog.set_level(logging.INFO, logger="app.accounts.mail")
+
+    ConsoleMailer().send(SECRET_MESSAGE)  # any mode but development
+    ConsoleMailer(show_secrets=True).send(SECRET_MESSAGE)  # development
+
+    masked, shown = [record.getMessage() for record in caplog.records if record.name == "app.accounts.mail"]
+    assert "a/b+c" not in masked
+    assert "a%2Fb" not in masked  # nor the link's percent-encoded copy
+    assert masked.endswith(f"https://shop.test/reset?token={HIDDEN} or send\n{HIDDEN}\n")
+    assert shown.endswith(SECRET_MESSAGE.text)
+
+
+@pytest.mark.parametrize(("development", "shown"), [(True, True), (False, False)])
+def test_build_mailer_shows_secrets_on_the_console_in_development_only(development, shown):
+    assert build_mailer(MailSettings(backend="console"), development=development).show_secrets is shown
 
 
 # Choosing a backend

@@ -69,6 +69,7 @@ def test_production_with_rs256_needs_no_shared_secret(tmp_path):
         {
             "APP_ENV": "production",
             "DB_HOST": "db",
+            "MAIL_BACKEND": "smtp",
             "JWT_ALGORITHM": "RS256",
             "JWT_PRIVATE_KEY_FILE": private,
             "JWT_PUBLIC_KEY_FILE": public,

@@ -38,6 +38,7 @@ REQUIRED = {
     "GATEWAY_SERVICE_KEY": "gateway-key",
     "CART_SERVICE_KEY": "cart-key",
     "REDIS_PASSWORD": "a-redis-password",
+    "SMTP_HOST": "smtp.example.com",
 }
 
 
@@ -145,6 +146,13 @@ def test_app_service_environments_are_valid_production_settings(name):
     settings = settings_of(name)
     assert settings.is_production
     assert settings.database_url.startswith("postgresql+psycopg2://")
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_app_services_send_mail_through_the_operators_relay(name):
+    """Finding 2 of the audit: the console backend would put every link's token in the logs."""
+    mail = settings_of(name).mail
+    assert (mail.backend, mail.smtp_host) == ("smtp", REQUIRED["SMTP_HOST"])
 
 
 def test_only_the_secrets_are_required():
