@@ -161,27 +161,32 @@ def reset_password(*, token: str, new_password: str) -> None:
 
 @port.expose
 @_translate_database_errors
-def change_password(*, user_id: str, current_password: str, new_password: str) -> Session:
-    """Change the password, end every other session, and return a fresh one for the caller."""
-    return _accounts().change_password(user_id, current_password, new_password)
+def change_password(*, user_id: str, current_password: str, new_password: str, client_ip: str) -> Session:
+    """Change the password, end every other session, and return a fresh one for the caller.
+
+    The current password is checked, and its failures counted by the login lockout of
+    (account, `client_ip`) (InvalidCredentials, then LoginLocked)."""
+    return _accounts().change_password(user_id, current_password, new_password, client_ip)
 
 
 @port.expose
 @_translate_database_errors
-def start_mfa_setup(*, user_id: str) -> MfaSetup:
-    return _accounts().start_mfa_setup(user_id)
+def start_mfa_setup(*, user_id: str, password: str, client_ip: str) -> MfaSetup:
+    """Needs the current password, as enable_mfa and disable_mfa do (see change_password)."""
+    return _accounts().start_mfa_setup(user_id, password, client_ip)
 
 
 @port.expose
 @_translate_database_errors
-def enable_mfa(*, user_id: str, otp: str) -> User:
-    return _accounts().enable_mfa(user_id, otp)
+def enable_mfa(*, user_id: str, otp: str, password: str, client_ip: str) -> User:
+    return _accounts().enable_mfa(user_id, otp, password, client_ip)
 
 
 @port.expose
 @_translate_database_errors
-def disable_mfa(*, user_id: str, otp: str | None = None, password: str | None = None) -> User:
-    return _accounts().disable_mfa(user_id, otp, password)
+def disable_mfa(*, user_id: str, password: str, client_ip: str, otp: str | None = None) -> User:
+    """Needs the current password; a code (`otp`), when sent, must be right as well."""
+    return _accounts().disable_mfa(user_id, password, client_ip, otp)
 
 
 @port.expose(idempotent=True)

@@ -236,17 +236,29 @@ class Accounts:
         self.sessions.publish_generation(user_id, generation)
         self.lockout.clear(email)
 
-    def change_password(self, user_id: str, current_password: str, new_password: str) -> Session:
+    def change_password(self, user_id: str, current_password: str, new_password: str, client_ip: str) -> Session:
+        self._prove_password(user_id, current_password, client_ip, field="currentPassword")
         with unit_of_work():
             user = self._get(user_id, lock=True)
-            if not passwords.verify_password(user.password_hash, current_password):
-                raise InvalidCredentials("The current password is wrong.", field="currentPassword")
             _check_policy(new_password, user.email, field="newPassword")
             self._set_password(user, new_password)
             generation = self.sessions.end_all(user)
             session = self.sessions.issue(user)
         self.sessions.publish_generation(uuid.UUID(session.user_id), generation)
         return session
+
+    def _prove_password(self, user_id: str, password: str, client_ip: str, field: str) -> None:
+        """The account's current password, asked again before a change to how it is protected
+        (its password, its second factor), so that a stolen access token alone cannot make one.
+        Counted by the login lockout, in the same counters as logins: a token holder guessing
+        the password here gets no more tries than at the login, and is locked (429) as there."""
+        with unit_of_work(write=False):
+            user = self._get(user_id)
+            email, password_hash = user.email, user.password_hash
+        self.lockout.count_attempt(email, client_ip)
+        if not passwords.verify_password(password_hash, password):
+            raise InvalidCredentials("The current password is wrong.", field=field)
+        self.lockout.succeeded(email, client_ip)
 
     def _set_password(self, user: User, new_password: str) -> None:
         """A new password also voids every reset link still out there."""
@@ -255,7 +267,8 @@ class Accounts:
 
     # --- MFA ---------------------------------------------------------------------------
 
-    def start_mfa_setup(self, user_id: str) -> MfaSetup:
+    def start_mfa_setup(self, user_id: str, password: str, client_ip: str) -> MfaSetup:
+        self._prove_password(user_id, password, client_ip, field="password")
         with unit_of_work():
             user = self._get(user_id, lock=True)
             if user.mfa_enabled_at is not None:
@@ -263,7 +276,8 @@ class Accounts:
             user.mfa_secret = mfa.new_secret()
             return MfaSetup(secret=user.mfa_secret, otpauth_uri=mfa.otpauth_uri(user.mfa_secret, user.email))
 
-    def enable_mfa(self, user_id: str, otp: str) -> UserDto:
+    def enable_mfa(self, user_id: str, otp: str, password: str, client_ip: str) -> UserDto:
+        self._prove_password(user_id, password, client_ip, field="password")
         with unit_of_work():  # a refused code claimed no step: nothing to keep
             user = self._get(user_id, lock=True)
             if user.mfa_enabled_at is not None:
@@ -275,16 +289,14 @@ class Accounts:
             user.mfa_enabled_at = utcnow()
             return _written(user)
 
-    def disable_mfa(self, user_id: str, otp: str | None, password: str | None) -> UserDto:
+    def disable_mfa(self, user_id: str, password: str, client_ip: str, otp: str | None = None) -> UserDto:
+        self._prove_password(user_id, password, client_ip, field="password")
         with unit_of_work():  # a refusal claimed no step: nothing to keep
             user = self._get(user_id, lock=True)
             if user.mfa_enabled_at is None:
                 raise MfaNotSetUp("Two-factor authentication is not on.")
-            proved = (otp and self._accept_otp(user, otp)) or (
-                password and passwords.verify_password(user.password_hash, password)
-            )
-            if not proved:
-                raise InvalidOtp("Send a current code as `otp` or your password as `password`.")
+            if otp is not None and not self._accept_otp(user, otp):
+                raise InvalidOtp("The code is wrong, expired or already used.")
             user.mfa_secret, user.mfa_enabled_at = None, None
             return _written(user)
 

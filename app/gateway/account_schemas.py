@@ -67,18 +67,26 @@ class PasswordResetSchema(ma.Schema):
     new_password = ma.fields.String(required=True, validate=validate.Length(1, 256), data_key="newPassword")
 
 
-class OtpSchema(ma.Schema):
+def _current_password():
+    return ma.fields.String(
+        required=True,
+        validate=validate.Length(1, 256),
+        metadata={"format": "password", "description": "Your current password (asked again for this change)"},
+    )
+
+
+class MfaSetupRequestSchema(ma.Schema):
+    password = _current_password()
+
+
+class MfaEnableSchema(ma.Schema):
     otp = _otp(required=True)
+    password = _current_password()
 
 
 class MfaDisableSchema(ma.Schema):
-    otp = _otp()
-    password = ma.fields.String(validate=validate.Length(1, 256))
-
-    @ma.validates_schema
-    def one_proof(self, data, **kwargs):
-        if not data:
-            raise ma.ValidationError("Send `otp` or `password`.")
+    password = _current_password()
+    otp = _otp("Optional: when sent, a current code is checked too")
 
 
 class MfaSetupSchema(ma.Schema):

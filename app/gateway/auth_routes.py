@@ -13,8 +13,9 @@ from app.gateway.account_schemas import (
     EmailSchema,
     LoginSchema,
     MfaDisableSchema,
+    MfaEnableSchema,
+    MfaSetupRequestSchema,
     MfaSetupSchema,
-    OtpSchema,
     PasswordResetSchema,
     RegisterSchema,
     SessionSchema,
@@ -180,28 +181,49 @@ class ResetPassword(MethodView):
         accounts.reset_password(**body)
 
 
+CURRENT_PASSWORD_ERRORS = (
+    (400, "`validation_error`: `password` (the current password) is missing"),
+    (401, "`invalid_credentials` (`field`: the password's field): the current password is wrong"),
+    (429, "`login_locked` after repeated wrong passwords, here or at the login (see Retry-After)"),
+)
+
+
+def current_password_docs(*extra: tuple[int, str]):
+    """A change that needs the current password: its errors, counted by the login lockout."""
+
+    def decorate(view):
+        errors = dict(CURRENT_PASSWORD_ERRORS)
+        for status, description in extra:
+            errors[status] = f"{errors[status]}; {description}" if status in errors else description
+        for status, description in errors.items():
+            view = blp.problem_response(status, description)(view)
+        return view
+
+    return decorate
+
+
 @blp.route("/mfa/setup")
 class MfaSetup(MethodView):
     @signed_in
+    @blp.arguments(MfaSetupRequestSchema)
     @blp.response(200, MfaSetupSchema)
-    @blp.problem_response(409, "`mfa_already_enabled`")
+    @current_password_docs((409, "`mfa_already_enabled`"))
     @blp.doc(security=BEARER)
-    def post(self):
-        """Start two-factor setup: scan the otpauth URI, then confirm with /mfa/enable"""
-        return accounts.start_mfa_setup(user_id=get_jwt_identity())
+    def post(self, body):
+        """Start two-factor setup with your current password: scan the otpauth URI, then confirm with /mfa/enable"""
+        return accounts.start_mfa_setup(user_id=get_jwt_identity(), client_ip=_client_address(), **body)
 
 
 @blp.route("/mfa/enable")
 class MfaEnable(MethodView):
     @signed_in
-    @blp.arguments(OtpSchema)
+    @blp.arguments(MfaEnableSchema)
     @blp.response(200, UserSchema)
-    @blp.problem_response(401, "`invalid_otp`")
-    @blp.problem_response(409, "`mfa_not_set_up`, `mfa_already_enabled`")
+    @current_password_docs((401, "`invalid_otp`"), (409, "`mfa_not_set_up`, `mfa_already_enabled`"))
     @blp.doc(security=BEARER)
     def post(self, body):
-        """Turn two-factor authentication on with a current code"""
-        return accounts.enable_mfa(user_id=get_jwt_identity(), otp=body["otp"])
+        """Turn two-factor authentication on with a current code and your current password"""
+        return accounts.enable_mfa(user_id=get_jwt_identity(), client_ip=_client_address(), **body)
 
 
 @blp.route("/mfa/disable")
@@ -209,12 +231,11 @@ class MfaDisable(MethodView):
     @signed_in
     @blp.arguments(MfaDisableSchema)
     @blp.response(200, UserSchema)
-    @blp.problem_response(401, "`invalid_otp`")
-    @blp.problem_response(409, "`mfa_not_set_up`")
+    @current_password_docs((401, "`invalid_otp` (a code was sent and is wrong)"), (409, "`mfa_not_set_up`"))
     @blp.doc(security=BEARER)
     def post(self, body):
-        """Turn two-factor authentication off with a current code or the password"""
-        return accounts.disable_mfa(user_id=get_jwt_identity(), **body)
+        """Turn two-factor authentication off with your current password (and a code, if you send one)"""
+        return accounts.disable_mfa(user_id=get_jwt_identity(), client_ip=_client_address(), **body)
 
 
 @blp.route("/guest")

@@ -1,5 +1,6 @@
 """Public users API: /v1/users (own profile; administration)."""
 
+from flask import request
 from flask.views import MethodView
 from flask_jwt_extended import get_jwt_identity
 
@@ -44,11 +45,16 @@ class MyPassword(MethodView):
     @signed_in
     @blp.arguments(PasswordChangeSchema)
     @blp.response(200, SessionSchema)
-    @blp.problem_response(401, "`invalid_credentials`: the current password is wrong")
+    @blp.problem_response(400, "`validation_error`: a field is missing, or the new password breaks the policy")
+    @blp.problem_response(401, "`invalid_credentials` (`field`: `currentPassword`): the current password is wrong")
+    @blp.problem_response(429, "`login_locked` after repeated wrong passwords, here or at the login (see Retry-After)")
     @blp.doc(security=BEARER)
     def post(self, body):
-        """Change your password; every other session ends and a fresh one is returned"""
-        return accounts.change_password(user_id=get_jwt_identity(), **body)
+        """Change your password; every other session ends and a fresh one is returned
+
+        Wrong current passwords count towards the login lockout of your account from your address.
+        """
+        return accounts.change_password(user_id=get_jwt_identity(), client_ip=request.remote_addr or "unknown", **body)
 
 
 @blp.route("")

@@ -146,11 +146,11 @@ def patch_user(client, headers, user_id: str, **changes):
 
 def enable_mfa(client, token: str) -> str:
     """Turn MFA on (with the previous step's code, so the current one stays unused); the secret."""
-    secret = client.post("/v1/auth/mfa/setup", headers=auth(token)).get_json()["secret"]
+    secret = client.post("/v1/auth/mfa/setup", json={"password": PASSWORD}, headers=auth(token)).get_json()["secret"]
     if time.time() % 30 > 29:  # so that the server is in the same step as this code's "previous"
         time.sleep(1.1)
     otp = pyotp.TOTP(secret).at(time.time() - 30)
-    enabled = client.post("/v1/auth/mfa/enable", json={"otp": otp}, headers=auth(token))
+    enabled = client.post("/v1/auth/mfa/enable", json={"otp": otp, "password": PASSWORD}, headers=auth(token))
     assert enabled.status_code == 200, enabled.get_data(as_text=True)
     return secret
 
@@ -639,7 +639,7 @@ def test_a_mail_outage_neither_fails_the_request_nor_reveals_the_account(app, cl
 def test_mfa_setup_returns_a_provisioning_uri(client, ada):
     token = login(client, "ada@example.test")["accessToken"]
 
-    response = client.post("/v1/auth/mfa/setup", headers=auth(token))
+    response = client.post("/v1/auth/mfa/setup", json={"password": PASSWORD}, headers=auth(token))
 
     assert response.status_code == 200
     assert response.headers["Cache-Control"] == "no-store"
@@ -654,10 +654,12 @@ def test_mfa_setup_returns_a_provisioning_uri(client, ada):
 
 def test_enabling_mfa_needs_a_setup_and_a_right_code(client, ada):
     token = login(client, "ada@example.test")["accessToken"]
-    enable = lambda otp: client.post("/v1/auth/mfa/enable", json={"otp": otp}, headers=auth(token))  # noqa: E731
+    enable = lambda otp: client.post(  # noqa: E731
+        "/v1/auth/mfa/enable", json={"otp": otp, "password": PASSWORD}, headers=auth(token)
+    )
 
     expect_problem(enable("123456"), 409, "mfa_not_set_up")
-    secret = client.post("/v1/auth/mfa/setup", headers=auth(token)).get_json()["secret"]
+    secret = client.post("/v1/auth/mfa/setup", json={"password": PASSWORD}, headers=auth(token)).get_json()["secret"]
     expect_problem(enable(wrong_codes(secret)[0]), 401, "invalid_otp")
     assert me(client, token).get_json()["mfaEnabled"] is False
     problem = expect_problem(enable("12ab56"), 400, "validation_error")
@@ -669,7 +671,8 @@ def test_enabling_mfa_needs_a_setup_and_a_right_code(client, ada):
     assert enabled.get_json()["mfaEnabled"] is True
     assert me(client, token).get_json()["mfaEnabled"] is True
     expect_problem(enable(pyotp.TOTP(secret).now()), 409, "mfa_already_enabled")
-    expect_problem(client.post("/v1/auth/mfa/setup", headers=auth(token)), 409, "mfa_already_enabled")
+    setup_again = client.post("/v1/auth/mfa/setup", json={"password": PASSWORD}, headers=auth(token))
+    expect_problem(setup_again, 409, "mfa_already_enabled")
 
 
 def test_login_with_mfa_needs_a_fresh_code(client, ada):
@@ -708,15 +711,17 @@ def test_wrong_codes_count_towards_the_lockout(client, ada):
     expect_problem(locked, 429, "login_locked")
 
 
-def test_disabling_mfa_needs_the_password_or_a_code(client, ada):
+def test_disabling_mfa_needs_the_current_password(client, ada):
     token = login(client, "ada@example.test")["accessToken"]
     disable = lambda **body: client.post("/v1/auth/mfa/disable", json=body, headers=auth(token))  # noqa: E731
     expect_problem(disable(password=PASSWORD), 409, "mfa_not_set_up")
-    enable_mfa(client, token)
+    secret = enable_mfa(client, token)
 
-    expect_problem(disable(password="Wrong-Password-1"), 401, "invalid_otp")
-    problem = expect_problem(disable(), 400, "validation_error")
-    assert "_schema" in problem["errors"]
+    wrong = expect_problem(disable(password="Wrong-Password-1"), 401, "invalid_credentials")
+    assert wrong["field"] == "password"
+    for body in ({}, {"otp": pyotp.TOTP(secret).now()}):  # a code alone no longer does
+        problem = expect_problem(disable(**body), 400, "validation_error")
+        assert list(problem["errors"]) == ["password"]
     assert me(client, token).get_json()["mfaEnabled"] is True
 
     disabled = disable(password=PASSWORD)
@@ -726,11 +731,15 @@ def test_disabling_mfa_needs_the_password_or_a_code(client, ada):
     assert login(client, "ada@example.test")["userId"] == ada["userId"]  # no code needed any more
 
 
-def test_disabling_mfa_with_a_code(client, ada):
+def test_disabling_mfa_with_the_password_and_a_code_checks_the_code(client, ada):
     token = login(client, "ada@example.test")["accessToken"]
     secret = enable_mfa(client, token)
+    disable = lambda otp: client.post(  # noqa: E731
+        "/v1/auth/mfa/disable", json={"password": PASSWORD, "otp": otp}, headers=auth(token)
+    )
 
-    disabled = client.post("/v1/auth/mfa/disable", json={"otp": pyotp.TOTP(secret).now()}, headers=auth(token))
+    expect_problem(disable(wrong_codes(secret)[0]), 401, "invalid_otp")
+    disabled = disable(pyotp.TOTP(secret).now())
 
     assert disabled.status_code == 200
     assert disabled.get_json()["mfaEnabled"] is False
