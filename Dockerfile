@@ -2,6 +2,9 @@
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# Production unless told otherwise: the container refuses to start without a JWT secret of its
+# own, PostgreSQL and a mail relay, rather than serve the development defaults on 0.0.0.0.
+ENV APP_ENV=production
 WORKDIR /srv/storefront
 
 # Every package pinned by the lock file. Installed editable so that `app` is imported from

@@ -2,6 +2,8 @@
 
 The port comes from the app's own settings (`listen_port`), so APP_MODULES alone chooses
 3000, 3001, 3002 or 3003, and a bad setting stops the master with the app's one-line error.
+The host: API_HOST, else 0.0.0.0 in production (the image's port) and 127.0.0.1 in any other
+mode, which refuses any non-loopback address unless ALLOW_PUBLIC_BIND=true (`on_starting`).
 """
 
 import json
@@ -11,7 +13,7 @@ from datetime import UTC, datetime
 
 from gunicorn.glogging import Logger
 
-from app.config import listen_port, load_settings
+from app.config import check_bind, default_host, listen_port, load_settings
 
 
 def _env(name: str, default: object) -> str:
@@ -19,7 +21,8 @@ def _env(name: str, default: object) -> str:
     return os.environ.get(name, "").strip() or str(default)
 
 
-bind = f"{_env('API_HOST', '0.0.0.0')}:{listen_port(load_settings())}"  # noqa: S104 (container port)
+_settings = load_settings()
+bind = f"{_env('API_HOST', default_host(_settings))}:{listen_port(_settings)}"
 workers = int(_env("GUNICORN_WORKERS", min(multiprocessing.cpu_count() * 2 + 1, 8)))
 worker_class = _env("GUNICORN_WORKER_CLASS", "sync")
 timeout = int(_env("GUNICORN_TIMEOUT", 30))
@@ -61,3 +64,10 @@ class JsonAccessLogger(Logger):
 
 
 logger_class = JsonAccessLogger
+
+
+def on_starting(server) -> None:
+    """Outside production, loopback only (app.config.check_bind): checked on the addresses
+    gunicorn is about to bind, so that a --bind on the command line is held to it too."""
+    for address in server.cfg.bind:
+        check_bind(_settings, address, "API_HOST" if address == bind else "--bind")

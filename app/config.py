@@ -5,6 +5,7 @@ Variable names follow the original system's `.env` so existing deployments keep 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -119,6 +120,7 @@ class Settings:
     redis_url: str | None = None
     trusted_proxies: int = 0  # proxy hops in front of the app whose X-Forwarded-For/-Proto are believed
     log_level: str = "INFO"
+    allow_public_bind: bool = False  # outside production: listen beyond loopback all the same (check_bind)
     max_content_length: int = 64 * 1024  # bytes of a request body (app/gateway/request_limits.py)
     service_api_key: str | None = None  # the key this process sends to the services it calls
     service_caller_keys: tuple[tuple[str, str], ...] = ()  # (caller, key): who may call this service
@@ -163,6 +165,36 @@ class Settings:
         return tuple(module for module in MODULES if module in called and not self.serves(module))
 
 
+def default_host(settings: Settings) -> str:
+    """Where the server listens unless API_HOST says: every interface in production (a
+    container's port), else loopback only (check_bind)."""
+    return "0.0.0.0" if settings.is_production else "127.0.0.1"  # noqa: S104 (container port)
+
+
+def check_bind(settings: Settings, address: str, variable: str = "API_HOST") -> None:
+    """Outside production the app may run with the development JWT secret and the console mail
+    backend, so it listens on loopback only unless ALLOW_PUBLIC_BIND=true. `address` as gunicorn
+    takes it: HOST, HOST:PORT, [IPV6]:PORT; unix: and fd:// sockets are not network-reachable."""
+    if settings.is_production or settings.allow_public_bind or address.startswith(("unix:", "fd://")):
+        return
+    host = address.rsplit(":", 1)[0] if address.count(":") == 1 or address.startswith("[") else address
+    host = host.strip("[]")
+    if host == "localhost" or _is_loopback(host):
+        return
+    raise ConfigError(
+        variable,
+        f"is {address!r}, not loopback: in {settings.env} mode the app listens on 127.0.0.1 only;"
+        " set APP_ENV=production, or ALLOW_PUBLIC_BIND=true to listen there anyway",
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def listen_port(settings: Settings) -> int:
     """The port a process serves: the gateway's API_PORT, else its first module's service port."""
     if settings.serves("gateway"):
@@ -194,6 +226,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         cors_origins=reader.origins("CORS_ORIGINS", Settings.cors_origins),
         redis_url=reader.url("REDIS_URL", schemes=("redis", "rediss", "unix")),
         trusted_proxies=reader.integer("TRUSTED_PROXIES", Settings.trusted_proxies, minimum=0, maximum=10),
+        allow_public_bind=reader.boolean("ALLOW_PUBLIC_BIND", Settings.allow_public_bind),
         log_level=reader.choice(
             "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), default="INFO", upper=True
         ),

@@ -3,7 +3,8 @@
 # Products live in an embedded MongoDB-compatible server (nx-27017, data in var/mongo),
 # accounts in SQLite (var/storefront.db, migrated with `flask db upgrade`), mail is logged to
 # the console, the catalog is seeded (idempotent), and gunicorn serves
-# http://localhost:${API_PORT:-3000}.
+# http://localhost:${API_PORT:-3000} on loopback only (development mode; API_HOST beyond
+# loopback needs ALLOW_PUBLIC_BIND=true, see .env.example).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 EXTRAS=embedded source scripts/bootstrap.sh  # the app and the nx-27017 server, no test tools

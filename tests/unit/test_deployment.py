@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import re
 import runpy
+import subprocess
+import sys
 import time
 from contextlib import nullcontext
 from datetime import timedelta
@@ -23,6 +25,7 @@ import yaml
 from gunicorn.config import Config
 
 from app.config import MODULES, ConfigError, Settings, listen_port, load_settings
+from tests.mongo_server import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
@@ -281,6 +284,12 @@ def loaded_by_gunicorn(namespace: dict) -> Config:
     return config
 
 
+PRODUCTION_VARIABLES = {
+    "APP_ENV": "production",
+    "JWT_SECRET": REQUIRED["JWT_SECRET"],
+    "DB_HOST": "postgres",
+    "MAIL_BACKEND": "smtp",
+}
 SPLIT_VARIABLES = {
     "SERVICE_API_KEY": "service-key",
     "SERVICE_CALLER_KEYS": "gateway=gateway-key",
@@ -302,14 +311,104 @@ SPLIT_VARIABLES = {
     ],
 )
 def test_gunicorn_binds_the_port_of_the_modules_it_serves(gunicorn_config, variables, bind):
-    assert gunicorn_config(**SPLIT_VARIABLES, **variables)["bind"] == bind
+    assert gunicorn_config(**PRODUCTION_VARIABLES, **SPLIT_VARIABLES, **variables)["bind"] == bind
 
 
 def test_gunicorn_settings_are_valid_for_gunicorn(gunicorn_config):
-    config = loaded_by_gunicorn(gunicorn_config())
+    config = loaded_by_gunicorn(gunicorn_config(**PRODUCTION_VARIABLES))
     assert config.address == [("0.0.0.0", 3000)]  # noqa: S104
     assert config.control_socket_disable
     assert config.logger_class.__name__ == "JsonAccessLogger"
+
+
+def starting(namespace: dict, bind: str | None = None) -> None:
+    """gunicorn's on_starting hook, on the addresses it would bind (a --bind given on its
+    command line replaces the file's)."""
+    config = loaded_by_gunicorn(namespace)
+    if bind is not None:
+        config.set("bind", [bind])
+    namespace["on_starting"](SimpleNamespace(cfg=config))
+
+
+@pytest.mark.parametrize("env", ["development", "test"])
+def test_outside_production_gunicorn_listens_on_loopback_by_default(gunicorn_config, env):
+    namespace = gunicorn_config(APP_ENV=env)
+    assert loaded_by_gunicorn(namespace).address == [("127.0.0.1", 3000)]
+    starting(namespace)
+    for loopback in ("localhost:3000", "[::1]:3000", "unix:/run/storefront.sock"):
+        starting(namespace, loopback)
+
+
+@pytest.mark.parametrize("env", ["development", "test"])
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3", "[::]", "shop.example.com"])  # noqa: S104
+def test_outside_production_gunicorn_refuses_to_listen_beyond_loopback(gunicorn_config, env, host):
+    """Finding 3 of the audit: a development process (its JWT secret may be the one in the
+    repository) must not face the network unless the operator says so."""
+    with pytest.raises(ConfigError, match=rf"^Configuration error: API_HOST is '{re.escape(host)}:3000', not loopback"):
+        starting(gunicorn_config(APP_ENV=env, API_HOST=host))
+    with pytest.raises(ConfigError) as raised:
+        starting(gunicorn_config(APP_ENV=env), f"{host}:8000")  # gunicorn --bind
+    assert raised.value.variable == "--bind"
+    starting(gunicorn_config(APP_ENV=env, API_HOST=host, ALLOW_PUBLIC_BIND="true"))
+
+
+def test_production_listens_on_every_interface(gunicorn_config):
+    namespace = gunicorn_config(**PRODUCTION_VARIABLES)
+    assert namespace["bind"] == "0.0.0.0:3000"
+    starting(namespace)
+
+
+def public_start(command: list[str], tmp_path: Path, **variables: str) -> subprocess.CompletedProcess:
+    """The command in development mode (APP_ENV unset) with nothing else set but `variables`."""
+    environment = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **variables}
+    try:
+        return subprocess.run(
+            command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=60, check=False
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{command} started serving")
+
+
+def test_gunicorn_in_development_mode_stops_on_a_public_host_with_one_line(tmp_path):
+    port = str(free_port())
+    started = public_start(
+        [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
+        tmp_path,
+        API_HOST="0.0.0.0",  # noqa: S104
+        API_PORT=port,
+    )
+    assert started.returncode == 1
+    assert started.stderr.strip().splitlines()[-1] == (
+        f"Configuration error: API_HOST is '0.0.0.0:{port}', not loopback: in development mode the app"
+        " listens on 127.0.0.1 only; set APP_ENV=production, or ALLOW_PUBLIC_BIND=true to listen there anyway"
+    )
+
+
+def test_flask_run_in_development_mode_stops_on_a_public_host(tmp_path):
+    flask = str(Path(sys.executable).with_name("flask"))
+    started = public_start(
+        [flask, "--app", "wsgi", "run", "--host", "0.0.0.0", "--port", str(free_port())],  # noqa: S104
+        tmp_path,
+        MONGODB_URI=f"mongodb://127.0.0.1:{free_port()}/products?serverSelectionTimeoutMS=100",
+    )
+    assert started.returncode == 1
+    assert (
+        started.stderr.strip()
+        .splitlines()[-1]
+        .startswith("Configuration error: --host is '0.0.0.0', not loopback: in development mode")
+    )
+
+
+def test_the_image_runs_in_production_mode_unless_told():
+    """So that a container started with nothing set refuses to start rather than serve the
+    development JWT secret on 0.0.0.0."""
+    dockerfile = (REPO / "Dockerfile").read_text()
+    image_environment = dict(re.findall(r"^ENV\s+(APP_ENV)=(\S+)$", dockerfile, re.MULTILINE))
+    assert image_environment == {"APP_ENV": "production"}
+    with pytest.raises(ConfigError) as raised:
+        load_settings(image_environment)
+    assert raised.value.variable == "JWT_SECRET"
+    assert SERVICES["api"]["environment"]["APP_ENV"] == "${APP_ENV:-production}"
 
 
 def test_a_bad_setting_stops_gunicorn_with_the_apps_message(gunicorn_config):
