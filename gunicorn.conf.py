@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from gunicorn.glogging import Logger
 
+from app import service_tls
 from app.config import check_bind, default_host, listen_port, load_settings
 
 
@@ -71,3 +72,7 @@ def on_starting(server) -> None:
     gunicorn is about to bind, so that a --bind on the command line is held to it too."""
     for address in server.cfg.bind:
         check_bind(_settings, address, "API_HOST" if address == bind else "--bind")
+
+# Mutual TLS on a service's internal listener (SERVICE_TLS_*): certfile, keyfile, ca_certs,
+# cert_reqs and the ssl_context hook, from app/service_tls.py.
+globals().update(service_tls.gunicorn_settings(_settings))

@@ -53,6 +53,18 @@ class ConfigError(SystemExit):
 
 
 @dataclass(frozen=True)
+class ServiceTls:
+    """Mutual TLS between services (SERVICE_TLS_CERT, SERVICE_TLS_KEY, SERVICE_TLS_CA: PEM files).
+    A service process serves its internal listener with TLS and requires a client certificate
+    signed by the CA (gunicorn.conf.py); every call to another service presents this process's
+    certificate and verifies the callee's against the CA (app/http_client.py)."""
+
+    cert: str
+    key: str
+    ca: str
+
+
+@dataclass(frozen=True)
 class MailSettings:
     backend: str = "console"  # console | file | smtp
     smtp_host: str = "localhost"
@@ -120,16 +132,19 @@ class Settings:
     redis_url: str | None = None
     trusted_proxies: int = 0  # proxy hops in front of the app whose X-Forwarded-For/-Proto are believed
     log_level: str = "INFO"
+    max_content_length: int = 64 * 1024  # bytes of a request body (app/gateway/request_limits.py)
     allow_public_bind: bool = False  # outside production: listen beyond loopback all the same (check_bind)
     max_content_length: int = 64 * 1024  # bytes of a request body (app/gateway/request_limits.py)
     service_api_key: str | None = None  # the key this process sends to the services it calls
     service_caller_keys: tuple[tuple[str, str], ...] = ()  # (caller, key): who may call this service
+    service_tls: ServiceTls | None = None
     catalog_cache_ttl: int = 2
     cart_cache_ttl: int = 2  # seconds; with REDIS_URL only (app/cart/cache.py)
     cart_reservation_ttl: int = 15 * 60
     cart_max_lines: int = 50
     cart_max_units: int = 500
     guest_rate_limit: str = "120 per minute"
+    health_rate_limit: str = "120 per minute"  # GET /v1/health per client IP
     guest_cart_days: int = 30
     user_cart_days: int = 90
     mail: MailSettings = MailSettings()
@@ -239,10 +254,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         cart_max_lines=reader.integer("CART_MAX_LINES", Settings.cart_max_lines, minimum=1, maximum=1000),
         cart_max_units=reader.integer("CART_MAX_UNITS", Settings.cart_max_units, minimum=1, maximum=100_000),
         guest_rate_limit=reader.rate_limit("GUEST_RATE_LIMIT", Settings.guest_rate_limit),
+        health_rate_limit=reader.rate_limit("HEALTH_RATE_LIMIT", Settings.health_rate_limit),
         guest_cart_days=reader.integer("GUEST_CART_DAYS", Settings.guest_cart_days, minimum=1),
         user_cart_days=reader.integer("USER_CART_DAYS", Settings.user_cart_days, minimum=1),
         service_api_key=reader.text("SERVICE_API_KEY"),
         service_caller_keys=reader.caller_keys("SERVICE_CALLER_KEYS"),
+        service_tls=_service_tls(reader),
         mail=_mail_settings(reader),
         auth=_auth_settings(reader),
         resilience=_resilience_settings(reader),
@@ -311,6 +328,22 @@ def _resilience_settings(reader: _Reader) -> ResilienceSettings:
         db_pool_timeout=reader.integer("DB_POOL_TIMEOUT", defaults.db_pool_timeout, minimum=1),
         redis_timeout=reader.seconds("REDIS_TIMEOUT", defaults.redis_timeout),
     )
+
+
+TLS_FILES = {"SERVICE_TLS_CERT": "cert", "SERVICE_TLS_KEY": "key", "SERVICE_TLS_CA": "ca"}
+
+
+def _service_tls(reader: _Reader) -> ServiceTls | None:
+    """All three files or none; each must be readable."""
+    paths = {field: reader.text(name) for name, field in TLS_FILES.items()}
+    if not any(paths.values()):
+        return None
+    for name, field in TLS_FILES.items():
+        if not paths[field]:
+            raise ConfigError(name, "must be set with the other SERVICE_TLS_* files (certificate, key and CA)")
+        if not os.access(paths[field], os.R_OK):
+            raise ConfigError(name, f"names no readable file: {paths[field]}")
+    return ServiceTls(**paths)
 
 
 def validate(settings: Settings) -> None:

@@ -53,6 +53,12 @@ class ServiceClient:
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=limits.service_pool_size)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
+        # Mutual TLS: our certificate, and theirs checked against the service CA. `verify` goes
+        # with each request: requests lets REQUESTS_CA_BUNDLE override a session's own.
+        self.verify: str | bool = True
+        if settings.service_tls is not None:
+            self.session.cert = (settings.service_tls.cert, settings.service_tls.key)
+            self.verify = settings.service_tls.ca
         self.session.headers.update(
             {SERVICE_KEY_HEADER: settings.service_api_key, CALLER_HEADER: settings.caller_name()}
         )
@@ -97,7 +103,7 @@ class ServiceClient:
 
     def _send(self, url: str, payload: dict[str, Any]) -> requests.Response:
         try:
-            response = self.session.post(url, json=payload, timeout=self.timeout)
+            response = self.session.post(url, json=payload, timeout=self.timeout, verify=self.verify)
         except requests.RequestException as error:
             raise ServiceFailure(type(error).__name__) from error
         if response.status_code >= 500 and not self._reports_another_outage(response):

@@ -9,18 +9,26 @@ it serves and the services it calls; 503 (degraded), an error or no answer is un
 has not passed.
 """
 
+import ssl
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
-from app.config import listen_port, load_settings
+from app.config import Settings, listen_port, load_settings
 
 
-def check(port: int) -> bool:
-    url = f"http://127.0.0.1:{port}/v1/health"
+def check(settings: Settings) -> bool:
+    tls = settings.service_tls if settings.serves_internal_api() else None
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{listen_port(settings)}/v1/health"
+    context = None
+    if tls:  # the listener requires a client certificate: present ours (the name is the service's)
+        context = ssl.create_default_context(cafile=tls.ca)
+        context.check_hostname = False
+        context.load_cert_chain(tls.cert, tls.key)
     try:
-        with urllib.request.urlopen(url, timeout=3):  # raises HTTPError for any status but 2xx
+        # http or https to this container only; raises HTTPError for any status but 2xx
+        with urllib.request.urlopen(url, timeout=3, context=context):  # noqa: S310
             return True
     except OSError as error:
         print(f"{url}: {error}", file=sys.stderr)
@@ -42,4 +50,4 @@ def check_heartbeat(path: Path) -> bool:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--heartbeat"]:
         sys.exit(0 if check_heartbeat(Path(sys.argv[2])) else 1)
-    sys.exit(0 if check(listen_port(load_settings())) else 1)
+    sys.exit(0 if check(load_settings()) else 1)

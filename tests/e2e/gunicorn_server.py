@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -17,11 +18,29 @@ from tests.mongo_server import free_port
 REPO = Path(__file__).resolve().parents[2]
 
 
+@dataclass(frozen=True)
+class ClientTls:
+    """PEM files: a client certificate with its key, and the CA that signs the server's."""
+
+    cert: str
+    key: str
+    ca: str
+
+
 @contextmanager
 def gunicorn(
-    environment: dict[str, str], log: Path, *, workers: int = 1, port: int | None = None, threads: int = 1
+    environment: dict[str, str],
+    log: Path,
+    *,
+    workers: int = 1,
+    port: int | None = None,
+    threads: int = 1,
+    client_tls: ClientTls | None = None,
 ) -> Iterator[str]:
-    """Yields the base URL; the access log line of each request starts with the worker's pid."""
+    """Yields the base URL; the access log line of each request starts with the worker's pid.
+
+    `client_tls`: the server requires mutual TLS (SERVICE_TLS_* in `environment`); the start-up
+    checks present this client certificate, and the URL is https."""
     port = port or free_port()
     command = [
         *(sys.executable, "-m", "gunicorn", "--config", "python:tests.e2e.no_config", "--no-control-socket"),
@@ -32,10 +51,15 @@ def gunicorn(
     ]
     with log.open("a") as log_file:
         server = subprocess.Popen(command, cwd=REPO, env=environment, stdout=log_file, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
+        url = f"{'https' if client_tls else 'http'}://127.0.0.1:{port}"
+        session = requests.Session()
+        session.headers["Connection"] = "close"  # a new connection per check, so that every worker gets some
+        if client_tls:
+            session.cert, session.verify = (client_tls.cert, client_tls.key), client_tls.ca
+            session.trust_env = False  # else REQUESTS_CA_BUNDLE would replace session.verify
         try:
-            _wait_until_serving(url, server, log)
-            _wait_until_every_worker_answers(url, log, workers)
+            _wait_until_serving(url, server, log, session)
+            _wait_until_every_worker_answers(url, log, workers, session)
             yield url
         finally:
             server.terminate()
@@ -55,23 +79,27 @@ def pids_that_answered(log: Path, path: str) -> set[str]:
     return {line.split()[0] for line in log.read_text().splitlines() if f" GET {path}" in line}
 
 
-def _wait_until_every_worker_answers(url: str, log: Path, workers: int, timeout: float = 30.0) -> None:
+def _wait_until_every_worker_answers(
+    url: str, log: Path, workers: int, session: requests.Session, timeout: float = 30.0
+) -> None:
     """Concurrent health checks until each worker has booted and served one."""
     deadline = time.monotonic() + timeout
     with ThreadPoolExecutor(max_workers=workers * 3) as pool:
         while len(pids_that_answered(log, "/v1/health")) < workers:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"not every gunicorn worker answered within {timeout}s: {log.read_text()}")
-            list(pool.map(lambda _: requests.get(f"{url}/v1/health", timeout=5), range(workers * 3)))
+            list(pool.map(lambda _: session.get(f"{url}/v1/health", timeout=5), range(workers * 3)))
 
 
-def _wait_until_serving(url: str, server: subprocess.Popen, log: Path, timeout: float = 30.0) -> None:
+def _wait_until_serving(
+    url: str, server: subprocess.Popen, log: Path, session: requests.Session, timeout: float = 30.0
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise RuntimeError(f"gunicorn exited: {log.read_text()}")
         try:
-            requests.get(f"{url}/v1/health", timeout=1)
+            session.get(f"{url}/v1/health", timeout=1)
             return
         except requests.RequestException:  # refused, or accepted while the workers still boot
             time.sleep(0.2)

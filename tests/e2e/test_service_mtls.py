@@ -1,0 +1,104 @@
+"""Mutual TLS on a service's internal listener, served by gunicorn as in production (the TLS
+settings come from app/service_tls.py): only a client certificate signed by the service CA
+gets a TCP connection as far as HTTP; the service key is still checked behind it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from tests.conftest import TEST_SECRET
+from tests.e2e.gunicorn_server import ClientTls, gunicorn
+from tests.tls import CertificateAuthority
+
+KEY = "mtls-test-gateway-key-0123456789"
+CALL = "/internal/products/get_product"
+
+
+@pytest.fixture(scope="module")
+def service_ca(tmp_path_factory) -> CertificateAuthority:
+    return CertificateAuthority(tmp_path_factory.mktemp("service-ca"))
+
+
+@pytest.fixture(scope="module")
+def products_service(service_ca, mongo_uri, database_url, app, tmp_path_factory) -> Iterator[tuple[str, str]]:
+    """(https URL, access log) of a products service requiring client certificates."""
+    environment = {
+        **os.environ,
+        "APP_ENV": "development",
+        "APP_MODULES": "products",
+        "MONGODB_URI": mongo_uri,
+        "DATABASE_URL": database_url,
+        "JWT_SECRET": TEST_SECRET,
+        "SERVICE_CALLER_KEYS": f"gateway={KEY}",
+        "LOG_LEVEL": "WARNING",
+        **service_ca.environment("products-service"),
+    }
+    environment.pop("REDIS_URL", None)
+    log = tmp_path_factory.mktemp("mtls") / "products.log"
+    with gunicorn(environment, log, client_tls=service_ca.issue("health-checker")) as url:
+        yield url, str(log)
+
+
+def call(url: str, client: ClientTls | None, ca: str) -> requests.Response:
+    return requests.post(
+        f"{url}{CALL}",
+        json={"product_id": "none"},
+        headers={"X-Service-Key": KEY, "X-Service-Caller": "gateway"},
+        cert=(client.cert, client.key) if client else None,
+        verify=ca,
+        timeout=10,
+    )
+
+
+def calls_logged(log: str) -> int:
+    with open(log) as lines:
+        return sum(f"POST {CALL}" in line for line in lines)
+
+
+def test_a_caller_with_a_certificate_of_the_service_ca_gets_through(products_service, service_ca):
+    url, _ = products_service
+    answer = call(url, service_ca.issue("gateway"), service_ca.ca_file)
+    assert (answer.status_code, answer.json()["code"]) == (404, "product_not_found")  # through TLS and the key
+
+
+def test_the_service_key_is_still_checked_behind_mutual_tls(products_service, service_ca):
+    url, _ = products_service
+    client = service_ca.issue("gateway")
+    answer = requests.post(
+        f"{url}{CALL}",
+        json={"product_id": "none"},
+        headers={"X-Service-Key": "wrong", "X-Service-Caller": "gateway"},
+        cert=(client.cert, client.key),
+        verify=service_ca.ca_file,
+        timeout=10,
+    )
+    assert (answer.status_code, answer.json()["code"]) == (401, "service_key_invalid")
+
+
+@pytest.mark.parametrize("client", ["none", "another CA", "expired"])
+def test_a_caller_without_a_valid_certificate_is_refused_at_the_handshake(
+    products_service, service_ca, tmp_path, client
+):
+    url, log = products_service
+    certificate = {
+        "none": lambda: None,
+        "another CA": lambda: CertificateAuthority(tmp_path).issue("gateway"),
+        "expired": lambda: service_ca.issue("gateway-expired", expired=True),
+    }[client]()
+    before = calls_logged(log)
+
+    with pytest.raises((requests.exceptions.SSLError, requests.exceptions.ConnectionError)):
+        call(url, certificate, service_ca.ca_file)
+
+    assert calls_logged(log) == before  # refused before any HTTP request was read
+
+
+def test_the_caller_checks_the_services_certificate_too(products_service, service_ca, tmp_path):
+    url, _ = products_service
+    stranger = CertificateAuthority(tmp_path)  # the caller trusts another CA only
+    with pytest.raises(requests.exceptions.SSLError):
+        call(url, service_ca.issue("gateway"), stranger.ca_file)
