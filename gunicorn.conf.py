@@ -73,6 +73,7 @@ def on_starting(server) -> None:
     for address in server.cfg.bind:
         check_bind(_settings, address, "API_HOST" if address == bind else "--bind")
 
+
 # Mutual TLS on a service's internal listener (SERVICE_TLS_*): certfile, keyfile, ca_certs,
 # cert_reqs and the ssl_context hook, from app/service_tls.py.
 globals().update(service_tls.gunicorn_settings(_settings))
