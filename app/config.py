@@ -330,20 +330,21 @@ def _resilience_settings(reader: _Reader) -> ResilienceSettings:
     )
 
 
-TLS_FILES = {"SERVICE_TLS_CERT": "cert", "SERVICE_TLS_KEY": "key", "SERVICE_TLS_CA": "ca"}
-
-
 def _service_tls(reader: _Reader) -> ServiceTls | None:
     """All three files or none; each must be readable."""
-    paths = {field: reader.text(name) for name, field in TLS_FILES.items()}
-    if not any(paths.values()):
+    files = {
+        "SERVICE_TLS_CERT": reader.text("SERVICE_TLS_CERT"),
+        "SERVICE_TLS_KEY": reader.text("SERVICE_TLS_KEY"),
+        "SERVICE_TLS_CA": reader.text("SERVICE_TLS_CA"),
+    }
+    if not any(files.values()):
         return None
-    for name, field in TLS_FILES.items():
-        if not paths[field]:
+    for name, path in files.items():
+        if not path:
             raise ConfigError(name, "must be set with the other SERVICE_TLS_* files (certificate, key and CA)")
-        if not os.access(paths[field], os.R_OK):
-            raise ConfigError(name, f"names no readable file: {paths[field]}")
-    return ServiceTls(**paths)
+        if not os.access(path, os.R_OK):
+            raise ConfigError(name, f"names no readable file: {path}")
+    return ServiceTls(*files.values())
 
 
 def validate(settings: Settings) -> None:

@@ -31,6 +31,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -95,12 +96,13 @@ class Host:
     running: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def environment(self, service: str) -> dict[str, str]:
-        container = {
-            name: on_loopback(value) if name.endswith("_SERVICE_URL") else value
-            for name, value in (
-                (name, interpolate(value, self.variables)) for name, value in SERVICES[service]["environment"].items()
-            )
-        }
+        mounts = [interpolate(volume, self.variables).split(":")[:2] for volume in SERVICES[service].get("volumes", [])]
+        container = {}
+        for name, value in SERVICES[service]["environment"].items():
+            value = interpolate(value, self.variables)
+            for host_path, container_path in mounts:  # the volume's files, where they are on this host
+                value = value.replace(container_path, host_path)
+            container[name] = on_loopback(value) if name.endswith("_SERVICE_URL") else value
         return {
             "PATH": f"{self.install.bin}:/usr/local/bin:/usr/bin:/bin",
             "HOME": str(self.workdir),
@@ -131,8 +133,19 @@ class Host:
         )
 
     def url(self, service: str) -> str:
-        *_, host_port, _container_port = interpolate(SERVICES[service]["ports"][0], self.variables).split(":")
-        return f"http://127.0.0.1:{host_port}"
+        # `api` and `gateway` publish nothing (the nginx edge does): they listen on API_PORT.
+        published = SERVICES[service].get("ports", ["${API_PORT:-3000}:${API_PORT:-3000}"])
+        *_, host_port, _container_port = interpolate(published[0], self.variables).split(":")
+        return f"{'https' if self.tls(service) else 'http'}://127.0.0.1:{host_port}"
+
+    def tls(self, service: str) -> dict[str, object]:
+        """requests' arguments to reach a service whose listener requires mutual TLS: its own
+        certificate (the script made it for both ends) and the CA; {} for a plain listener."""
+        environment = self.environment(service)
+        if "SERVICE_TLS_CERT" not in environment or "gateway" in environment.get("APP_MODULES", "gateway"):
+            return {}
+        cert = (environment["SERVICE_TLS_CERT"], environment["SERVICE_TLS_KEY"])
+        return {"cert": cert, "verify": environment["SERVICE_TLS_CA"]}
 
     def log(self, service: str) -> Path:
         return self.workdir / f"{service}.log"
@@ -155,7 +168,7 @@ class Host:
             if process.poll() is not None:
                 raise AssertionError(f"{service} exited with {process.returncode}: {self.log(service).read_text()}")
             try:
-                if requests.get(f"{url}/v1/health", timeout=2).status_code == 200:
+                if requests.get(f"{url}/v1/health", timeout=2, **self.tls(service)).status_code == 200:
                     break
             except requests.RequestException:
                 pass
@@ -252,6 +265,16 @@ def host(install, postgres, mongo_database, tmp_path_factory) -> Iterator[Host]:
         "SMTP_HOST": "127.0.0.1",  # required by compose, unused by the file backend
         "GUNICORN_WORKERS": "2",
     }
+    certificates = workdir / "certs"  # as the operator makes them for compose's split services
+    made = subprocess.run(
+        [sys.executable, "scripts/make_service_certs.py", "--out", str(certificates)],  # a tool of the repository
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    variables["SERVICE_CERTS_DIR"] = str(certificates)
     stack = Host(install, variables, workdir, mail_dir)
     try:
         migrated = stack.run("migrate", SERVICES["migrate"]["command"])
@@ -309,10 +332,13 @@ def test_the_split_layout_serves_the_buyer_journey(host):
         buyer_journey(urls["gateway"], host.mail_dir, "split-buyer@example.test")
         health = requests.get(f"{urls['gateway']}/v1/health", timeout=10).json()
         assert health["status"] == "ok"
-        assert health["dependencies"]["productsService"] == {"status": "ok", "url": urls["products-service"]}
-        assert health["dependencies"]["cartService"] == {"status": "ok", "url": urls["cart-service"]}
-        internal = requests.post(f"{urls['products-service']}/internal/products/get_product", json={}, timeout=10)
-        assert internal.status_code == 401  # no service key
+        assert health["dependencies"]["productsService"] == {"status": "ok"}  # no internal URLs
+        assert health["dependencies"]["cartService"] == {"status": "ok"}
+        internal = f"{urls['products-service']}/internal/products/get_product"
+        with pytest.raises(requests.exceptions.ConnectionError):  # no client certificate: no handshake
+            requests.post(internal, json={}, verify=host.tls("products-service")["verify"], timeout=10)
+        no_key = requests.post(internal, json={}, timeout=10, **host.tls("products-service"))
+        assert (no_key.status_code, no_key.json()["code"]) == (401, "service_key_invalid")
     finally:
         host.down()
 

@@ -5,13 +5,16 @@ gets a TCP connection as far as HTTP; the service key is still checked behind it
 from __future__ import annotations
 
 import os
+import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
 import requests
 
 from tests.conftest import TEST_SECRET
-from tests.e2e.gunicorn_server import ClientTls, gunicorn
+from tests.e2e.gunicorn_server import REPO, ClientTls, gunicorn
 from tests.tls import CertificateAuthority
 
 KEY = "mtls-test-gateway-key-0123456789"
@@ -102,3 +105,35 @@ def test_the_caller_checks_the_services_certificate_too(products_service, servic
     stranger = CertificateAuthority(tmp_path)  # the caller trusts another CA only
     with pytest.raises(requests.exceptions.SSLError):
         call(url, service_ca.issue("gateway"), stranger.ca_file)
+
+
+def test_the_certificates_the_script_makes_serve_mutual_tls(mongo_uri, database_url, app, tmp_path):
+    """scripts/make_service_certs.py, as an operator runs it for docker-compose.yml."""
+    out = tmp_path / "certs"
+    made = subprocess.run(
+        [sys.executable, "scripts/make_service_certs.py", "--out", str(out)], cwd=REPO, capture_output=True, text=True
+    )
+    assert made.returncode == 0, made.stderr
+    assert stat.S_IMODE((out / "gateway-key.pem").stat().st_mode) == 0o600
+    again = subprocess.run(
+        [sys.executable, "scripts/make_service_certs.py", "--out", str(out)], cwd=REPO, capture_output=True, text=True
+    )
+    assert again.returncode == 1
+    assert "refusing to overwrite" in again.stderr
+    environment = {
+        **os.environ,
+        "APP_ENV": "development",
+        "APP_MODULES": "products",
+        "MONGODB_URI": mongo_uri,
+        "DATABASE_URL": database_url,
+        "JWT_SECRET": TEST_SECRET,
+        "SERVICE_CALLER_KEYS": f"gateway={KEY}",
+        "SERVICE_TLS_CERT": str(out / "products-service.pem"),
+        "SERVICE_TLS_KEY": str(out / "products-service-key.pem"),
+        "SERVICE_TLS_CA": str(out / "ca.pem"),
+    }
+    environment.pop("REDIS_URL", None)
+    gateway = ClientTls(cert=str(out / "gateway.pem"), key=str(out / "gateway-key.pem"), ca=str(out / "ca.pem"))
+    with gunicorn(environment, tmp_path / "products.log", client_tls=gateway) as url:
+        answer = call(url, gateway, gateway.ca)
+    assert (answer.status_code, answer.json()["code"]) == (404, "product_not_found")

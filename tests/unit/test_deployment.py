@@ -7,11 +7,14 @@ service's environment, and the modules each one serves and calls.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import runpy
+import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import nullcontext
 from datetime import timedelta
@@ -71,8 +74,27 @@ def interpolate(value: object) -> str:
     return text
 
 
+CERTS_IN_CONTAINER = "/run/certs"
+
+
+@functools.cache
+def service_certs() -> Path:
+    """The certificates scripts/make_service_certs.py makes, where compose mounts them from."""
+    out = Path(tempfile.mkdtemp(prefix="service-certs-")) / "certs"
+    made = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "make_service_certs.py"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    return out
+
+
 def environment(name: str) -> dict[str, str]:
-    return {key: interpolate(value) for key, value in SERVICES[name]["environment"].items()}
+    """The service's environment; paths in the certificates' mount point the files the script made."""
+    values = {key: interpolate(value) for key, value in SERVICES[name]["environment"].items()}
+    return {key: value.replace(CERTS_IN_CONTAINER, str(service_certs())) for key, value in values.items()}
 
 
 def settings_of(name: str) -> Settings:
@@ -208,6 +230,15 @@ def test_each_split_service_is_known_to_the_services_it_calls_by_its_own_key(nam
         assert (settings.caller_name(), settings.service_api_key) in target.service_caller_keys
     keys = [key for _, key in settings.service_caller_keys]
     assert len(set(keys)) == len(keys)
+
+
+@pytest.mark.parametrize("name", SPLIT)
+def test_split_services_speak_mutual_tls_with_the_certificates_the_script_makes(name):
+    settings = settings_of(name)
+    assert settings.service_tls is not None
+    assert all(Path(path).parent == service_certs() for path in vars(settings.service_tls).values())
+    assert [interpolate(volume) for volume in SERVICES[name]["volumes"]] == [f"./certs:{CERTS_IN_CONTAINER}:ro"]
+    assert all(settings.service_url(module).startswith("https://") for module in settings.remote_modules())
 
 
 def test_the_monolith_serves_no_internal_api_and_needs_no_service_key():
@@ -468,15 +499,28 @@ def test_the_access_log_is_one_json_object_per_request_on_stdout(gunicorn_config
     ],
 )
 def test_the_container_health_check(monkeypatch, answer, healthy):
-    def urlopen(url, timeout):
-        assert url == "http://127.0.0.1:3001/v1/health"
+    def urlopen(url, timeout, context):
+        assert (url, context) == ("http://127.0.0.1:3001/v1/health", None)
         if answer is not None:
             raise answer
         return nullcontext()
 
     monkeypatch.setattr("urllib.request.urlopen", urlopen)
     check = runpy.run_path(str(REPO / "scripts" / "healthcheck.py"))["check"]
-    assert check(3001) is healthy
+    assert check(settings_of("products-service").override(service_tls=None)) is healthy
+
+
+def test_the_health_check_of_a_service_with_mutual_tls_presents_its_certificate(monkeypatch):
+    seen = {}
+
+    def urlopen(url, timeout, context):
+        seen.update(url=url, verify_mode=context.verify_mode)
+        return nullcontext()
+
+    monkeypatch.setattr("urllib.request.urlopen", urlopen)
+    check = runpy.run_path(str(REPO / "scripts" / "healthcheck.py"))["check"]
+    assert check(settings_of("cart-service")) is True
+    assert seen == {"url": "https://127.0.0.1:3002/v1/health", "verify_mode": ssl.CERT_REQUIRED}
 
 
 def test_the_sweeper_runs_in_both_layouts_and_reports_its_heartbeat():
