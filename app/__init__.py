@@ -139,6 +139,7 @@ def flask_config(settings: Settings) -> dict[str, object]:
         "RATELIMIT_HEADER_RESET": "RateLimit-Reset",
         "AUTH_RATE_LIMIT": settings.auth_rate_limit,
         "GUEST_RATE_LIMIT": settings.guest_rate_limit,
+        "HEALTH_RATE_LIMIT": settings.health_rate_limit,
         "SERVICE_CALLER_KEYS": settings.service_caller_keys,
         "SERVICE_SCOPES": SERVICE_SCOPES,
         "CIRCUIT_BREAKER": {

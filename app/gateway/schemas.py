@@ -150,7 +150,6 @@ class ProductQuerySchema(ma.Schema):
 class DependencySchema(ma.Schema):
     status = ma.fields.String(metadata={"enum": ["ok", "down"]})
     store = ma.fields.String(metadata={"description": "The store of a module served in process", "example": "mongodb"})
-    url = ma.fields.String(metadata={"description": "The service, for a module called over HTTP"})
 
 
 class HealthSchema(ma.Schema):

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
 import requests
 
+from app.gateway.health import MAX_AGE_SECONDS as HEALTH_MAX_AGE
 from tests.conftest import TEST_SECRET
 from tests.e2e.gunicorn_server import REPO, gunicorn
 from tests.mongo_server import MongoServer, free_port
@@ -77,6 +79,7 @@ def test_cors_allows_only_configured_origins(base_url):
 def test_store_outage_is_a_clear_503_and_recovers(base_url, mongo):
     mongo.stop()
     try:
+        time.sleep(HEALTH_MAX_AGE)  # the report from before the stop has aged out
         health = requests.get(f"{base_url}/v1/health", timeout=10)
         assert health.status_code == 503
         assert health.json()["status"] == "degraded"
@@ -87,6 +90,7 @@ def test_store_outage_is_a_clear_503_and_recovers(base_url, mongo):
         assert listing.json()["code"] == "dependency_unavailable"
     finally:
         mongo.start()
+    time.sleep(HEALTH_MAX_AGE)
     assert requests.get(f"{base_url}/v1/health", timeout=10).json()["status"] == "ok"
 
 
