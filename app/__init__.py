@@ -51,7 +51,8 @@ def create_app(config: Settings | None = None) -> Flask:
     validate(settings)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    app = Flask(__name__, static_folder=str(swagger_ui_path), static_url_path=SWAGGER_UI_ASSETS)
+    docs = str(swagger_ui_path) if settings.docs_enabled else None
+    app = Flask(__name__, static_folder=docs, static_url_path=SWAGGER_UI_ASSETS)
     app.config.from_mapping(flask_config(settings))
     app.json.sort_keys = False
     if settings.trusted_proxies:
@@ -105,11 +106,13 @@ def flask_config(settings: Settings) -> dict[str, object]:
         "API_VERSION": "1",
         "MAX_CONTENT_LENGTH": settings.max_content_length,
         "OPENAPI_VERSION": "3.0.3",
-        "OPENAPI_URL_PREFIX": "/api",
+        "OPENAPI_URL_PREFIX": "/api" if settings.docs_enabled else None,  # None: no /api routes
         "OPENAPI_JSON_PATH": "openapi.json",
         "OPENAPI_SWAGGER_UI_PATH": "/",
         "OPENAPI_SWAGGER_UI_URL": SWAGGER_UI_ASSETS + "/",
-        "OPENAPI_SWAGGER_UI_CONFIG": {"persistAuthorization": True},
+        # A token typed into Swagger UI stays in that page only (not in localStorage), and the
+        # spec's URL is never sent to swagger.io's validator.
+        "OPENAPI_SWAGGER_UI_CONFIG": {"persistAuthorization": False, "validatorUrl": None},
         "API_SPEC_OPTIONS": {
             "info": {
                 "description": "Products, cart and accounts behind one gateway. Errors are "

@@ -132,9 +132,9 @@ class Settings:
     redis_url: str | None = None
     trusted_proxies: int = 0  # proxy hops in front of the app whose X-Forwarded-For/-Proto are believed
     log_level: str = "INFO"
+    docs_enabled: bool = True  # /api (Swagger UI) and /api/openapi.json; off by default in production
     max_content_length: int = 64 * 1024  # bytes of a request body (app/gateway/request_limits.py)
     allow_public_bind: bool = False  # outside production: listen beyond loopback all the same (check_bind)
-    max_content_length: int = 64 * 1024  # bytes of a request body (app/gateway/request_limits.py)
     service_api_key: str | None = None  # the key this process sends to the services it calls
     service_caller_keys: tuple[tuple[str, str], ...] = ()  # (caller, key): who may call this service
     service_tls: ServiceTls | None = None
@@ -242,6 +242,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         redis_url=reader.url("REDIS_URL", schemes=("redis", "rediss", "unix")),
         trusted_proxies=reader.integer("TRUSTED_PROXIES", Settings.trusted_proxies, minimum=0, maximum=10),
         allow_public_bind=reader.boolean("ALLOW_PUBLIC_BIND", Settings.allow_public_bind),
+        docs_enabled=reader.boolean("DOCS_ENABLED", app_env != "production"),
         log_level=reader.choice(
             "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), default="INFO", upper=True
         ),
