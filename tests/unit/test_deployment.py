@@ -28,6 +28,7 @@ import yaml
 from gunicorn.config import Config
 
 from app.config import MODULES, ConfigError, Settings, listen_port, load_settings
+from tests import nginx_server
 from tests.mongo_server import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,7 +38,14 @@ APP_SERVICES = [name for name, service in SERVICES.items() if "build" in service
 ONE_SHOT = "migrate"
 SPLIT = {"products-service": {"products"}, "cart-service": {"cart"}, "gateway": {"gateway", "accounts"}}
 PORTS = {"api": 3000, "products-service": 3001, "cart-service": 3002, "gateway": 3000}
-IMAGES = {"mongodb": "mongo:7", "postgres": "postgres:16", "redis": "redis:7", "rabbitmq": "rabbitmq:3-management"}
+EDGES = {"nginx": "api", "nginx-split": "gateway"}  # the public nginx and the app service behind it
+IMAGES = {
+    "mongodb": "mongo:7",
+    "postgres": "postgres:16",
+    "redis": "redis:7",
+    "rabbitmq": "rabbitmq:3-management",
+    **dict.fromkeys(EDGES, "nginx:1.27-alpine"),
+}
 # What an operator must export; compose refuses to start without them.
 REQUIRED = {
     "JWT_SECRET": "a-production-secret-of-at-least-32-characters",
@@ -186,9 +194,14 @@ def test_only_the_secrets_are_required():
 
 
 @pytest.mark.parametrize("name", PORTS)
-def test_each_app_service_listens_on_the_port_it_publishes(name):
+def test_each_app_service_listens_on_the_port_it_publishes_or_its_nginx_proxies_to(name):
     settings = settings_of(name)
     ports = published_ports(name)
+    if name in EDGES.values():  # behind nginx, which proxies to API_PORT (its upstream template)
+        edge = next(edge for edge, behind in EDGES.items() if behind == name)
+        assert ports == []
+        assert listen_port(settings) == int(environment(edge)["API_PORT"]) == PORTS[name]
+        return
     assert [container for _, _, container in ports] == [listen_port(settings)] == [PORTS[name]]
     assert [host for _, host, _ in ports] == [PORTS[name]]
 
@@ -542,3 +555,88 @@ def test_the_heartbeat_health_check(tmp_path, content, healthy):
         heartbeat.write_text(content.format(due=time.time() + 60, overdue=time.time() - 1))
     check = runpy.run_path(str(REPO / "scripts" / "healthcheck.py"))["check_heartbeat"]
     assert check(heartbeat) is healthy
+
+
+# --- the nginx edge (issue 12): one in front of each layout's public API ----------------------
+
+EDGE_MOUNTS = {
+    "storefront.conf": "/etc/nginx/conf.d/default.conf",  # the http-context file of the official image
+    "upstream-{app}.conf.template": "/etc/nginx/templates/upstream.conf.template",  # rendered into conf.d
+}
+
+
+def nginx_directives(text: str) -> dict[str, list[str]]:
+    """`name value...;` statements of an nginx file (comments dropped), values by name."""
+    found: dict[str, list[str]] = {}
+    for statement in re.sub(r"#[^\n]*", "", text).replace("{", ";").replace("}", ";").split(";"):
+        words = statement.split(None, 1)
+        if words:
+            found.setdefault(words[0], []).append(words[1].strip() if len(words) > 1 else "")
+    return found
+
+
+@pytest.mark.parametrize(("edge", "behind"), EDGES.items())
+def test_each_layouts_nginx_mounts_the_repositorys_config_in_front_of_its_app(edge, behind):
+    service = SERVICES[edge]
+    mounts = [volume.split(":") for volume in service["volumes"]]
+    expected = {f"./deploy/nginx/{source.format(app=behind)}": target for source, target in EDGE_MOUNTS.items()}
+    assert {source: target for source, target, _ in mounts} == expected
+    assert {mode for _, _, mode in mounts} == {"ro"}
+    for source in expected:
+        assert (REPO / source).is_file(), source
+    upstream = (REPO / "deploy" / "nginx" / f"upstream-{behind}.conf.template").read_text()
+    assert re.findall(r"^\s*server\s+(\S+)", upstream, re.MULTILINE) == [f"{behind}:${{API_PORT}}"]
+    assert service["depends_on"] == {behind: {"condition": "service_healthy"}}
+    assert service.get("profiles") == SERVICES[behind].get("profiles")
+    assert service["healthcheck"]["test"][-1] == "http://127.0.0.1/edge-health"
+
+
+@pytest.mark.parametrize(("edge", "behind"), EDGES.items())
+def test_two_replicas_of_the_public_api_behind_each_nginx_trusting_exactly_its_hop(edge, behind):
+    assert SERVICES[behind]["deploy"]["replicas"] >= 2
+    assert settings_of(behind).trusted_proxies == 1
+
+
+def test_services_not_behind_nginx_trust_no_proxy():
+    for name in set(APP_SERVICES) - set(EDGES.values()):
+        assert settings_of(name).trusted_proxies == 0, name
+
+
+def test_only_nginx_publishes_the_public_port():
+    public = {name: ports for name in SERVICES if (ports := [p for p in published_ports(name) if p[0] != "127.0.0.1"])}
+    assert public == {edge: [("0.0.0.0", PORTS[behind], 80)] for edge, behind in EDGES.items()}  # noqa: S104
+
+
+def test_naming_nginx_split_starts_the_split_layout_without_the_monolith():
+    started = started_with("nginx-split")
+    assert set(SPLIT) | {ONE_SHOT, "sweeper", "mongodb", "postgres", "redis"} <= started
+    assert not {"api", "nginx"} & started
+    assert not set(SPLIT) & started_with("nginx")
+
+
+def test_nginx_buffers_whole_requests_within_the_apps_limits():
+    """A gunicorn sync worker serves one request at a time: nginx must hold a slow client's
+    request until it is whole, refuse what the app would refuse, and say who the client is."""
+    config = nginx_directives(nginx_server.SERVER_CONFIG.read_text())
+    assert config["client_max_body_size"] == ["64k"]
+    assert Settings.max_content_length == 64 * 1024
+    assert config["proxy_request_buffering"] == ["on"]
+    for timeout in ("client_header_timeout", "client_body_timeout", "send_timeout"):
+        [value] = config[timeout]
+        assert re.fullmatch(r"\d+s", value), timeout
+        assert 0 < int(value[:-1]) <= 30, timeout
+    headers = dict(value.split(None, 1) for value in config["proxy_set_header"])
+    assert headers["X-Forwarded-For"] == "$proxy_add_x_forwarded_for"
+    assert headers["X-Forwarded-Proto"] == "$scheme"
+    assert config["proxy_pass"] == ["http://storefront_app"]
+
+
+@pytest.mark.parametrize("behind", EDGES.values())
+def test_nginx_accepts_the_edge_config(tmp_path, behind):
+    """`nginx -t` on the repository's files, the compose host name replaced by loopback
+    addresses (nginx -t resolves upstream names)."""
+    template = nginx_server.UPSTREAMS[behind]
+    config = nginx_server.render(tmp_path, free_port(), ["127.0.0.1:3000", "127.0.0.1:3010"], template=template)
+    checked = nginx_server.check(config)
+    assert checked.returncode == 0, checked.stderr
+    assert "test is successful" in checked.stderr
