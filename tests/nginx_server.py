@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.e2e.gunicorn_server import terminate
+
 REPO = Path(__file__).resolve().parents[1]
 EDGE = REPO / "deploy" / "nginx"
 SERVER_CONFIG = EDGE / "storefront.conf"
@@ -117,9 +119,4 @@ def nginx(directory: Path, port: int, servers: list[str]) -> Iterator[Path]:
                 time.sleep(0.05)
         yield access_log
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        terminate(process)

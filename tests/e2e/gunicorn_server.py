@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import requests
 
+from tests.conftest import TEST_SECRET
 from tests.mongo_server import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,6 +27,19 @@ class ClientTls:
     cert: str
     key: str
     ca: str
+
+
+def app_environment(mongo_uri: str, database_url: str, **settings: str) -> dict[str, str]:
+    """The environment of an app served in development mode against the test session's stores."""
+    return {
+        **os.environ,
+        "APP_ENV": "development",
+        "MONGODB_URI": mongo_uri,
+        "DATABASE_URL": database_url,
+        "JWT_SECRET": TEST_SECRET,
+        "LOG_LEVEL": "WARNING",
+        **settings,
+    }
 
 
 @contextmanager
@@ -62,11 +77,17 @@ def gunicorn(
             _wait_until_every_worker_answers(url, log, workers, session)
             yield url
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            terminate(server, timeout=20)
+
+
+def terminate(process: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL when the process has not ended within `timeout` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
 
 
 def run_flask(args: list[str], environment: dict[str, str]) -> subprocess.CompletedProcess:

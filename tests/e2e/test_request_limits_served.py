@@ -3,14 +3,12 @@ over MAX_CONTENT_LENGTH (with or without Content-Length), a long URL and large h
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 import requests
 
-from tests.conftest import TEST_SECRET
-from tests.e2e.gunicorn_server import gunicorn
+from tests.e2e.gunicorn_server import app_environment, gunicorn
 
 PROBLEM = "application/problem+json"
 LIMIT = 4096
@@ -18,16 +16,9 @@ LIMIT = 4096
 
 @pytest.fixture(scope="module")
 def base_url(app, mongo_uri, database_url, tmp_path_factory) -> Iterator[str]:
-    environment = {
-        **os.environ,
-        "APP_ENV": "development",
-        "MONGODB_URI": mongo_uri,
-        "DATABASE_URL": database_url,
-        "JWT_SECRET": TEST_SECRET,
-        "MAX_CONTENT_LENGTH": str(LIMIT),
-        "AUTH_RATE_LIMIT": "1000 per minute",
-        "LOG_LEVEL": "WARNING",
-    }
+    environment = app_environment(
+        mongo_uri, database_url, MAX_CONTENT_LENGTH=str(LIMIT), AUTH_RATE_LIMIT="1000 per minute"
+    )
     with gunicorn(environment, tmp_path_factory.mktemp("gunicorn-limits") / "gunicorn.log") as url:
         yield url
 

@@ -4,7 +4,6 @@ gets a TCP connection as far as HTTP; the service key is still checked behind it
 
 from __future__ import annotations
 
-import os
 import stat
 import subprocess
 import sys
@@ -13,8 +12,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.conftest import TEST_SECRET
-from tests.e2e.gunicorn_server import REPO, ClientTls, gunicorn
+from tests.e2e.gunicorn_server import REPO, ClientTls, app_environment, gunicorn
 from tests.tls import CertificateAuthority
 
 KEY = "mtls-test-gateway-key-0123456789"
@@ -29,21 +27,19 @@ def service_ca(tmp_path_factory) -> CertificateAuthority:
 @pytest.fixture(scope="module")
 def products_service(service_ca, mongo_uri, database_url, app, tmp_path_factory) -> Iterator[tuple[str, str]]:
     """(https URL, access log) of a products service requiring client certificates."""
-    environment = {
-        **os.environ,
-        "APP_ENV": "development",
-        "APP_MODULES": "products",
-        "MONGODB_URI": mongo_uri,
-        "DATABASE_URL": database_url,
-        "JWT_SECRET": TEST_SECRET,
-        "SERVICE_CALLER_KEYS": f"gateway={KEY}",
-        "LOG_LEVEL": "WARNING",
-        **service_ca.environment("products-service"),
-    }
-    environment.pop("REDIS_URL", None)
+    environment = products_service_environment(mongo_uri, database_url, service_ca.environment("products-service"))
     log = tmp_path_factory.mktemp("mtls") / "products.log"
     with gunicorn(environment, log, client_tls=service_ca.issue("health-checker")) as url:
         yield url, str(log)
+
+
+def products_service_environment(mongo_uri: str, database_url: str, tls: dict[str, str]) -> dict[str, str]:
+    """A products service (the gateway its only caller) with these SERVICE_TLS_* files."""
+    environment = app_environment(
+        mongo_uri, database_url, APP_MODULES="products", SERVICE_CALLER_KEYS=f"gateway={KEY}", **tls
+    )
+    environment.pop("REDIS_URL", None)
+    return environment
 
 
 def call(url: str, client: ClientTls | None, ca: str) -> requests.Response:
@@ -120,19 +116,12 @@ def test_the_certificates_the_script_makes_serve_mutual_tls(mongo_uri, database_
     )
     assert again.returncode == 1
     assert "refusing to overwrite" in again.stderr
-    environment = {
-        **os.environ,
-        "APP_ENV": "development",
-        "APP_MODULES": "products",
-        "MONGODB_URI": mongo_uri,
-        "DATABASE_URL": database_url,
-        "JWT_SECRET": TEST_SECRET,
-        "SERVICE_CALLER_KEYS": f"gateway={KEY}",
+    tls = {
         "SERVICE_TLS_CERT": str(out / "products-service.pem"),
         "SERVICE_TLS_KEY": str(out / "products-service-key.pem"),
         "SERVICE_TLS_CA": str(out / "ca.pem"),
     }
-    environment.pop("REDIS_URL", None)
+    environment = products_service_environment(mongo_uri, database_url, tls)
     gateway = ClientTls(cert=str(out / "gateway.pem"), key=str(out / "gateway-key.pem"), ca=str(out / "ca.pem"))
     with gunicorn(environment, tmp_path / "products.log", client_tls=gateway) as url:
         answer = call(url, gateway, gateway.ca)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,25 +107,26 @@ def private_redis(tmp_path) -> Iterator[RedisServer]:
     server.stop()
 
 
-@pytest.fixture
-def deployment(split_environment, tmp_path) -> Iterator[SplitDeployment]:
-    split = SplitDeployment(split_environment, tmp_path)
+@contextmanager
+def running(split: SplitDeployment) -> Iterator[SplitDeployment]:
     try:
         split.start()
         yield split
     finally:
         split.stop()
+
+
+@pytest.fixture
+def deployment(split_environment, tmp_path) -> Iterator[SplitDeployment]:
+    with running(SplitDeployment(split_environment, tmp_path)) as split:
+        yield split
 
 
 @pytest.fixture
 def mtls_deployment(split_environment, tmp_path) -> Iterator[SplitDeployment]:
     """The same three processes, the services speaking mutual TLS (a CA of the test's own)."""
-    split = SplitDeployment(split_environment, tmp_path, tls=CertificateAuthority(tmp_path))
-    try:
-        split.start()
+    with running(SplitDeployment(split_environment, tmp_path, tls=CertificateAuthority(tmp_path))) as split:
         yield split
-    finally:
-        split.stop()
 
 
 @pytest.fixture

@@ -3,15 +3,13 @@ Content-Security-Policy; every operation renders and the browser reports no bloc
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import TEST_SECRET
-from tests.e2e.gunicorn_server import gunicorn
+from tests.e2e.gunicorn_server import app_environment, gunicorn
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install chromium)")
@@ -19,14 +17,7 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-ge
 
 @pytest.fixture(scope="module")
 def base_url(app, mongo_uri, database_url, tmp_path_factory) -> Iterator[str]:
-    environment = {
-        **os.environ,
-        "APP_ENV": "development",
-        "MONGODB_URI": mongo_uri,
-        "DATABASE_URL": database_url,
-        "JWT_SECRET": TEST_SECRET,
-        "LOG_LEVEL": "WARNING",
-    }
+    environment = app_environment(mongo_uri, database_url)
     with gunicorn(environment, tmp_path_factory.mktemp("gunicorn-docs") / "gunicorn.log") as url:
         yield url
 

@@ -92,18 +92,23 @@ def test_bad_values_name_the_variable(environment, variable):
     assert str(raised.value.code).startswith(f"Configuration error: {variable} ")
 
 
-def test_start_up_stops_with_one_line_naming_the_variable(tmp_path):
+def start_up_errors(environment: dict[str, str]) -> list[str]:
+    """What `import wsgi` (the app's start-up) prints on stderr, having exited with status 1."""
     result = subprocess.run(
         [sys.executable, "-c", "import wsgi"],
         cwd=REPO,
-        env={"PATH": "/usr/bin:/bin", "API_PORT": "not-a-port", "HOME": str(tmp_path)},
+        env=environment,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [
+    assert result.returncode == 1, result.stdout
+    return result.stderr.strip().splitlines()
+
+
+def test_start_up_stops_with_one_line_naming_the_variable(tmp_path):
+    assert start_up_errors({"PATH": "/usr/bin:/bin", "API_PORT": "not-a-port", "HOME": str(tmp_path)}) == [
         "Configuration error: API_PORT must be a whole number, got 'not-a-port'"
     ]
 
@@ -116,17 +121,7 @@ def test_production_accepts_the_mail_backends_that_keep_links_out_of_the_log(bac
 def test_production_refuses_the_console_mail_backend_at_start_up(tmp_path):
     environment = {**PRODUCTION, "DB_HOST": "db", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     del environment["MAIL_BACKEND"]
-    result = subprocess.run(
-        [sys.executable, "-c", "import wsgi"],
-        cwd=REPO,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [
+    assert start_up_errors(environment) == [
         "Configuration error: MAIL_BACKEND is console, which writes every message to the log, reset and"
         " verification links included; set MAIL_BACKEND=smtp (with SMTP_HOST) in production"
     ]
