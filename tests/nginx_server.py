@@ -30,7 +30,10 @@ def nginx_binary() -> str:
     """Debian's nginx; installed (as root) when missing."""
     found = shutil.which("nginx") or (os.path.exists("/usr/sbin/nginx") and "/usr/sbin/nginx")
     if not found and os.geteuid() == 0:
-        subprocess.run(["apt-get", "install", "-y", "nginx"], capture_output=True, timeout=600, check=True)
+        install = ["apt-get", "install", "-y", "nginx"]
+        if subprocess.run(install, capture_output=True, timeout=600, check=False).returncode != 0:
+            subprocess.run(["apt-get", "update"], capture_output=True, timeout=600, check=True)  # a fresh machine
+            subprocess.run(install, capture_output=True, timeout=600, check=True)
         found = shutil.which("nginx") or "/usr/sbin/nginx"
     if not found:
         raise RuntimeError("nginx is not installed (apt-get install -y nginx)")
