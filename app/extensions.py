@@ -3,6 +3,8 @@
 from http import HTTPStatus
 
 import marshmallow as ma
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from flask_caching import Cache
 from flask_cors import CORS
 from flask_jwt_extended import JWTManager
@@ -146,3 +148,20 @@ def database_answers() -> bool:
     finally:
         db.session.remove()
     return True
+
+
+def migration_heads(directory: str) -> frozenset[str]:
+    """The head revisions of the migrations in `directory`: what this code expects the
+    database to be at (read once, at start-up: the files do not change under a process)."""
+    return frozenset(ScriptDirectory(directory).get_heads())
+
+
+def database_revisions() -> frozenset[str] | None:
+    """The revisions the SQL database is stamped with (none before the first migration), or
+    None when it does not answer. Alembic's own reader, which checks that `alembic_version`
+    exists before it selects from it (a failed SELECT would abort a PostgreSQL transaction)."""
+    try:
+        with db.engine.connect() as connection:
+            return frozenset(MigrationContext.configure(connection).get_current_heads())
+    except SQLAlchemyError:
+        return None

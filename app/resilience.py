@@ -82,6 +82,16 @@ def retry_after(breaker: pybreaker.CircuitBreaker) -> int:
     return max(1, math.ceil(remaining))
 
 
+def is_refusing_calls(breaker: pybreaker.CircuitBreaker) -> bool:
+    """Whether the breaker is open and still within its pause. Once the pause has elapsed it
+    lets the next call through as a probe, so it no longer counts as open: a process that
+    receives no calls (an unready one) would otherwise never see it close."""
+    if breaker.current_state != pybreaker.STATE_OPEN:
+        return False
+    opened_at = breaker._state_storage.opened_at  # pybreaker keeps no public accessor
+    return opened_at is None or datetime.now(UTC) < opened_at + timedelta(seconds=breaker.reset_timeout)
+
+
 class RetryBudget:
     """Retries allowed: at most `ratio` of the calls of the last `window` seconds, plus
     `floor` so that a quiet process can still retry. A failing dependency then sees little

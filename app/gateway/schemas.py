@@ -3,6 +3,7 @@
 import marshmallow as ma
 from marshmallow import validate
 
+from app.extensions import ProblemSchema
 from app.gateway.fields import Money, TrimmedString
 from app.products.interface import DEFAULT_SORT, SORT_KEYS, Product, ProductChanges, ProductDraft, ProductFilters
 
@@ -157,3 +158,18 @@ class HealthSchema(ma.Schema):
     timestamp = ma.fields.DateTime()
     service = ma.fields.String(metadata={"example": "api-gateway"})
     dependencies = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Nested(DependencySchema))
+
+
+class ProbeSchema(ma.Schema):
+    status = ma.fields.String(metadata={"enum": ["ok"]})
+
+
+class FailedCheckSchema(ma.Schema):
+    check = ma.fields.String(metadata={"enum": ["store", "service", "migrations", "breaker"]})
+    name = ma.fields.String(metadata={"description": "The store, service or breaker that failed", "example": "mongodb"})
+
+
+class NotReadyProblemSchema(ProblemSchema):
+    """Which readiness checks failed (`code: not_ready`)."""
+
+    failed = ma.fields.List(ma.fields.Nested(FailedCheckSchema))

@@ -22,8 +22,10 @@ def register(app: Flask, api: StorefrontApi) -> None:
 
 
 def register_health(app: Flask, api: StorefrontApi) -> None:
-    """What every process serves, whichever modules it runs: /v1/health, the request size
-    limits and the security headers."""
+    """What every process serves, whichever modules it runs: /v1/health, /health/live and
+    /health/ready, the request size limits and the security headers."""
+    health.init_app(app)
     api.register_blueprint(health.blp)
+    api.register_blueprint(health.probes_blp)
     request_limits.register(app)
     app.after_request(security_headers.add)
