@@ -84,6 +84,13 @@ def test_store_outage_is_a_clear_503_and_recovers(base_url, mongo):
         assert health.status_code == 503
         assert health.json()["status"] == "degraded"
         assert health.json()["dependencies"]["productsService"]["status"] == "down"
+        live = requests.get(f"{base_url}/health/live", timeout=10)
+        assert (live.status_code, live.json()) == (200, {"status": "ok"})
+        ready = requests.get(f"{base_url}/health/ready", timeout=10)
+        assert ready.status_code == 503
+        assert ready.headers["Content-Type"] == "application/problem+json"
+        assert ready.json()["code"] == "not_ready"
+        assert {"check": "store", "name": "mongodb"} in ready.json()["failed"]
         listing = requests.get(f"{base_url}/v1/products", timeout=10)
         assert listing.status_code == 503
         assert listing.headers["Content-Type"] == "application/problem+json"
@@ -92,6 +99,7 @@ def test_store_outage_is_a_clear_503_and_recovers(base_url, mongo):
         mongo.start()
     time.sleep(HEALTH_MAX_AGE)
     assert requests.get(f"{base_url}/v1/health", timeout=10).json()["status"] == "ok"
+    assert requests.get(f"{base_url}/health/ready", timeout=10).json() == {"status": "ok"}
 
 
 def test_rate_limit_answers_429_problem_with_retry_after(base_url):
