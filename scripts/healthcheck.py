@@ -1,8 +1,9 @@
-"""Container health check: exits 0 while this container's process answers GET /v1/health
+"""Container health check: exits 0 while this container's process answers GET /health/ready
 with 200 on its own port.
 
-Every run mode serves /v1/health (the gateway or one module's service), reporting the stores
-it serves and the services it calls; 503 (degraded), an error or no answer is unhealthy.
+Every run mode serves /health/ready (the gateway or one module's service): the stores it
+serves and the services it calls answer, its SQL database is at the migrations' head and no
+circuit breaker is open; 503 (not_ready), an error or no answer is unhealthy.
 
 `--heartbeat FILE` checks a job that serves no HTTP instead (`flask carts sweep --every N
 --heartbeat FILE`): healthy while the time written in FILE, by which its next round is due,
@@ -20,7 +21,7 @@ from app.config import Settings, listen_port, load_settings
 
 def check(settings: Settings) -> bool:
     tls = settings.service_tls if settings.serves_internal_api() else None
-    url = f"{'https' if tls else 'http'}://127.0.0.1:{listen_port(settings)}/v1/health"
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{listen_port(settings)}/health/ready"
     context = None
     if tls:  # the listener requires a client certificate: present ours (the name is the service's)
         context = ssl.create_default_context(cafile=tls.ca)

@@ -506,14 +506,14 @@ def test_the_access_log_is_one_json_object_per_request_on_stdout(gunicorn_config
 @pytest.mark.parametrize(
     ("answer", "healthy"),
     [
-        (None, True),  # 200: every store and service it depends on is up
-        (HTTPError("http://x", 503, "Service Unavailable", {}, None), False),  # degraded
+        (None, True),  # 200: ready
+        (HTTPError("http://x", 503, "Service Unavailable", {}, None), False),  # not_ready
         (URLError(ConnectionRefusedError()), False),  # nothing listening
     ],
 )
 def test_the_container_health_check(monkeypatch, answer, healthy):
     def urlopen(url, timeout, context):
-        assert (url, context) == ("http://127.0.0.1:3001/v1/health", None)
+        assert (url, context) == ("http://127.0.0.1:3001/health/ready", None)
         if answer is not None:
             raise answer
         return nullcontext()
@@ -533,7 +533,7 @@ def test_the_health_check_of_a_service_with_mutual_tls_presents_its_certificate(
     monkeypatch.setattr("urllib.request.urlopen", urlopen)
     check = runpy.run_path(str(REPO / "scripts" / "healthcheck.py"))["check"]
     assert check(settings_of("cart-service")) is True
-    assert seen == {"url": "https://127.0.0.1:3002/v1/health", "verify_mode": ssl.CERT_REQUIRED}
+    assert seen == {"url": "https://127.0.0.1:3002/health/ready", "verify_mode": ssl.CERT_REQUIRED}
 
 
 def test_the_sweeper_runs_in_both_layouts_and_reports_its_heartbeat():
