@@ -6,14 +6,12 @@ The host: API_HOST, else 0.0.0.0 in production (the image's port) and 127.0.0.1 
 mode, which refuses any non-loopback address unless ALLOW_PUBLIC_BIND=true (`on_starting`).
 """
 
-import json
 import multiprocessing
 import os
-from datetime import UTC, datetime
 
 from gunicorn.glogging import Logger
 
-from app import service_tls
+from app import logs, service_tls
 from app.config import check_bind, default_host, listen_port, load_settings
 
 
@@ -41,27 +39,32 @@ control_socket_disable = True
 
 
 class JsonAccessLogger(Logger):
-    """Writes each access log line as one JSON object (json.dumps). A JSON access_log_format
-    cannot do this safely: gunicorn escapes `"` in values but not `\\` or control characters,
-    so a request for `/a%5C` would break the line."""
+    """gunicorn's error and access lines through the app's logging stack (app/logs.py): JSON with
+    LOG_FORMAT=json, console lines otherwise. Each access line is one structlog event carrying the
+    request's fields (request_id, trace_id, span_id, route, user_id, guest_id, caller); rendered
+    as JSON by json.dumps, so a request for `/a%5C` or with control characters cannot break it."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        logs.wrap_gunicorn_logger(self.error_log, _settings.log_format)
+        self._access = logs.wrap_gunicorn_logger(self.access_log, _settings.log_format)
 
     def access(self, resp, req, environ, request_time):
         if not self.access_log_enabled:
             return
         atoms = self.atoms(resp, req, environ, request_time)
-        line = {
-            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "remote_addr": atoms["h"],
-            "method": atoms["m"],
-            "path": atoms["U"],
-            "query": atoms["q"] or None,
-            "status": int(atoms["s"]),
-            "bytes": atoms["B"],
-            "duration_ms": round(request_time.total_seconds() * 1000, 3),
-            "user_agent": atoms["a"] if atoms["a"] != "-" else None,
-            "request_id": atoms.get("{x-request-id}i") or atoms.get("{x-request-id}o"),
-        }
-        self.access_log.info("%s", json.dumps(line))
+        self._access.info(
+            "access",
+            remote_addr=atoms["h"],
+            method=atoms["m"],
+            path=atoms["U"],
+            query=atoms["q"] or None,
+            status=int(atoms["s"]),
+            bytes=atoms["B"],
+            duration_ms=round(request_time.total_seconds() * 1000, 3),
+            user_agent=atoms["a"] if atoms["a"] != "-" else None,
+            **logs.access_fields(environ, atoms.get("{x-request-id}i")),
+        )
 
 
 logger_class = JsonAccessLogger

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -14,7 +13,7 @@ from sqlalchemy.exc import DisconnectionError
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app import cli
+from app import cli, logs
 from app.accounts import interface as accounts_interface
 from app.accounts import setup as accounts
 from app.cart import interface as cart_interface
@@ -49,7 +48,7 @@ PORTS = {port.module: port for port in (products_interface.port, cart_interface.
 def create_app(config: Settings | None = None) -> Flask:
     settings = config or load_settings()
     validate(settings)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings)
 
     docs = str(swagger_ui_path) if settings.docs_enabled else None
     app = Flask(__name__, static_folder=docs, static_url_path=SWAGGER_UI_ASSETS)
@@ -75,6 +74,7 @@ def create_app(config: Settings | None = None) -> Flask:
     cache.init_app(app)
     cors.init_app(app, origins=list(settings.cors_origins), supports_credentials=True, expose_headers=EXPOSED_HEADERS)
     register_error_handlers(app)
+    logs.init_app(app)
     app.extensions["remote_ports"] = {
         module: ServiceClient(PORTS[module], settings.service_url(module), settings)
         for module in settings.remote_modules()

@@ -132,6 +132,7 @@ class Settings:
     redis_url: str | None = None
     trusted_proxies: int = 0  # proxy hops in front of the app whose X-Forwarded-For/-Proto are believed
     log_level: str = "INFO"
+    log_format: str = "console"  # json | console (app/logs.py); json by default in production
     docs_enabled: bool = True  # /api (Swagger UI) and /api/openapi.json; off by default in production
     max_content_length: int = 64 * 1024  # bytes of a request body (app/gateway/request_limits.py)
     allow_public_bind: bool = False  # outside production: listen beyond loopback all the same (check_bind)
@@ -245,6 +246,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         docs_enabled=reader.boolean("DOCS_ENABLED", app_env != "production"),
         log_level=reader.choice(
             "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), default="INFO", upper=True
+        ),
+        log_format=reader.choice(
+            "LOG_FORMAT", ("json", "console"), default="json" if app_env == "production" else "console"
         ),
         max_content_length=reader.integer(
             "MAX_CONTENT_LENGTH", Settings.max_content_length, minimum=1024, maximum=100 * 1024 * 1024

@@ -26,6 +26,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from app.config import Settings
 from app.errors import DomainError
+from app.logs import REQUEST_ID_HEADER, current_request_id
 from app.ports import CALLER_HEADER, SERVICE_KEY_HEADER, Exposed, Port, exception_class
 from app.resilience import RetryBudget, new_breaker, retry_after
 
@@ -103,7 +104,8 @@ class ServiceClient:
 
     def _send(self, url: str, payload: dict[str, Any]) -> requests.Response:
         try:
-            response = self.session.post(url, json=payload, timeout=self.timeout, verify=self.verify)
+            headers = {REQUEST_ID_HEADER: request_id} if (request_id := current_request_id()) else None
+            response = self.session.post(url, json=payload, headers=headers, timeout=self.timeout, verify=self.verify)
         except requests.RequestException as error:
             raise ServiceFailure(type(error).__name__) from error
         if response.status_code >= 500 and not self._reports_another_outage(response):

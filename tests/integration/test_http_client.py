@@ -257,6 +257,19 @@ def test_a_call_posts_the_encoded_arguments_with_the_service_credentials_and_dec
     assert request["headers"]["X-Service-Caller"] == "gateway"
 
 
+def test_the_request_id_goes_with_every_call_made_inside_a_request(stub, caller):
+    stub.answer(result(PRODUCT))
+    app = caller()
+
+    with app.test_request_context("/v1/carts", headers={"X-Request-ID": "hop-1"}):
+        products.get_product(product_id="p1")
+    get_product(app, "p1")  # outside any request (a CLI command): no id to pass on
+
+    inside, outside = stub.requests
+    assert inside["headers"]["X-Request-ID"] == "hop-1"
+    assert "X-Request-ID" not in outside["headers"]
+
+
 def test_a_domain_error_is_raised_again_as_the_same_class_with_its_extensions(stub, caller):
     stub.answer(
         domain_error(

@@ -469,8 +469,8 @@ def test_gunicorn_workers_follow_the_cpu_count_unless_set(gunicorn_config, monke
     assert gunicorn_config()["workers"] == 8
 
 
-def test_the_access_log_is_one_json_object_per_request_on_stdout(gunicorn_config, capsys):
-    config = loaded_by_gunicorn(gunicorn_config())
+def access_line(gunicorn_config, capsys, environ_extra: dict | None = None, request_id: str = "req-1", **variables):
+    config = loaded_by_gunicorn(gunicorn_config(**variables))
     logger = config.logger_class(config)
     path = '/v1/products/a"b\\c\n'
     environ = {
@@ -481,26 +481,60 @@ def test_the_access_log_is_one_json_object_per_request_on_stdout(gunicorn_config
         "SERVER_PROTOCOL": "HTTP/1.1",
         "REMOTE_ADDR": "10.0.0.7",
         "HTTP_USER_AGENT": 'curl "8"',
+        **(environ_extra or {}),
     }
-    request = SimpleNamespace(headers=[("USER-AGENT", 'curl "8"'), ("X-REQUEST-ID", "req-1")])
+    request = SimpleNamespace(headers=[("USER-AGENT", 'curl "8"'), ("X-REQUEST-ID", request_id)])
     response = SimpleNamespace(status="404 NOT FOUND", sent=57, headers=[("Content-Type", "application/problem+json")])
 
     logger.access(response, request, environ, timedelta(microseconds=12_345))
 
-    [line] = capsys.readouterr().out.splitlines()
+    return capsys.readouterr().out.splitlines()
+
+
+NO_REQUEST_FIELDS = dict.fromkeys(("trace_id", "span_id", "route", "user_id", "guest_id", "caller"))
+
+
+def test_the_access_log_is_one_json_object_per_request_on_stdout(gunicorn_config, capsys):
+    [line] = access_line(gunicorn_config, capsys, LOG_FORMAT="json")
     entry = json.loads(line)
-    assert entry.pop("time").endswith("+00:00")
+    assert entry.pop("timestamp").endswith("Z")
     assert entry == {
+        "event": "access",
+        "level": "info",
+        "logger": "gunicorn.access",
         "remote_addr": "10.0.0.7",
         "method": "GET",
-        "path": path,
+        "path": '/v1/products/a"b\\c\n',
         "query": "q=%22x%22",
         "status": 404,
         "bytes": 57,
         "duration_ms": 12.345,
         "user_agent": 'curl "8"',
-        "request_id": "req-1",
+        "request_id": "req-1",  # a request the app never saw: the caller's id, when sane
+        **NO_REQUEST_FIELDS,
     }
+
+
+def test_the_access_line_carries_the_fields_the_app_left_for_it(gunicorn_config, capsys):
+    fields = {**NO_REQUEST_FIELDS, "request_id": "ab12", "route": "/v1/products/<product_id>", "user_id": "u-1"}
+    [line] = access_line(
+        gunicorn_config,
+        capsys,
+        {"storefront.log_fields": fields},
+        APP_ENV="production",
+        **{key: value for key, value in PRODUCTION_VARIABLES.items() if key != "APP_ENV"},
+    )
+    entry = json.loads(line)  # JSON by default in production
+    assert {key: entry[key] for key in fields} == fields
+
+
+def test_an_insane_request_id_is_not_written_and_console_lines_outside_production(gunicorn_config, capsys):
+    [line] = access_line(gunicorn_config, capsys, request_id="x" * 129)
+    assert "access" in line
+    assert "request_id=None" in line
+    assert "x" * 129 not in line
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(line)
 
 
 @pytest.mark.parametrize(
