@@ -223,3 +223,15 @@ def test_ready_is_503_until_the_database_is_at_the_migrations_head(other_app, ow
         upgrade()
         db.session.remove()
     assert client.get("/health/ready").status_code == 200
+
+
+def test_each_service_process_serves_the_probes_and_checks_only_what_it_uses(other_app):
+    products_service = other_app(modules=("products",))
+    assert "migration_heads" not in products_service.extensions  # it uses no SQL database
+    client = products_service.test_client()
+    assert client.get("/health/live").status_code == 200
+    assert client.get("/health/ready").get_json() == {"status": "ok"}
+    cart_service = other_app(modules=("cart",), products_service_url=f"http://127.0.0.1:{free_port()}")
+    assert cart_service.extensions["migration_heads"]
+    failed = assert_not_ready(cart_service.test_client().get("/health/ready"))
+    assert failed == [{"check": "service", "name": "products-service"}]
