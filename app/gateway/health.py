@@ -162,7 +162,8 @@ def _probe() -> tuple[dict, bool, list[dict[str, str]]]:
     if heads is not None:
         revisions = database_revisions()
         if revisions is not None and revisions != heads:  # None: the database is down, failed above
-            failed.append({"check": "migrations", "name": accounts.store_name()})
+            store = next(dependencies[f"{module}Service"]["store"] for module in SQL_MODULES if settings.serves(module))
+            failed.append({"check": "migrations", "name": store})
     # After the probes, which go through the breakers of the services called (a probe may close one).
     for name, breaker in sorted(dependency_breakers(current_app).items()):
         if is_refusing_calls(breaker):
