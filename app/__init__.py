@@ -37,6 +37,7 @@ EXPOSED_HEADERS = [
     "RateLimit-Limit",
     "RateLimit-Remaining",
     "RateLimit-Reset",
+    "X-Request-ID",
 ]
 SQLITE_BUSY_TIMEOUT_SECONDS = 15
 # A pooled PostgreSQL connection idle longer than this is pinged before it is used again.

@@ -142,14 +142,22 @@ def _shared_processors() -> list:
     ]
 
 
+def _drop_formatted_message(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A record another handler formatted first has `message` too: the event already says it."""
+    if event.get("message") == event.get("event"):
+        event.pop("message", None)
+    return event
+
+
 def formatter(log_format: str) -> logging.Formatter:
     """The formatter of every handler: stdlib records and structlog events rendered alike."""
     if log_format == "json":
         renderer = [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
     else:
-        renderer = [structlog.dev.ConsoleRenderer(colors=False)]
+        # Plain tracebacks: rich's or better-exceptions' would print local variables (passwords).
+        renderer = [structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)]
     return structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*_shared_processors(), structlog.stdlib.ExtraAdder()],
+        foreign_pre_chain=[*_shared_processors(), structlog.stdlib.ExtraAdder(), _drop_formatted_message],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, redact, *renderer],
     )
 

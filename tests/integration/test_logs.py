@@ -165,6 +165,17 @@ def test_a_request_without_an_id_gets_one(client):
     assert re.fullmatch(r"[0-9a-f]{32}", client.get("/v1/products").headers["X-Request-ID"])
 
 
+def test_browsers_may_read_the_request_id_across_origins(client, settings):
+    answer = client.get("/v1/products", headers={"Origin": settings.cors_origins[0]})
+    assert "X-Request-ID" in answer.headers["Access-Control-Expose-Headers"]
+
+
+def test_an_error_answer_carries_the_request_id_too(client):
+    answer = client.get("/v1/no-such-route", headers={"X-Request-ID": "lost-1"})
+    assert answer.status_code == 404
+    assert answer.headers["X-Request-ID"] == "lost-1"
+
+
 def test_the_redactor_cuts_secrets_out_of_any_line(captured):
     logging.getLogger("somewhere").warning(
         "header Authorization: Bearer abc.def and a token eyJhbGciOi.eyJzdWIi.c2ln and %s", {"password": "hunter22"}
@@ -175,3 +186,17 @@ def test_the_redactor_cuts_secrets_out_of_any_line(captured):
     assert "[redacted]" in text
     for secret in ("abc.def", "eyJhbGciOi.eyJzdWIi.c2ln", "hunter22", "key-1", "123456", "tok-9", "654321"):
         assert secret not in text
+
+
+def test_a_traceback_shows_no_local_variables(captured):
+    def sign_in(password: str) -> None:
+        raise RuntimeError("store down")
+
+    password = "-".join(("Local", "Secret", "55"))
+    try:
+        sign_in(password)
+    except RuntimeError:
+        logging.getLogger("somewhere").exception("sign-in failed")
+    text = captured.text()
+    assert "store down" in text
+    assert "Local-Secret-55" not in text
