@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mongoengine
@@ -43,15 +44,23 @@ def database_url() -> Iterator[str]:
     if os.environ.get("TEST_DATABASE_URL"):
         yield os.environ["TEST_DATABASE_URL"]
         return
-    name = f"storefront_test_{os.getpid()}"
+    with scratch_database(f"storefront_test_{os.getpid()}") as name:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+
+
+@contextmanager
+def scratch_database(name: str) -> Iterator[str]:
+    """A new, empty database on the local PostgreSQL, dropped when the block ends."""
     server = create_engine("postgresql+psycopg2://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT")
     with server.connect() as connection:
         connection.execute(text(f"DROP DATABASE IF EXISTS {name}"))
         connection.execute(text(f"CREATE DATABASE {name}"))
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with server.connect() as connection:
-        connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    server.dispose()
+    try:
+        yield name
+    finally:
+        with server.connect() as connection:
+            connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        server.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -10,12 +10,12 @@ import time
 
 import pytest
 from flask_migrate import downgrade, upgrade
-from sqlalchemy import create_engine, text
 
 from app.extensions import db
 from app.gateway import health
 from app.products import interface as products
 from app.resilience import is_refusing_calls, new_breaker
+from tests.conftest import scratch_database
 from tests.mongo_server import free_port
 
 PROBLEM = "application/problem+json"
@@ -195,15 +195,8 @@ def own_database(request, tmp_path) -> str:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'storefront.db'}"
         return
-    name = f"storefront_ready_{os.getpid()}"
-    server = create_engine("postgresql+psycopg2://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT")
-    with server.connect() as connection:
-        connection.execute(text(f"DROP DATABASE IF EXISTS {name}"))
-        connection.execute(text(f"CREATE DATABASE {name}"))
-    yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    with server.connect() as connection:
-        connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    server.dispose()
+    with scratch_database(f"storefront_ready_{os.getpid()}") as name:
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
 
 
 def test_ready_is_503_until_the_database_is_at_the_migrations_head(other_app, own_database, monkeypatch):
