@@ -134,6 +134,9 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "console"  # json | console (app/logs.py); json by default in production
     docs_enabled: bool = True  # /api (Swagger UI) and /api/openapi.json; off by default in production
+    metrics_port: int = 9464  # the metrics listener of a gunicorn master (app/metrics.py); 0: none
+    metrics_host: str | None = None  # its address; None: default_host (loopback outside production)
+    metrics_on_public_port: bool = False  # GET /metrics on the app's own listener as well
     max_content_length: int = 64 * 1024  # bytes of a request body (app/gateway/request_limits.py)
     allow_public_bind: bool = False  # outside production: listen beyond loopback all the same (check_bind)
     service_api_key: str | None = None  # the key this process sends to the services it calls
@@ -244,6 +247,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         trusted_proxies=reader.integer("TRUSTED_PROXIES", Settings.trusted_proxies, minimum=0, maximum=10),
         allow_public_bind=reader.boolean("ALLOW_PUBLIC_BIND", Settings.allow_public_bind),
         docs_enabled=reader.boolean("DOCS_ENABLED", app_env != "production"),
+        metrics_port=reader.integer("METRICS_PORT", Settings.metrics_port, minimum=0, maximum=65535),
+        metrics_host=reader.text("METRICS_HOST"),
+        metrics_on_public_port=reader.boolean("METRICS_ON_PUBLIC_PORT", Settings.metrics_on_public_port),
         log_level=reader.choice(
             "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), default="INFO", upper=True
         ),

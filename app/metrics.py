@@ -1,0 +1,141 @@
+"""Prometheus metrics (prometheus-client): what every process counts, and where it is served.
+
+Under gunicorn the workers write to PROMETHEUS_MULTIPROC_DIR (gunicorn.conf.py sets one and
+empties it at start) and the master serves the sum of them on METRICS_PORT, a listener of
+its own that is never the public one. METRICS_ON_PUBLIC_PORT=true adds GET /metrics to the
+app's own listener instead, for platforms with one port per process.
+
+Every metric has labels, so a value exists only once a process has something to say, except
+the gauges that `init_app` sets at start-up (breakers closed, the database pool empty): an
+alert on them must not wait for the first failure to see a series.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from decimal import Decimal
+
+from flask import Flask, Response, g, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+# Latency buckets (seconds) for the public API: p99 targets sit between 50 ms and 1 s.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
+# pybreaker's state names as the breaker gauge's values.
+BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
+UNMATCHED_ROUTE = "unmatched"  # a request no route matched (404, 405): one series, whatever the path
+
+REQUESTS = Counter(
+    "storefront_http_requests_total", "HTTP requests answered, by route template, method and status.",
+    ["route", "method", "status"],
+)
+LATENCY = Histogram(
+    "storefront_http_request_duration_seconds", "Time to answer an HTTP request, by route template and method.",
+    ["route", "method"], buckets=LATENCY_BUCKETS,
+)
+HOLDS = Counter(
+    "storefront_stock_holds_total",
+    "Stock holds: made (units held for a cart), refused (not enough stock: the oversell guard), "
+    "expired (a lapsed hold released).",
+    ["outcome"],
+)
+ORDERS = Counter("storefront_orders_total", "Orders placed at checkout, by currency.", ["currency"])
+ORDER_VALUE = Counter(
+    "storefront_order_value_total", "Sum of the totals of the orders placed, in the currency's major unit.", ["currency"]
+)
+LOGINS = Counter(
+    "storefront_logins_total", "Login attempts: success, failure (wrong credentials), locked (refused by the lockout).",
+    ["outcome"],
+)
+RATE_LIMITED = Counter(
+    "storefront_rate_limited_total", "Requests refused with 429 by a rate limit, by route template.", ["route"]
+)
+BREAKER_STATE = Gauge(
+    "storefront_circuit_breaker_state",
+    "Circuit breaker state per dependency: 0 closed, 1 half-open, 2 open (the highest of the workers).",
+    ["dependency"], multiprocess_mode="livemax",
+)
+BREAKER_TRANSITIONS = Counter(
+    "storefront_circuit_breaker_transitions_total", "Circuit breaker state changes, by dependency and new state.",
+    ["dependency", "state"],
+)
+RETRIES = Counter(
+    "storefront_service_retries_total",
+    "Calls to another service: retried (a retry was sent), budget_exhausted (a retry the budget refused).",
+    ["service", "outcome"],
+)
+CART_CACHE = Counter("storefront_cart_cache_total", "Cart cache lookups: hit or miss.", ["result"])
+DB_POOL_IN_USE = Gauge(
+    "storefront_db_pool_connections_in_use", "SQL connections checked out of the pool (summed over the workers).",
+    ["store"], multiprocess_mode="livesum",
+)
+DB_POOL_TIMEOUTS = Counter(
+    "storefront_db_pool_timeouts_total",
+    "Requests that waited DB_POOL_TIMEOUT for a pooled SQL connection and gave up.", ["store"],
+)
+READY = Gauge(
+    "storefront_ready",
+    "1 when the last readiness report of a worker was ready, else 0 (the lowest of the workers).",
+    multiprocess_mode="livemin",
+)
+
+
+def multiprocess_mode() -> bool:
+    return bool(os.environ.get(MULTIPROC_DIR_VARIABLE))
+
+
+def exposition() -> tuple[bytes, str]:
+    """The metrics text: the sum of every worker's files in multiprocess mode, else this process's."""
+    registry = REGISTRY
+    if multiprocess_mode():
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def init_app(app: Flask, dependencies: Iterable[str]) -> None:
+    """Count and time every request; set the start-up gauges; and, with METRICS_ON_PUBLIC_PORT,
+    serve GET /metrics on the app's own listener."""
+    for dependency in dependencies:
+        BREAKER_STATE.labels(dependency).set(0)
+
+    @app.before_request
+    def _start_timer():
+        g.metrics_started = time.perf_counter()
+
+    @app.after_request
+    def _count(response: Response) -> Response:
+        route = request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
+        REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+        if "metrics_started" in g:
+            LATENCY.labels(route, request.method).observe(time.perf_counter() - g.metrics_started)
+        return response
+
+    if app.extensions["settings"].metrics_on_public_port:
+        app.add_url_rule("/metrics", "metrics", _serve_metrics, methods=["GET"])
+
+
+def _serve_metrics() -> Response:
+    body, content_type = exposition()
+    return Response(body, content_type=content_type)
+
+
+def breaker_changed(dependency: str, state: str) -> None:
+    BREAKER_STATE.labels(dependency).set(BREAKER_STATES[state])
+    BREAKER_TRANSITIONS.labels(dependency, state).inc()
+
+
+def order_placed(currency: str, total: Decimal) -> None:
+    ORDERS.labels(currency).inc()
+    ORDER_VALUE.labels(currency).inc(float(total))
