@@ -8,11 +8,21 @@ mode, which refuses any non-loopback address unless ALLOW_PUBLIC_BIND=true (`on_
 
 import multiprocessing
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
-from gunicorn.glogging import Logger
+# Before anything imports prometheus_client, which picks its multiprocess mode at import: the
+# workers write their metrics into this folder, the master serves their sum (app/metrics.py).
+# One of our own when the operator names none, removed when the master exits.
+_own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _own_metrics_dir:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="storefront-metrics-")
 
-from app import logs, service_tls
-from app.config import check_bind, default_host, listen_port, load_settings
+from gunicorn.glogging import Logger  # noqa: E402
+
+from app import logs, metrics, service_tls  # noqa: E402
+from app.config import check_bind, default_host, listen_port, load_settings  # noqa: E402
 
 
 def _env(name: str, default: object) -> str:
@@ -72,9 +82,27 @@ logger_class = JsonAccessLogger
 
 def on_starting(server) -> None:
     """Outside production, loopback only (app.config.check_bind): checked on the addresses
-    gunicorn is about to bind, so that a --bind on the command line is held to it too."""
+    gunicorn is about to bind, so that a --bind on the command line is held to it too. The
+    metrics folder starts empty: files of an earlier run would be counted as live workers."""
     for address in server.cfg.bind:
         check_bind(_settings, address, "API_HOST" if address == bind else "--bind")
+    for stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
+        stale.unlink()
+
+
+def when_ready(server) -> None:
+    """The master serves the workers' metrics on METRICS_PORT, a listener of its own."""
+    metrics.serve(_settings)
+
+
+def child_exit(server, worker) -> None:
+    """A dead worker's live gauges (breaker state, pool in use, readiness) stop counting."""
+    metrics.worker_exited(worker.pid)
+
+
+def on_exit(server) -> None:
+    if _own_metrics_dir:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
 # Mutual TLS on a service's internal listener (SERVICE_TLS_*): certfile, keyfile, ca_certs,

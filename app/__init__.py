@@ -13,7 +13,7 @@ from sqlalchemy.exc import DisconnectionError
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app import cli, logs
+from app import cli, logs, metrics
 from app.accounts import interface as accounts_interface
 from app.accounts import setup as accounts
 from app.cart import interface as cart_interface
@@ -70,6 +70,7 @@ def create_app(config: Settings | None = None) -> Flask:
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
     api.spec.components.security_scheme("serviceKey", {"type": "apiKey", "in": "header", "name": "X-Service-Key"})
     jwt.init_app(app)
+    metrics.init_app(app, settings)  # before the limiter, so that the requests it refuses are counted too
     app.after_request(keep_retry_after)  # before the limiter's own hook, so that it runs after it
     limiter.init_app(app)
     cache.init_app(app)

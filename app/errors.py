@@ -17,6 +17,7 @@ import pybreaker
 from flask import Flask, Response, current_app, g, json, request
 from werkzeug.exceptions import HTTPException
 
+from app import metrics
 from app.resilience import new_breaker, retry_after
 
 PROBLEM_MIMETYPE = "application/problem+json"
@@ -59,48 +60,51 @@ class ApiError(Exception):
         self.errors, self.headers = errors, headers or {}
 
 
-def outages_as(
-    failures: tuple[type[Exception], ...],
-    unavailable: Callable[[], DomainError],
-    *,
-    store: str,
-    cleanup: Callable[[], None] | None = None,
-) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Decorate a module's interface functions so that a store outage (`failures`, the
+class StoreGuard:
+    """Decorates a module's interface functions so that a store outage (`failures`, the
     driver's connection errors) surfaces as the module's own 503 error, never a 500.
 
     Calls go through the store's circuit breaker, one per store and process: once it opens,
-    calls fail at once, with `Retry-After`, instead of each waiting for a timeout.
+    calls fail at once, with `Retry-After`, instead of each waiting for a timeout. `start`
+    creates that breaker when the module is registered, so that its state is a metric from
+    start-up on, not only after the first call.
     """
 
-    def decorator(function: Callable[P, R]) -> Callable[P, R]:
+    def __init__(
+        self,
+        failures: tuple[type[Exception], ...],
+        unavailable: Callable[[], DomainError],
+        *,
+        store: str,
+        cleanup: Callable[[], None] | None = None,
+    ):
+        self.failures, self.unavailable, self.store, self.cleanup = failures, unavailable, store, cleanup
+
+    def start(self, app: Flask) -> pybreaker.CircuitBreaker:
+        breakers = app.extensions.setdefault("breakers", {})
+        if self.store not in breakers:
+            breakers[self.store] = new_breaker(self.store, counts=self.failures, **app.config["CIRCUIT_BREAKER"])
+        return breakers[self.store]
+
+    def __call__(self, function: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(function)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            breaker = _store_breaker(store, failures)
+            breaker = self.start(current_app)
             try:
                 return breaker.call(function, *args, **kwargs)
             except pybreaker.CircuitBreakerError:
-                error = unavailable()
+                error = self.unavailable()
                 error.headers["Retry-After"] = str(retry_after(breaker))
                 raise error from None
-            except failures as failure:
-                if cleanup is not None:
-                    cleanup()
+            except self.failures as failure:
+                if self.cleanup is not None:
+                    self.cleanup()
                 logger.warning("%s: store unavailable: %s", function.__module__, failure)
-                error = unavailable()
+                error = self.unavailable()
                 error.headers["Retry-After"] = "1"
                 raise error from failure
 
         return wrapper
-
-    return decorator
-
-
-def _store_breaker(store: str, failures: tuple[type[Exception], ...]) -> pybreaker.CircuitBreaker:
-    breakers = current_app.extensions.setdefault("breakers", {})
-    if store not in breakers:
-        breakers.setdefault(store, new_breaker(store, counts=failures, **current_app.config["CIRCUIT_BREAKER"]))
-    return breakers[store]
 
 
 def problem(
@@ -167,6 +171,7 @@ def handle_http_exception(error: HTTPException) -> Response:
     if messages:
         return _validation_problem(messages, headers)
     if status == 429:
+        metrics.rate_limited()
         return problem(429, "rate_limited", f"Too many requests: limit is {error.description}.", headers=headers)
     code = HTTP_ERROR_CODES.get(status, "http_error")
     return problem(status, code, data.get("message") or error.description, headers=headers)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
 from decimal import Decimal
 
 from flask import Flask, Response, g, request
@@ -27,7 +26,10 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    start_http_server,
 )
+
+from app.config import ConfigError, Settings, check_bind, default_host
 
 MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 # Latency buckets (seconds) for the public API: p99 targets sit between 50 ms and 1 s.
@@ -37,12 +39,15 @@ BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
 UNMATCHED_ROUTE = "unmatched"  # a request no route matched (404, 405): one series, whatever the path
 
 REQUESTS = Counter(
-    "storefront_http_requests_total", "HTTP requests answered, by route template, method and status.",
+    "storefront_http_requests_total",
+    "HTTP requests answered, by route template, method and status.",
     ["route", "method", "status"],
 )
 LATENCY = Histogram(
-    "storefront_http_request_duration_seconds", "Time to answer an HTTP request, by route template and method.",
-    ["route", "method"], buckets=LATENCY_BUCKETS,
+    "storefront_http_request_duration_seconds",
+    "Time to answer an HTTP request, by route template and method.",
+    ["route", "method"],
+    buckets=LATENCY_BUCKETS,
 )
 HOLDS = Counter(
     "storefront_stock_holds_total",
@@ -52,10 +57,13 @@ HOLDS = Counter(
 )
 ORDERS = Counter("storefront_orders_total", "Orders placed at checkout, by currency.", ["currency"])
 ORDER_VALUE = Counter(
-    "storefront_order_value_total", "Sum of the totals of the orders placed, in the currency's major unit.", ["currency"]
+    "storefront_order_value_total",
+    "Sum of the totals of the orders placed, in the currency's major unit.",
+    ["currency"],
 )
 LOGINS = Counter(
-    "storefront_logins_total", "Login attempts: success, failure (wrong credentials), locked (refused by the lockout).",
+    "storefront_logins_total",
+    "Login attempts: success, failure (wrong credentials), locked (refused by the lockout).",
     ["outcome"],
 )
 RATE_LIMITED = Counter(
@@ -64,10 +72,12 @@ RATE_LIMITED = Counter(
 BREAKER_STATE = Gauge(
     "storefront_circuit_breaker_state",
     "Circuit breaker state per dependency: 0 closed, 1 half-open, 2 open (the highest of the workers).",
-    ["dependency"], multiprocess_mode="livemax",
+    ["dependency"],
+    multiprocess_mode="livemax",
 )
 BREAKER_TRANSITIONS = Counter(
-    "storefront_circuit_breaker_transitions_total", "Circuit breaker state changes, by dependency and new state.",
+    "storefront_circuit_breaker_transitions_total",
+    "Circuit breaker state changes, by dependency and new state.",
     ["dependency", "state"],
 )
 RETRIES = Counter(
@@ -77,12 +87,15 @@ RETRIES = Counter(
 )
 CART_CACHE = Counter("storefront_cart_cache_total", "Cart cache lookups: hit or miss.", ["result"])
 DB_POOL_IN_USE = Gauge(
-    "storefront_db_pool_connections_in_use", "SQL connections checked out of the pool (summed over the workers).",
-    ["store"], multiprocess_mode="livesum",
+    "storefront_db_pool_connections_in_use",
+    "SQL connections checked out of the pool (summed over the workers).",
+    ["store"],
+    multiprocess_mode="livesum",
 )
 DB_POOL_TIMEOUTS = Counter(
     "storefront_db_pool_timeouts_total",
-    "Requests that waited DB_POOL_TIMEOUT for a pooled SQL connection and gave up.", ["store"],
+    "Requests that waited DB_POOL_TIMEOUT for a pooled SQL connection and gave up.",
+    ["store"],
 )
 READY = Gauge(
     "storefront_ready",
@@ -95,20 +108,40 @@ def multiprocess_mode() -> bool:
     return bool(os.environ.get(MULTIPROC_DIR_VARIABLE))
 
 
+def _registry() -> CollectorRegistry:
+    """The sum of every worker's files in multiprocess mode, else this process's own metrics."""
+    if not multiprocess_mode():
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
+
+
 def exposition() -> tuple[bytes, str]:
-    """The metrics text: the sum of every worker's files in multiprocess mode, else this process's."""
-    registry = REGISTRY
+    return generate_latest(_registry()), CONTENT_TYPE_LATEST
+
+
+def serve(settings: Settings) -> None:
+    """Serve /metrics on METRICS_HOST:METRICS_PORT in a thread of this process (a gunicorn
+    master); METRICS_PORT=0 serves none. A port that cannot be bound stops the start-up."""
+    if not settings.metrics_port:
+        return
+    host = settings.metrics_host or default_host(settings)
+    check_bind(settings, host, "METRICS_HOST")
+    try:
+        start_http_server(settings.metrics_port, addr=host, registry=_registry())
+    except OSError as error:
+        raise ConfigError("METRICS_PORT", f"{settings.metrics_port} cannot be listened on at {host}: {error}") from None
+
+
+def worker_exited(pid: int) -> None:
     if multiprocess_mode():
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+        multiprocess.mark_process_dead(pid)
 
 
-def init_app(app: Flask, dependencies: Iterable[str]) -> None:
-    """Count and time every request; set the start-up gauges; and, with METRICS_ON_PUBLIC_PORT,
-    serve GET /metrics on the app's own listener."""
-    for dependency in dependencies:
-        BREAKER_STATE.labels(dependency).set(0)
+def init_app(app: Flask, settings: Settings) -> None:
+    """Count and time every request and, with METRICS_ON_PUBLIC_PORT, serve GET /metrics on
+    the app's own listener. Before the rate limiter's hooks, so that refused requests count."""
 
     @app.before_request
     def _start_timer():
@@ -116,14 +149,22 @@ def init_app(app: Flask, dependencies: Iterable[str]) -> None:
 
     @app.after_request
     def _count(response: Response) -> Response:
-        route = request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
+        route = current_route()
         REQUESTS.labels(route, request.method, str(response.status_code)).inc()
         if "metrics_started" in g:
             LATENCY.labels(route, request.method).observe(time.perf_counter() - g.metrics_started)
         return response
 
-    if app.extensions["settings"].metrics_on_public_port:
+    if settings.metrics_on_public_port:
         app.add_url_rule("/metrics", "metrics", _serve_metrics, methods=["GET"])
+
+
+def current_route() -> str:
+    return request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
+
+
+def rate_limited() -> None:
+    RATE_LIMITED.labels(current_route()).inc()
 
 
 def _serve_metrics() -> Response:
@@ -131,9 +172,10 @@ def _serve_metrics() -> Response:
     return Response(body, content_type=content_type)
 
 
-def breaker_changed(dependency: str, state: str) -> None:
+def breaker_changed(dependency: str, state: str, *, transition: bool = True) -> None:
     BREAKER_STATE.labels(dependency).set(BREAKER_STATES[state])
-    BREAKER_TRANSITIONS.labels(dependency, state).inc()
+    if transition:
+        BREAKER_TRANSITIONS.labels(dependency, state).inc()
 
 
 def order_placed(currency: str, total: Decimal) -> None:

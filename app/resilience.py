@@ -15,20 +15,29 @@ from datetime import UTC, datetime, timedelta
 
 import pybreaker
 
+from app import metrics
+
 
 def new_breaker(
     name: str, *, failures: int, reset_seconds: int, counts: tuple[type[BaseException], ...]
 ) -> pybreaker.CircuitBreaker:
     """A breaker that opens after `failures` consecutive failures of the kinds in `counts`
     (any other exception is an answer, not a failure) and lets one probe through after
-    `reset_seconds`."""
+    `reset_seconds`. Its state is exported as a metric from its creation on (closed)."""
+    metrics.breaker_changed(name, pybreaker.STATE_CLOSED, transition=False)
     return ConcurrentBreaker(
         fail_max=failures,
         reset_timeout=reset_seconds,
         exclude=[lambda error: not isinstance(error, counts)],
         name=name,
         throw_new_error_on_trip=False,
+        listeners=[StateMetrics()],
     )
+
+
+class StateMetrics(pybreaker.CircuitBreakerListener):
+    def state_change(self, cb: pybreaker.CircuitBreaker, old_state, new_state) -> None:
+        metrics.breaker_changed(cb.name, new_state.name)
 
 
 class ConcurrentBreaker(pybreaker.CircuitBreaker):

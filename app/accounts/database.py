@@ -3,10 +3,10 @@
 from sqlalchemy.exc import OperationalError
 
 from app.accounts.errors import AccountsUnavailable
-from app.errors import outages_as
+from app.errors import StoreGuard
 from app.extensions import db
 
-translate_database_errors = outages_as(
+translate_database_errors = StoreGuard(
     (OperationalError,),
     lambda: AccountsUnavailable("The accounts database is unavailable; try again shortly."),
     store="postgresql",

@@ -8,7 +8,7 @@ import click
 from flask import Flask
 from flask.cli import with_appcontext
 
-from app.accounts import interface
+from app.accounts import database, interface
 from app.accounts.mail import build_mailer
 from app.accounts.revocation import build_store
 from app.accounts.service import Accounts
@@ -17,6 +17,7 @@ from app.config import Settings
 
 
 def register(app: Flask, settings: Settings) -> None:
+    database.translate_database_errors.start(app)
     limits = settings.resilience
     revocations = build_store(
         settings.redis_url,

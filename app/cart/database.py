@@ -3,10 +3,10 @@
 from sqlalchemy.exc import OperationalError
 
 from app.cart.errors import CartUnavailable
-from app.errors import outages_as
+from app.errors import StoreGuard
 from app.extensions import db
 
-translate_database_errors = outages_as(
+translate_database_errors = StoreGuard(
     (OperationalError,),
     lambda: CartUnavailable("The cart database is unavailable; try again shortly."),
     store="postgresql",

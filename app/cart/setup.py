@@ -10,6 +10,7 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 
+from app.cart import database
 from app.cart.cache import CartCache
 from app.cart.service import Carts, Limits
 from app.cart.sweep import sweep
@@ -20,6 +21,7 @@ HEARTBEAT_SLACK_SECONDS = 30
 
 
 def register(app: Flask, settings: Settings) -> None:
+    database.translate_database_errors.start(app)
     app.extensions["carts"] = Carts(
         reservation_ttl=settings.cart_reservation_ttl,
         guest_cart_days=settings.guest_cart_days,

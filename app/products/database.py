@@ -7,7 +7,7 @@ import logging
 import mongoengine
 from pymongo.errors import ConnectionFailure, PyMongoError
 
-from app.errors import outages_as
+from app.errors import StoreGuard
 from app.products.errors import ProductsUnavailable
 from app.products.models import DOCUMENTS
 
@@ -33,7 +33,7 @@ def _defaults_not_in(uri: str) -> dict[str, int]:
     return {key: value for key, value in CLIENT_DEFAULTS.items() if key.lower() + "=" not in query}
 
 
-translate_store_errors = outages_as(
+translate_store_errors = StoreGuard(
     (ConnectionFailure,),
     lambda: ProductsUnavailable("The products store is unavailable; try again shortly."),
     store="mongodb",

@@ -10,4 +10,5 @@ from app.products import database
 
 def register(app: Flask, settings: Settings) -> None:
     database.connect(settings.mongodb_uri)
+    database.translate_store_errors.start(app)
     database.ensure_indexes()

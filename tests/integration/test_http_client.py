@@ -3,7 +3,7 @@
 A stub service answers as told (a result, a 5xx, a domain error, a dropped connection, a slow
 or a blocked answer) and counts the requests that reach it, so that what is asserted is what a
 caller sees: the result or the exception, its Retry-After, and whether the service was reached.
-The store breakers (app/errors.py outages_as) are checked through the public API at the end.
+The store breakers (app/errors.py StoreGuard) are checked through the public API at the end.
 """
 
 from __future__ import annotations
@@ -551,7 +551,7 @@ def test_a_call_failing_at_the_bulkhead_gives_its_slot_back(stub, caller):
     assert get_product(app).product_id == "p1"
 
 
-# --- the store breakers (app/errors.py outages_as) -----------------------------------------
+# --- the store breakers (app/errors.py StoreGuard) -----------------------------------------
 
 
 @pytest.fixture
