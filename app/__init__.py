@@ -25,6 +25,7 @@ from app.gateway import setup as gateway
 from app.http_client import ServiceClient
 from app.products import interface as products_interface
 from app.products import setup as products
+from app.sql_pool import MeasuredPool, count_connections_in_use
 from app.transactions import sqlite_transactions
 
 SWAGGER_UI_ASSETS = "/api/assets"
@@ -64,6 +65,7 @@ def create_app(config: Settings | None = None) -> Flask:
             sqlite_transactions(db.engine)
         else:
             ping_idle_connections(db.engine, IDLE_PING_SECONDS)
+            count_connections_in_use(db.engine)
     migrate.init_app(app, db, directory=MIGRATIONS)
     api = StorefrontApi()  # one per app: an app's OpenAPI document describes what that app serves
     api.init_app(app)
@@ -177,6 +179,7 @@ def database_bounds(settings: Settings) -> dict[str, object]:
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}}
     limits = settings.resilience
     return {
+        "poolclass": MeasuredPool,
         "pool_size": limits.db_pool_size,
         "pool_timeout": limits.db_pool_timeout,
         "connect_args": {

@@ -24,6 +24,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
 
+from app import metrics
 from app.config import Settings
 from app.errors import DomainError
 from app.logs import REQUEST_ID_HEADER, current_request_id
@@ -93,14 +94,21 @@ class ServiceClient:
         # tenacity asks `retry` before `stop`: the budget is spent in `stop`, and only once the
         # attempts are not used up, so a retry that will not happen costs nothing.
         retrying = Retrying(
-            stop=stop_after_attempt(attempts) | (lambda _state: not self.budget.try_spend()),
+            stop=stop_after_attempt(attempts) | self._out_of_budget,
             wait=wait_exponential(multiplier=0.05, max=1.0) + wait_random(0, 0.05),  # 50 ms, 100 ms, ... + jitter
             retry=retry_if_exception_type(ServiceFailure),
+            before_sleep=lambda _state: metrics.RETRIES.labels(self.breaker.name, "retried").inc(),
             reraise=True,
         )
         return retrying(
             self.breaker.call, self._send, f"{self.base_url}/internal/{self.port.module}/{function.name}", payload
         )
+
+    def _out_of_budget(self, _state) -> bool:
+        if self.budget.try_spend():
+            return False
+        metrics.RETRIES.labels(self.breaker.name, "budget_exhausted").inc()
+        return True
 
     def _send(self, url: str, payload: dict[str, Any]) -> requests.Response:
         try:

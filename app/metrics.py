@@ -5,9 +5,10 @@ empties it at start) and the master serves the sum of them on METRICS_PORT, a li
 its own that is never the public one. METRICS_ON_PUBLIC_PORT=true adds GET /metrics to the
 app's own listener instead, for platforms with one port per process.
 
-Every metric has labels, so a value exists only once a process has something to say, except
-the gauges that `init_app` sets at start-up (breakers closed, the database pool empty): an
-alert on them must not wait for the first failure to see a series.
+Every metric has labels, so that a value exists only once a process has something to say
+(an unlabelled one would exist in the gunicorn master too, which serves no request). The
+gauges an alert needs from the start are set at start-up: each breaker's state (closed) when
+it is created, the database pool's connections in use (0).
 """
 
 from __future__ import annotations
@@ -92,6 +93,12 @@ DB_POOL_IN_USE = Gauge(
     ["store"],
     multiprocess_mode="livesum",
 )
+DB_POOL_WAIT = Histogram(
+    "storefront_db_pool_wait_seconds",
+    "Time to get a pooled SQL connection: waiting for a free one, or opening a new one.",
+    ["store"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
 DB_POOL_TIMEOUTS = Counter(
     "storefront_db_pool_timeouts_total",
     "Requests that waited DB_POOL_TIMEOUT for a pooled SQL connection and gave up.",
@@ -99,7 +106,9 @@ DB_POOL_TIMEOUTS = Counter(
 )
 READY = Gauge(
     "storefront_ready",
-    "1 when the last readiness report of a worker was ready, else 0 (the lowest of the workers).",
+    "1 when the last readiness report (/health/ready, /v1/health) of a worker was ready, else 0 "
+    "(the lowest of the workers), by the service the process is.",
+    ["service"],
     multiprocess_mode="livemin",
 )
 

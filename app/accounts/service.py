@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from app import metrics
 from app.accounts import emails, mfa, one_time_tokens, passwords
 from app.accounts.dto import LoginAttempt, MfaSetup, Session, UserPage
 from app.accounts.dto import User as UserDto
@@ -20,6 +21,7 @@ from app.accounts.errors import (
     EmailNotVerified,
     InvalidCredentials,
     InvalidOtp,
+    LoginLocked,
     MfaAlreadyEnabled,
     MfaNotSetUp,
     MfaRequired,
@@ -146,15 +148,21 @@ class Accounts:
         # Counted before the password is checked, in one atomic step per counter (not in SQL):
         # concurrent guesses cannot all slip past the limit. A wrong password or code stays
         # counted; an attempt that proved the password (or failed before checking it) is not.
-        self.lockout.count_attempt(email, attempt.client_ip)
+        try:
+            self.lockout.count_attempt(email, attempt.client_ip)
+        except LoginLocked:
+            metrics.LOGINS.labels("locked").inc()
+            raise
         try:
             session = self._login(email, attempt)
         except (InvalidCredentials, InvalidOtp):
+            metrics.LOGINS.labels("failure").inc()
             raise
         except BaseException:
             self.lockout.forgive(email, attempt.client_ip)
             raise
         self.lockout.succeeded(email, attempt.client_ip)
+        metrics.LOGINS.labels("success").inc()
         return session
 
     def _login(self, email: str, attempt: LoginAttempt) -> Session:

@@ -55,6 +55,7 @@ from typing import TypeVar
 
 from redis import Redis, RedisError
 
+from app import metrics
 from app.cart import codec
 from app.cart.dto import Cart
 from app.products import interface as products
@@ -143,7 +144,9 @@ class CartCache:
         generation = generation.decode("utf-8", "replace") if generation else ""
         entry = _decoded(CartEntry, stored, _cart_key(owner_id))
         if entry is not None and entry.generation == generation:
+            metrics.CART_CACHE.labels("hit").inc()
             return entry.cart
+        metrics.CART_CACHE.labels("miss").inc()
         loading = _loaded_products.set({})
         try:
             cart, cacheable = load()

@@ -47,6 +47,7 @@ from decimal import Decimal
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from app import metrics
 from app.cart.cache import CartCache
 from app.cart.dto import Cart as CartDto
 from app.cart.dto import CartItem, MergeAdjustment, MergeResult, OrderPage
@@ -521,6 +522,7 @@ class Carts:
                 "Some prices have changed; the cart now shows them. Check out again to pay these prices.",
                 priceChanges=changed,
             )
+        metrics.order_placed(placed.currency, placed.total_price)
         return placed
 
     def _confirm_holds(self, cart: _Draft) -> None:

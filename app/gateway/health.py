@@ -26,6 +26,7 @@ from flask import Flask, current_app, request
 from flask.views import MethodView
 from redis import Redis, RedisError
 
+from app import metrics
 from app.accounts import interface as accounts
 from app.cart import interface as cart
 from app.errors import DomainError, problem
@@ -177,6 +178,7 @@ def _probe() -> tuple[dict, bool, list[dict[str, str]]]:
         "service": "api-gateway" if settings.serves("gateway") else f"{settings.modules[0]}-service",
         "dependencies": dependencies,
     }
+    metrics.READY.labels(report["service"]).set(0 if failed else 1)
     return report, healthy, failed
 
 

@@ -31,6 +31,7 @@ from typing import Any
 
 from pymongo import ReturnDocument
 
+from app import metrics
 from app.products.catalog import PROJECTION, backfill_available, to_dto
 from app.products.catalog import collection as products
 from app.products.dto import StockReservation
@@ -64,6 +65,8 @@ def reserve_stock(
         if held is not None:
             changed = _change(product_id, reservation_id, held, quantity, until)
             if changed is not None:
+                if quantity:
+                    metrics.HOLDS.labels("made").inc()
                 return _answer(changed, reservation_id)
         current = _read(product_id, reservation_id)
         if _sale(current, reservation_id):
@@ -80,7 +83,10 @@ def reserve_stock(
             continue
         if quantity > held and not _can_grow(current, quantity - held):
             if not _lapsed_released(current, keep=reservation_id):
-                raise _short(current, quantity)
+                short = _short(current, quantity)
+                if isinstance(short, InsufficientStock):
+                    metrics.HOLDS.labels("refused").inc()  # the oversell guard at work
+                raise short
         elif "available" not in current:
             backfill_available(current)
     raise ReservationBusy(f"Product {product_id!r} is changing too fast; try again.")
@@ -227,7 +233,7 @@ def _lapsed_released(product: dict[str, Any], keep: str) -> bool:
     for reservation_id, hold in lapsed.items():
         conditions[f"holds.{reservation_id}.qty"] = hold["qty"]
         conditions[f"holds.{reservation_id}.until"] = hold["until"]
-    products().update_one(
+    released = products().update_one(
         conditions,
         stamped(
             {
@@ -236,6 +242,8 @@ def _lapsed_released(product: dict[str, Any], keep: str) -> bool:
             }
         ),
     )
+    if released.modified_count:
+        metrics.HOLDS.labels("expired").inc(len(lapsed))
     return True
 
 

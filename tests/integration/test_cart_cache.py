@@ -25,6 +25,7 @@ from app.cart.sweep import sweep
 from app.extensions import db, limiter
 from tests.integration.test_cart_api import add, create
 from tests.integration.test_cart_sweep import edit_lines
+from tests.metric_counts import Counts
 from tests.mongo_server import free_port
 
 TTL = 60
@@ -274,3 +275,13 @@ def test_the_shared_flask_caching_cache_stays_in_the_worker_with_redis_set(cache
     assert cached_app.config["CACHE_TYPE"] in ("SimpleCache", "NullCache")
     with cached_app.app_context():
         assert type(cache.cache) in (SimpleCache, NullCache)
+
+
+def test_lookups_are_counted_as_hits_and_misses(cached, shopper):
+    add(cached, shopper, "mug", 1)
+    counts = Counts()
+    for _ in range(3):
+        cached.get("/v1/cart", headers=shopper)
+
+    assert counts.delta("storefront_cart_cache_total", result="miss") == 1
+    assert counts.delta("storefront_cart_cache_total", result="hit") == 2

@@ -32,6 +32,7 @@ from app.http_client import ServiceClient
 from app.products import catalog
 from app.products import interface as products
 from app.resilience import RetryBudget
+from tests.metric_counts import Counts
 from tests.mongo_server import free_port
 
 PROBLEM = "application/problem+json"
@@ -635,3 +636,17 @@ def test_store_outages_open_the_postgresql_breaker_of_cart_and_accounts(app, tok
         store_breakers["postgresql"].close()
         assert cart.get_cart(owner_id=user_id).items == ()
         assert accounts.get_user(user_id=user_id).user_id == user_id
+
+
+def test_retries_and_retries_the_budget_refused_are_counted(stub, caller):
+    stub.answer(failure(500))
+    app = caller(service_retries=2, breaker_failures=100)
+    app.extensions["remote_ports"]["products"].budget = RetryBudget(ratio=0, floor=3)
+    counts = Counts()
+
+    for _ in range(2):
+        expect_unavailable(app, lambda: products.get_product(product_id="p1"))
+
+    assert stub.count == 5  # 2 calls, 3 retries: the fourth was refused
+    assert counts.delta("storefront_service_retries_total", service="products-service", outcome="retried") == 3
+    assert counts.delta("storefront_service_retries_total", service="products-service", outcome="budget_exhausted") == 1
