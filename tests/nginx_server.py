@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import pwd
 import re
-import shutil
 import socket
 import subprocess
 import time
@@ -17,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.debian_packages import installed
 from tests.e2e.gunicorn_server import terminate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,16 +28,7 @@ LISTEN = "listen 80;"
 
 def nginx_binary() -> str:
     """Debian's nginx; installed (as root) when missing."""
-    found = shutil.which("nginx") or (os.path.exists("/usr/sbin/nginx") and "/usr/sbin/nginx")
-    if not found and os.geteuid() == 0:
-        install = ["apt-get", "install", "-y", "nginx"]
-        if subprocess.run(install, capture_output=True, timeout=600, check=False).returncode != 0:
-            subprocess.run(["apt-get", "update"], capture_output=True, timeout=600, check=True)  # a fresh machine
-            subprocess.run(install, capture_output=True, timeout=600, check=True)
-        found = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not found:
-        raise RuntimeError("nginx is not installed (apt-get install -y nginx)")
-    return found
+    return installed("nginx", "nginx")
 
 
 def upstream_block(template: Path, servers: list[str]) -> str:

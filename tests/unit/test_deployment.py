@@ -45,6 +45,10 @@ IMAGES = {
     "redis": "redis:7",
     "rabbitmq": "rabbitmq:3-management",
     **dict.fromkeys(EDGES, "nginx:1.27-alpine"),
+    # the `monitoring` profile (tests/unit/test_monitoring_config.py)
+    "prometheus": "prom/prometheus:v2.53.3",
+    "alertmanager": "prom/alertmanager:v0.27.0",
+    "grafana": "grafana/grafana:11.2.2",
 }
 # What an operator must export; compose refuses to start without them.
 REQUIRED = {
