@@ -206,3 +206,10 @@ def test_grafana_refuses_to_start_without_an_admin_password(password, starts):
     assert (started.returncode == 0) is starts
     assert ("grafana starts" in started.stdout) is starts
     assert ("set GRAFANA_ADMIN_PASSWORD" in started.stderr) is not starts
+
+
+def test_the_readme_says_what_each_alert_means():
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("### Metrics, alerts and dashboards") : readme.index("## Deployment")]
+    for alert in ALERTS:
+        assert f"| `{alert}` |" in section, alert
