@@ -33,6 +33,8 @@ from app.accounts.mail import Email, MailDeliveryFailed, Mailer
 from app.accounts.models import User, utcnow
 from app.accounts.sessions import Sessions
 from app.config import AuthSettings
+from app.events.envelope import new_event
+from app.events.outbox import record
 from app.extensions import db
 from app.transactions import unit_of_work
 
@@ -112,6 +114,7 @@ class Accounts:
                 db.session.flush()  # a taken email fails here
                 message = self._verification(user)
                 registered = to_dto(user)
+                record(new_event("user.registered", registered.user_id, {"userId": registered.user_id}))
         except IntegrityError:
             # Taken: answered as for a new account (an answer saying so would tell anyone which
             # addresses have accounts); the owner is told by mail instead, and nothing changes.

@@ -16,7 +16,8 @@ cart_lines ... FOR UPDATE OF carts`): only the locked cart row is re-checked aft
 the joined lines came from the snapshot taken before it, and two adds both wrote quantity + 1.
 With the lines in a second table the fix took a second SELECT; with the lines in the row, a
 write is BEGIN, one locking SELECT, one UPDATE (lines, version, updated_at, expires_at and
-holds_expire_at together) and COMMIT: 4 PostgreSQL round trips. The lock is held across the
+holds_expire_at together), the INSERT of its event into the outbox (events.py) and COMMIT:
+5 PostgreSQL round trips. The lock is held across the
 call that reserves the line's stock, because a hold's quantity must follow the line's.
 
 A hold lasts CART_RESERVATION_TTL after the line's last change. Past it, the line shows
@@ -48,6 +49,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from app import metrics
+from app.cart import events
 from app.cart.cache import CartCache
 from app.cart.dto import Cart as CartDto
 from app.cart.dto import CartItem, MergeAdjustment, MergeResult, OrderPage
@@ -256,6 +258,7 @@ class Carts:
                     raise LineNotFound(f"Product {product_id!r} is not in the cart.", productId=product_id)
                 quantity = target(line)
                 self._check_limits(cart, line, product_id, quantity)
+                before = line.quantity if line else 0
                 now = utcnow()
                 if quantity == 0 or (line and quantity <= line.quantity and not _expired(line, now)):
                     shrunk = _shrink_hold(
@@ -270,6 +273,7 @@ class Carts:
                     if line is None:
                         line = self._new_line(cart, hold.product, product_id, hold.reservation_id)
                     line.quantity, line.reservation_id, line.reserved_until = quantity, hold.reservation_id, hold.until
+                events.line_changed(cart, product_id, before, quantity, line.unit_price)
                 self._bump(cart)
                 contents = _contents(cart)
         except Exception:
@@ -343,6 +347,7 @@ class Carts:
             cart = self._locked_cart(owner_id, expected_version)
             now = utcnow()
             released = [_release(line.product_id, line.reservation_id, _held(line, now)) for line in cart.lines]
+            events.emptied(cart, [line.product_id for line in cart.lines])
             cart.lines.clear()
             self._bump(cart)
             contents = _contents(cart)
@@ -368,6 +373,7 @@ class Carts:
                 merged_lines = len(guest_cart.lines)
                 adjustments, settle = self._merge_lines(guest_cart, cart)
                 guest_cart.row.status = "merged"
+                events.merged(cart, guest_cart, merged_lines, adjustments)
                 self._bump(guest_cart)
                 self._bump(cart)
                 contents = _contents(cart)
@@ -509,6 +515,7 @@ class Carts:
                 db.session.add(order)
                 db.session.flush()
                 placed = order_to_dto(order)
+                events.checked_out(cart, placed)
         self.cache.changed(owner_id)
         if unavailable:
             _settle([_release_line(gone, utcnow()) for gone in unavailable])
