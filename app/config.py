@@ -130,6 +130,9 @@ class Settings:
     auth_rate_limit: str = "10 per minute"
     cors_origins: tuple[str, ...] = ("http://localhost:3000",)
     redis_url: str | None = None
+    rabbitmq_url: str | None = None  # app/events: published there by `flask events relay`; None: in process
+    events_max_attempts: int = 5  # deliveries of one event to a consumer before it is a dead letter
+    low_stock_threshold: int = 5  # product.low_stock when available drops below this many units
     trusted_proxies: int = 0  # proxy hops in front of the app whose X-Forwarded-For/-Proto are believed
     log_level: str = "INFO"
     log_format: str = "console"  # json | console (app/logs.py); json by default in production
@@ -244,6 +247,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         auth_rate_limit=reader.rate_limit("AUTH_RATE_LIMIT", Settings.auth_rate_limit),
         cors_origins=reader.origins("CORS_ORIGINS", Settings.cors_origins),
         redis_url=reader.url("REDIS_URL", schemes=("redis", "rediss", "unix")),
+        rabbitmq_url=reader.url("RABBITMQ_URL", schemes=("amqp", "amqps")),
+        events_max_attempts=reader.integer("EVENTS_MAX_ATTEMPTS", Settings.events_max_attempts, minimum=1, maximum=100),
+        low_stock_threshold=reader.integer("LOW_STOCK_THRESHOLD", Settings.low_stock_threshold, minimum=0),
         trusted_proxies=reader.integer("TRUSTED_PROXIES", Settings.trusted_proxies, minimum=0, maximum=10),
         allow_public_bind=reader.boolean("ALLOW_PUBLIC_BIND", Settings.allow_public_bind),
         docs_enabled=reader.boolean("DOCS_ENABLED", app_env != "production"),
