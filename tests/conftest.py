@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import mongoengine
+import pika
 import pytest
 from flask_jwt_extended import create_access_token
 from flask_migrate import upgrade
@@ -66,6 +69,45 @@ def scratch_database(name: str) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     return os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> Iterator[str]:
+    """TEST_RABBITMQ_URL when set, else a virtual host of this session's own on the local
+    RabbitMQ (127.0.0.1:5672, guest/guest; started with `rabbitmq-server -detached` when it is
+    down), deleted at the end with everything in it, so that concurrent test runs never meet."""
+    if os.environ.get("TEST_RABBITMQ_URL"):
+        yield os.environ["TEST_RABBITMQ_URL"]
+        return
+    broker = "amqp://guest:guest@127.0.0.1:5672/"
+    if not _broker_answers(broker):
+        subprocess.run(["rabbitmq-server", "-detached"], check=True, capture_output=True, timeout=30)
+        deadline = time.monotonic() + 60
+        while not _broker_answers(broker):
+            if time.monotonic() > deadline:
+                pytest.fail("RabbitMQ did not start within 60 s (rabbitmq-server -detached)")
+            time.sleep(0.5)
+    vhost = f"storefront_test_{os.getpid()}"
+    _rabbitmqctl("delete_vhost", vhost, check=False)  # left by an earlier run with this pid
+    _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    try:
+        yield f"{broker}{vhost}"
+    finally:
+        _rabbitmqctl("delete_vhost", vhost, check=False)
+
+
+def _broker_answers(url: str) -> bool:
+    parameters = pika.URLParameters(f"{url}?connection_attempts=1&socket_timeout=2&blocked_connection_timeout=2")
+    try:
+        pika.BlockingConnection(parameters).close()
+    except pika.exceptions.AMQPError:
+        return False
+    return True
+
+
+def _rabbitmqctl(*arguments: str, check: bool = True) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *arguments], check=check, capture_output=True, timeout=60)
 
 
 @pytest.fixture(scope="session")
