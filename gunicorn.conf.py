@@ -21,7 +21,7 @@ if _own_metrics_dir:
 
 from gunicorn.glogging import Logger  # noqa: E402
 
-from app import logs, metrics, service_tls  # noqa: E402
+from app import logs, metrics, service_tls, tracing  # noqa: E402
 from app.config import check_bind, default_host, listen_port, load_settings  # noqa: E402
 
 
@@ -31,6 +31,9 @@ def _env(name: str, default: object) -> str:
 
 
 _settings = load_settings()
+# Tracing's provider exports from a thread, which does not survive fork: each worker starts its
+# own in post_fork, and create_app, even run here in the master (--preload), leaves it alone.
+tracing.leave_provider_to_workers()
 bind = f"{_env('API_HOST', default_host(_settings))}:{listen_port(_settings)}"
 workers = int(_env("GUNICORN_WORKERS", min(multiprocessing.cpu_count() * 2 + 1, 8)))
 worker_class = _env("GUNICORN_WORKER_CLASS", "sync")
@@ -103,6 +106,16 @@ def child_exit(server, worker) -> None:
 def on_exit(server) -> None:
     if _own_metrics_dir:
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+
+def post_fork(server, worker) -> None:
+    """The worker's own tracing provider (app/tracing.py), before it loads the app."""
+    tracing.start_provider(_settings)
+
+
+def worker_exit(server, worker) -> None:
+    """The worker's spans still queued are exported before it ends."""
+    tracing.shutdown()
 
 
 # Mutual TLS on a service's internal listener (SERVICE_TLS_*): certfile, keyfile, ca_certs,

@@ -13,7 +13,7 @@ from sqlalchemy.exc import DisconnectionError
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app import cli, logs, metrics
+from app import cli, logs, metrics, tracing
 from app.accounts import interface as accounts_interface
 from app.accounts import setup as accounts
 from app.cart import interface as cart_interface
@@ -61,6 +61,7 @@ def create_app(config: Settings | None = None) -> Flask:
 
     db.init_app(app)
     with app.app_context():
+        tracing.instrument(app, settings, db.engine)  # first: before the Mongo client, other hooks
         if db.engine.dialect.name == "sqlite":
             sqlite_transactions(db.engine)
         else:

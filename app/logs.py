@@ -20,6 +20,7 @@ from typing import Any
 
 import structlog
 from flask import Flask, g, has_request_context, request
+from opentelemetry import trace
 
 from app.config import Settings
 
@@ -45,8 +46,12 @@ _known_secrets: set[str] = set()
 
 
 def trace_context() -> tuple[str | None, str | None]:
-    """The current trace and span ids: the one place OpenTelemetry will fill (None until then)."""
-    return None, None
+    """The current span's trace id (32 hex digits) and span id (16), or Nones without one
+    (tracing off, app/tracing.py, or outside a traced request)."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None, None
+    return trace.format_trace_id(context.trace_id), trace.format_span_id(context.span_id)
 
 
 def sane_request_id(value: str | None) -> str | None:

@@ -19,11 +19,9 @@ import pytest
 import requests
 
 from app.gateway.health import MAX_AGE_SECONDS as HEALTH_MAX_AGE
-from tests.conftest import TEST_SECRET
-from tests.e2e.gunicorn_server import gunicorn, run_flask
+from tests.e2e.gunicorn_server import TEST_CONFIG, gunicorn, run_flask
 from tests.integration.test_auth_api import PASSWORD, last_email, token_from
 from tests.mongo_server import free_port
-from tests.redis_server import RedisServer
 from tests.tls import CertificateAuthority
 
 GATEWAY_KEY = "split-test-gateway-key-0123456789"  # the gateway's, to the products and cart services
@@ -35,6 +33,8 @@ class SplitDeployment:
     base_environment: dict[str, str]
     workdir: Path
     tls: CertificateAuthority | None = None  # mutual TLS between the services, each with its certificate
+    config: str = TEST_CONFIG  # gunicorn's, for each process
+    workers: int = 2
     stack: ExitStack = field(default_factory=ExitStack)
     products_port: int = field(default_factory=free_port)
     products_service: ExitStack | None = None
@@ -96,15 +96,9 @@ class SplitDeployment:
             if name != "gateway":  # a service: its listener requires a client certificate
                 client_tls = self.tls.issue("test-client")
         log = self.workdir / f"{name}.log"
-        return gunicorn(environment, log, workers=2, threads=4, port=port, client_tls=client_tls)
-
-
-@pytest.fixture
-def private_redis(tmp_path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
+        return gunicorn(
+            environment, log, workers=self.workers, threads=4, port=port, client_tls=client_tls, config=self.config
+        )
 
 
 @contextmanager
@@ -127,27 +121,6 @@ def mtls_deployment(split_environment, tmp_path) -> Iterator[SplitDeployment]:
     """The same three processes, the services speaking mutual TLS (a CA of the test's own)."""
     with running(SplitDeployment(split_environment, tmp_path, tls=CertificateAuthority(tmp_path))) as split:
         yield split
-
-
-@pytest.fixture
-def split_environment(mongo_uri, database_url, mail_dir, app, private_redis) -> dict[str, str]:
-    return {
-        **os.environ,
-        "APP_ENV": "development",
-        "MONGODB_URI": mongo_uri,
-        "DATABASE_URL": database_url,
-        "REDIS_URL": private_redis.url,
-        "JWT_SECRET": TEST_SECRET,
-        "MAIL_BACKEND": "file",
-        "MAIL_FILE_DIR": str(mail_dir),
-        "THROTTLE_LIMIT": "100000",
-        "AUTH_RATE_LIMIT": "1000 per minute",
-        "CATALOG_CACHE_TTL": "0",
-        "BREAKER_FAILURES": "3",
-        "BREAKER_RESET_SECONDS": "1",
-        "SERVICE_RETRIES": "1",
-        "LOG_LEVEL": "WARNING",
-    }
 
 
 def create_product(url: str, admin_headers: dict, product_id: str, stock: int, price: str = "5.00") -> None:

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 import pyotp
 import pytest
 from flask_jwt_extended import verify_jwt_in_request
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import format_span_id, format_trace_id
 from werkzeug.test import Client
 
 from app import logs
@@ -200,3 +202,18 @@ def test_a_traceback_shows_no_local_variables(captured):
     text = captured.text()
     assert "store down" in text
     assert "Local-Secret-55" not in text
+
+
+def test_lines_in_a_request_under_a_span_carry_its_trace_and_span_ids(both, captured):
+    tracer = TracerProvider().get_tracer(__name__)  # a span as a traced caller's server span would be
+
+    with tracer.start_as_current_span("serving") as span:
+        traced = both.post("/internal/products/get_product", json={"product_id": "nope"}, headers=SERVICE_HEADERS)
+    untraced = both.post("/internal/products/get_product", json={"product_id": "nope"}, headers=SERVICE_HEADERS)
+
+    ids = (format_trace_id(span.get_span_context().trace_id), format_span_id(span.get_span_context().span_id))
+    first, second = [line for line in captured.lines() if "called by" in line["event"]]
+    assert (first["trace_id"], first["span_id"]) == ids
+    assert (len(first["trace_id"]), len(first["span_id"])) == (32, 16)  # hex digits
+    assert (second["trace_id"], second["span_id"]) == (None, None)
+    assert traced.status_code == untraced.status_code == 404
