@@ -23,6 +23,8 @@ from types import SimpleNamespace
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
 
+import opentelemetry.environment_variables
+import opentelemetry.sdk.environment_variables
 import pytest
 import yaml
 from gunicorn.config import Config
@@ -66,7 +68,14 @@ def names_read(path: Path) -> set[str]:
     return set(re.findall(r'[\w.]\(\s*"([A-Z][A-Z0-9_]*)"', path.read_text()))
 
 
-READ = names_read(REPO / "app" / "config.py") | names_read(REPO / "gunicorn.conf.py")
+# The OTEL_* variables, which app/tracing.py leaves to the OpenTelemetry SDK to read.
+OTEL_READ = {
+    name
+    for module in (opentelemetry.environment_variables, opentelemetry.sdk.environment_variables)
+    for name in vars(module)
+    if name.startswith("OTEL_")
+}
+READ = names_read(REPO / "app" / "config.py") | names_read(REPO / "gunicorn.conf.py") | OTEL_READ
 
 
 def interpolate(value: object) -> str:
@@ -135,6 +144,7 @@ def started_with(name: str) -> set[str]:
 
 def test_the_variable_scan_sees_what_the_app_reads():
     assert {"API_PORT", "APP_MODULES", "DB_STATEMENT_TIMEOUT_MS", "SERVICE_API_KEY", "GUNICORN_WORKERS"} <= READ
+    assert {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME", "OTEL_TRACES_SAMPLER", "OTEL_SDK_DISABLED"} <= READ
 
 
 def test_every_long_running_service_has_a_health_check():
