@@ -13,6 +13,7 @@ from pymongo import ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from app.extensions import cache
+from app.products import events
 from app.products.dto import (
     Product,
     ProductChanges,
@@ -198,7 +199,7 @@ def normalise_tags(tags: Iterable[str]) -> list[str]:
 
 
 def create_product(draft: ProductDraft) -> Product:
-    document = new_document(draft)
+    document = events.first_events(new_document(draft))
     try:
         collection().insert_one(document)
     except DuplicateKeyError:
@@ -224,9 +225,14 @@ def update_product(product_id: str, changes: ProductChanges, expected_version: i
         # key instead of raising; on MongoDB the unique index below still settles races.
         raise SkuTaken(f"SKU {updates['sku']!r} is already taken.", sku=updates["sku"])
     try:
+        changed = {name: value for name, value in updates.items() if name != "keywords"}
         raw = collection().find_one_and_update(
             {"product_id": product_id, "version": expected_version},
-            stamped({"$set": updates, "$inc": {"version": 1}}),
+            stamped(
+                events.recorded(
+                    {"$set": updates, "$inc": {"version": 1}}, "product.updated", product_id, {"changes": changed}
+                )
+            ),
             projection=PROJECTION,
             return_document=ReturnDocument.AFTER,
         )
@@ -267,7 +273,11 @@ def archive_product(product_id: str) -> Product:
     """Hide the product from the catalog; the document is kept. Archiving twice is a no-op."""
     raw = collection().find_one_and_update(
         {"product_id": product_id, "status": {"$ne": "archived"}},
-        stamped({"$set": {"status": "archived"}, "$inc": {"version": 1}}),
+        stamped(
+            events.recorded(
+                {"$set": {"status": "archived"}, "$inc": {"version": 1}}, "product.archived", product_id, {}
+            )
+        ),
         projection=PROJECTION,
         return_document=ReturnDocument.AFTER,
     )
@@ -279,7 +289,15 @@ def adjust_stock(product_id: str, delta: int, reason: str) -> Product:
     for _ in range(2):  # twice: once more after filling in `available` on an older document
         raw = collection().find_one_and_update(
             {"product_id": product_id, "available": {"$gte": -delta}},
-            stamped({"$inc": {"stock": delta, "available": delta, "version": 1}}),
+            stamped(
+                events.stock_changed(
+                    {"$inc": {"stock": delta, "available": delta, "version": 1}},
+                    product_id,
+                    "adjustment",
+                    stock=delta,
+                    available=delta,
+                )
+            ),
             projection=PROJECTION,
             return_document=ReturnDocument.AFTER,
         )
@@ -321,7 +339,7 @@ def backfill_available(raw: dict[str, Any]) -> bool:
 
 def import_products(drafts: Iterable[ProductDraft]) -> int:
     """Insert the drafts whose productId and SKU are free; returns how many were inserted."""
-    documents = [new_document(draft) for draft in drafts]
+    documents = [events.first_events(new_document(draft)) for draft in drafts]
     if not documents:
         return 0
     try:

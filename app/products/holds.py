@@ -32,6 +32,7 @@ from typing import Any
 from pymongo import ReturnDocument
 
 from app import metrics
+from app.products import events
 from app.products.catalog import PROJECTION, backfill_available, to_dto
 from app.products.catalog import collection as products
 from app.products.dto import StockReservation
@@ -115,11 +116,18 @@ def commit_reservation(product_id: str, reservation_id: str, held: int | None = 
         sold = products().find_one_and_update(
             {"product_id": product_id, f"holds.{reservation_id}.qty": held},
             stamped(
-                {
-                    "$unset": {f"holds.{reservation_id}": ""},
-                    "$set": {f"sold.{reservation_id}": {"qty": held, "at": now}},
-                    "$inc": {"stock": -held, "reserved": -held, "version": 1},
-                }
+                events.stock_changed(
+                    {
+                        "$unset": {f"holds.{reservation_id}": ""},
+                        "$set": {f"sold.{reservation_id}": {"qty": held, "at": now}},
+                        "$inc": {"stock": -held, "reserved": -held, "version": 1},
+                    },
+                    product_id,
+                    "sale",
+                    stock=-held,
+                    reserved=-held,
+                    reservations=(reservation_id,),
+                )
             ),
             projection={**FIELDS, "sold": 1},
             return_document=ReturnDocument.AFTER,
@@ -176,6 +184,10 @@ def _change(product_id: str, reservation_id: str, held: int, quantity: int, unti
         update["$set"] = {f"{key}.qty": quantity, f"{key}.until": until}
     if delta:
         update["$inc"] = {"reserved": delta, "available": -delta, "version": 1}
+        reason = "hold" if delta > 0 else "release"
+        update = events.stock_changed(
+            update, product_id, reason, reserved=delta, available=-delta, reservations=(reservation_id,)
+        )
     if held == quantity == 0:  # nothing held, nothing wanted: only a read tells the product exists
         return None
     return products().find_one_and_update(
@@ -236,10 +248,17 @@ def _lapsed_released(product: dict[str, Any], keep: str) -> bool:
     released = products().update_one(
         conditions,
         stamped(
-            {
-                "$unset": {f"holds.{reservation_id}": "" for reservation_id in lapsed},
-                "$inc": {"reserved": -units, "available": units, "version": 1},
-            }
+            events.stock_changed(
+                {
+                    "$unset": {f"holds.{reservation_id}": "" for reservation_id in lapsed},
+                    "$inc": {"reserved": -units, "available": units, "version": 1},
+                },
+                product["product_id"],
+                "expiry",
+                reserved=-units,
+                available=units,
+                reservations=tuple(lapsed),
+            )
         ),
     )
     if released.modified_count:

@@ -9,8 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
+from flask import current_app as _current_app
+
 from app.ports import Port as _Port
 from app.products import catalog as _catalog
+from app.products import events as _events
 from app.products import holds as _holds
 from app.products import reconcile as _reconcile
 from app.products.database import ping as _ping
@@ -39,6 +42,7 @@ from app.products.errors import (
     StockBelowReserved,
     VersionMismatch,
 )
+from app.products.events import PendingProductEvents
 from app.products.reconcile import ReconcileReport, ReservedFix
 
 _NO_FILTERS = ProductFilters()
@@ -47,6 +51,7 @@ __all__ = [
     "DEFAULT_SORT",
     "SORT_KEYS",
     "InsufficientStock",
+    "PendingProductEvents",
     "Product",
     "ProductChanges",
     "ProductDraft",
@@ -189,6 +194,22 @@ def import_products(*, drafts: Iterable[ProductDraft]) -> int:
 @_translate_store_errors
 def delete_all_products() -> int:
     return _catalog.delete_all_products()
+
+
+@port.expose(idempotent=True)
+@_translate_store_errors
+def pending_events(*, limit: int = 100) -> tuple[PendingProductEvents, ...]:
+    """Events of up to `limit` products not yet moved into the outbox (app/events/relay.py),
+    each product's oldest first, with the figures after each stock change and the
+    product.low_stock events they imply."""
+    return _events.pending(limit, _current_app.extensions["settings"].low_stock_threshold)
+
+
+@port.expose(idempotent=True)
+@_translate_store_errors
+def drop_events(*, product_id: str, event_ids: Iterable[str]) -> None:
+    """Forget a product's events once the outbox has them (dropping twice changes nothing)."""
+    _events.dropped(product_id, tuple(event_ids))
 
 
 @port.expose(idempotent=True)

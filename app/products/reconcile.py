@@ -19,6 +19,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from app.products import events
 from app.products.catalog import collection as products
 from app.products.models import stamped
 
@@ -97,6 +98,16 @@ def _reconcile_product(snapshot: dict[str, Any], dry_run: bool) -> tuple[Reserve
 def _set_counters(snapshot: dict[str, Any], reserved: int) -> bool:
     result = products().update_one(
         {"product_id": snapshot["product_id"], "version": snapshot["version"]},
-        stamped({"$set": {"reserved": reserved, "available": snapshot["stock"] - reserved}, "$inc": {"version": 1}}),
+        stamped(
+            events.stock_changed(
+                {"$set": {"reserved": reserved, "available": snapshot["stock"] - reserved}, "$inc": {"version": 1}},
+                snapshot["product_id"],
+                "reconcile",
+                reserved=reserved - snapshot["reserved"],
+                available=snapshot["stock"]
+                - reserved
+                - snapshot.get("available", snapshot["stock"] - snapshot["reserved"]),
+            )
+        ),
     )
     return result.modified_count == 1
