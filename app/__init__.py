@@ -20,6 +20,7 @@ from app.cart import interface as cart_interface
 from app.cart import setup as cart
 from app.config import SERVICE_SCOPES, Settings, load_settings, validate
 from app.errors import keep_retry_after, register_error_handlers
+from app.events import setup as events
 from app.extensions import StorefrontApi, cache, cors, db, jwt, limiter, migrate
 from app.gateway import setup as gateway
 from app.http_client import ServiceClient
@@ -96,6 +97,7 @@ def create_app(config: Settings | None = None) -> Flask:
         accounts.register(app, settings)
     if settings.serves("cart"):
         cart.register(app, settings)
+    events.register(app)  # the audit trail's consumer; the modules registered theirs above
     if settings.serves_internal_api():  # a service process: its listener is not the public one
         for module in PORTS:
             if settings.serves(module):

@@ -38,3 +38,30 @@ def account_exists(to: str, base_url: str) -> Email:
         "with POST /v1/auth/verify-email/resend.\n\n"
         "If it was not you, ignore this email: nothing has changed.\n",
     )
+
+
+def order_confirmation(to: str, order: dict) -> Email:
+    """`order`: the payload of the order.placed event."""
+    lines = "\n".join(
+        f"  {item['quantity']} x {item['name']} ({item['sku']}) at {item['unitPrice']}: {item['lineTotal']}"
+        for item in order.get("items") or ()
+    )
+    return Email(
+        to=to,
+        subject=f"Your Storefront order {order['orderId']} is confirmed",
+        text=f"Thank you for your order.\n\nOrder {order['orderId']}\n{lines}\n\n"
+        f"Total: {order['totalPrice']} {order['currency']} for {order['totalQuantity']} items.\n\n"
+        "See it any time with GET /v1/orders/" + order["orderId"] + ".\n",
+    )
+
+
+def low_stock(to: str, product: dict) -> Email:
+    """`product`: the payload of the product.low_stock event."""
+    name = f"{product.get('name') or product['productId']} ({product.get('sku') or product['productId']})"
+    return Email(
+        to=to,
+        subject=f"Low stock: {name}",
+        text=f"Only {product['available']} units of {name} are available now, fewer than the "
+        f"threshold of {product['threshold']} (LOW_STOCK_THRESHOLD).\n\n"
+        f"Product {product['productId']}: restock with POST /v1/products/{product['productId']}/stock.\n",
+    )

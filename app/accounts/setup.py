@@ -8,7 +8,7 @@ import click
 from flask import Flask
 from flask.cli import with_appcontext
 
-from app.accounts import database, interface
+from app.accounts import consumers, database, interface
 from app.accounts.mail import build_mailer
 from app.accounts.revocation import build_store
 from app.accounts.service import Accounts
@@ -29,6 +29,7 @@ def register(app: Flask, settings: Settings) -> None:
     app.extensions["accounts"] = Accounts(
         settings.auth, sessions, build_mailer(settings.mail, development=settings.env == "development")
     )
+    consumers.register_consumers(app)  # the emails that follow events
     app.cli.add_command(create_admin_command)
 
 

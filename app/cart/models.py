@@ -38,6 +38,8 @@ from app import clock
 from app.extensions import db
 
 CART_STATUSES = ("active", "merged", "checked_out", "expired")
+# placed at checkout; confirmed by the order-status consumer of order.placed (consumers.py)
+ORDER_STATUSES = ("placed", "confirmed", "cancelled")
 
 
 def utcnow() -> datetime:
@@ -164,7 +166,7 @@ class Order(db.Model):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     owner_id: Mapped[str] = mapped_column(String(64), index=True)
     cart_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("carts.id"), unique=True)  # one order per cart
-    status: Mapped[str] = mapped_column(String(16), default="placed")  # placed | cancelled
+    status: Mapped[str] = mapped_column(String(16), default="placed")  # ORDER_STATUSES
     currency: Mapped[str] = mapped_column(String(3))
     total_price: Mapped[Decimal] = mapped_column(Numeric(14, 2))
     total_quantity: Mapped[int]

@@ -10,7 +10,7 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 
-from app.cart import database
+from app.cart import consumers, database
 from app.cart.cache import CartCache
 from app.cart.service import Carts, Limits
 from app.cart.sweep import sweep
@@ -29,6 +29,7 @@ def register(app: Flask, settings: Settings) -> None:
         cache=CartCache.build(settings.redis_url, settings.cart_cache_ttl, settings.resilience.redis_timeout),
         limits=Limits(max_lines=settings.cart_max_lines, max_units=settings.cart_max_units),
     )
+    consumers.register_consumers(app)  # order.placed: the order becomes confirmed
     carts_cli = AppGroup("carts", help="Cart maintenance jobs.")
 
     @carts_cli.command("sweep")

@@ -116,7 +116,13 @@ class OrderSchema(ma.Schema):
     order_id = ma.fields.String(data_key="orderId")
     user_id = ma.fields.String(data_key="userId")
     shopping_cart_id = ma.fields.String(data_key="shoppingCartId")
-    status = ma.fields.String(metadata={"enum": ["placed", "cancelled"]})
+    status = ma.fields.String(
+        metadata={
+            "enum": ["placed", "confirmed", "cancelled"],
+            "description": "`placed` at checkout, then `confirmed` once the order is processed (moments later, "
+            "off the request; the confirmation email goes out then)",
+        }
+    )
     currency = ma.fields.String()
     total_price = Money(data_key="totalPrice")
     total_quantity = ma.fields.Integer(data_key="totalQuantity")

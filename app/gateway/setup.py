@@ -4,6 +4,7 @@ from flask import Flask
 
 from app.extensions import StorefrontApi
 from app.gateway import (
+    audit_routes,
     auth_routes,
     cart_routes,
     health,
@@ -16,7 +17,7 @@ from app.gateway import (
 
 
 def register(app: Flask, api: StorefrontApi) -> None:
-    for module in (products, cart_routes, order_routes, auth_routes, users):
+    for module in (products, cart_routes, order_routes, auth_routes, users, audit_routes):
         api.register_blueprint(module.blp)
     register_health(app, api)
 
