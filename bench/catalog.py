@@ -165,6 +165,7 @@ def run(
         APP_ENV, MONGODB_URI=mongo_uri, DATABASE_URL=database_url, REDIS_URL=redis_url,
         JWT_ACCESS_TTL=str(access_ttl),
     )  # fmt: skip
+    env.update(options.observability_env)  # metrics as in production; traces with --tracing
     seed(env, workdir)
     run_flask(["db", "upgrade"], env, workdir, what="flask db upgrade", log_name="db-upgrade")
     serving = "the catalog" if options.round_trips_only else "the catalog (twice) and the hello app"
@@ -208,6 +209,8 @@ def run(
             "redis": f"{redis_url}, flushed before and after",
             "cpu_busy_before": None if busy is None else round(busy, 3),
             "app_env": {**APP_ENV, "JWT_ACCESS_TTL": str(access_ttl)},
+            "tracing": options.tracing,  # 100 % sampling to a counting sink when true
+            "metrics": "prometheus multiprocess mode (PROMETHEUS_MULTIPROC_DIR)",
         },
         **round_trips.json_fields(counts),
     )

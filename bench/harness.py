@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -28,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Protocol
 
@@ -498,6 +500,55 @@ def redis_database(url: str = REDIS) -> Iterator[str]:
         client.close()
 
 
+# --- metrics and traces ----------------------------------------------------------------------
+
+
+class OtlpSink:
+    """Accepts OTLP/HTTP exports and only counts them: a collector that costs the machine as
+    little as possible, so that what tracing costs is the app's own work."""
+
+    def __init__(self) -> None:
+        self.exports = self.bytes = 0
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                sink.bytes += len(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                sink.exports += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer((HOST, 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{HOST}:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        print(f"Tracing: {self.exports} OTLP exports received, {self.bytes / 1e6:.1f} MB")
+
+
+def observability(options: argparse.Namespace, workdir: Path, stack: ExitStack) -> dict[str, str]:
+    """The environment the app runs with: metrics in prometheus multiprocess mode, as under the
+    repository's gunicorn.conf.py (each worker writes its own file); with --tracing, every
+    request traced and exported to an OtlpSink."""
+    metrics_dir = workdir / "metrics"
+    metrics_dir.mkdir()
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    if options.tracing:
+        sink = OtlpSink()
+        stack.callback(sink.close)
+        env |= {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint, "OTEL_TRACES_SAMPLER": "always_on"}
+    return env
+
+
 # --- command line ----------------------------------------------------------------------------
 
 
@@ -517,6 +568,10 @@ def parse_args(description: str, argv: list[str] | None = None, *, round_trips: 
     parser.add_argument(
         "--threads", type=int, default=DEFAULT_THREADS, help=f"threads per gthread worker [{DEFAULT_THREADS}]"
     )
+    parser.add_argument(
+        "--tracing", action="store_true",
+        help="trace every request (100 %% sampling) and export the spans over OTLP/HTTP to a sink on loopback",
+    )  # fmt: skip
     options = parser.parse_args(argv)
     options.round_trips_only = getattr(options, "round_trips_only", False)
     match = re.fullmatch(r"(\d+)([sm]?)", options.duration.strip())
@@ -574,6 +629,7 @@ def bench_main(
     try:
         with ExitStack() as stack:
             resources = [stack.enter_context(store()) for store in stores]
+            options.observability_env = observability(options, workdir, stack)
             stack.callback(processes.stop_all)  # callbacks run last-in first-out: before the stores go
             stack.callback(ignore_signals)
             status = run(options, busy, processes, workdir, *resources) or 0

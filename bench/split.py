@@ -158,6 +158,7 @@ def run(
     mongo_uri = start_mongo(processes, workdir)
     env = {key: value for key, value in os.environ.items() if key not in DROPPED_ENV}
     env.update(APP_ENV, MONGODB_URI=mongo_uri, DATABASE_URL=database_url, REDIS_URL=redis_url)
+    env.update(options.observability_env)  # metrics as in production; traces with --tracing
     seed(env, workdir)
     run_flask(["db", "upgrade"], env, workdir, what="flask db upgrade", log_name="db-upgrade")
 
