@@ -4,12 +4,14 @@ import click
 from flask import Flask
 
 from app.config import Settings, check_bind
+from app.events.cli import events_cli
 from app.inventory import inventory_cli
 from app.seeding import seed_command
 
 
 def init_app(app: Flask) -> None:
     app.cli.add_command(seed_command)
+    app.cli.add_command(events_cli)
     settings = app.extensions["settings"]
     _refuse_a_public_development_server(settings)
     if settings.serves("products") or "products" in settings.remote_modules():

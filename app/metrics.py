@@ -111,6 +111,24 @@ READY = Gauge(
     ["service"],
     multiprocess_mode="livemin",
 )
+OUTBOX_LAG = Gauge(
+    "storefront_outbox_lag_seconds",
+    "Age of the oldest outbox event not yet published, set by `flask events relay` after each pass "
+    "(0: none waiting), by where it publishes: rabbitmq, or local (the in-process consumers).",
+    ["sink"],
+    multiprocess_mode="livemax",
+)
+EVENTS_PUBLISHED = Counter(
+    "storefront_events_published",
+    "Outbox events the relay published (confirmed by RabbitMQ, or taken by the local consumers), by type.",
+    ["type"],
+)
+RELAY_FAILURES = Counter(
+    "storefront_relay_failures",
+    "Relay failures: unroutable (no queue bound), nacked, local_delivery (an event refused), "
+    "broker_unavailable or pass_failed (a pass retried with backoff), product_events (not moved in).",
+    ["reason"],
+)
 
 
 def multiprocess_mode() -> bool:

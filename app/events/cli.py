@@ -1,0 +1,48 @@
+"""`flask events ...`: the commands that move events (the relay here; the consumers add theirs)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+
+from app import metrics
+from app.events import consumer_commands
+from app.events.relay import BATCH, Relay
+
+events_cli = AppGroup("events", help="Domain events: publish the outbox, run the consumers.")
+consumer_commands.add_to(events_cli)  # consume, dlq list|show|replay
+
+
+@events_cli.command("relay")
+@click.option("--once", is_flag=True, help="Run one pass and exit (status 1 when it fails).")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.01),
+    default=1.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Wait between passes once the outbox is drained.",
+)
+@click.option("--batch", type=click.IntRange(min=1), default=BATCH, show_default=True, help="Events claimed per pass.")
+def relay_command(once: bool, interval: float, batch: int) -> None:
+    """Publish the outbox to RabbitMQ (RABBITMQ_URL), or hand it to the in-process consumers
+    without it, until SIGTERM or Ctrl-C (which stop it between passes)."""
+    settings = current_app.extensions["settings"]
+    relay = Relay(settings, batch=batch)
+    if once:
+        try:
+            click.echo(f"{relay.run_pass()} events published")
+        finally:
+            relay.close()
+        return
+    metrics.serve(settings)
+    logging.getLogger("pika").setLevel(logging.CRITICAL)  # a failed pass is logged once, by the relay
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    relay.run(stopping, interval)
