@@ -36,12 +36,15 @@ from datetime import UTC, datetime
 import pika
 from pika.exceptions import AMQPError, NackError, UnroutableError
 from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_when_event_set, wait_exponential_jitter
 
 from app import metrics
 from app.config import Settings
+from app.events import consumers
 from app.events.models import OutboxEvent, utcnow
 from app.extensions import db
+from app.products import interface as products
 from app.transactions import unit_of_work
 
 logger = logging.getLogger(__name__)
@@ -151,10 +154,8 @@ def _properties(event: Pending) -> pika.BasicProperties:
 
 
 def deliver_locally(event: Pending) -> None:
-    from app.events.consumers import deliver_locally as deliver
-
     try:
-        deliver(json.loads(event.body))
+        consumers.deliver_locally(json.loads(event.body))
     except Exception as error:
         raise EventRefused("local_delivery", f"{type(error).__name__}: {error}") from error
 
@@ -171,7 +172,12 @@ class Relay:
         self.sink = "rabbitmq" if self.broker else "local"
 
     def run_pass(self) -> int:
-        """Publish one batch: the number of events taken."""
+        """Move the product events in, then publish one batch: the number of events taken."""
+        try:
+            move_product_events(PRODUCTS_PER_PASS)
+        except Exception as error:  # the products store down: the outbox's events go out all the same
+            metrics.RELAY_FAILURES.labels("product_events").inc()
+            logger.warning("product events not moved into the outbox this pass: %r", error)
         try:
             outcome = self._deliver_batch()
             count(outcome)
@@ -226,6 +232,24 @@ def _retrying(state: RetryCallState) -> None:
     reason = "broker_unavailable" if isinstance(error, BrokerUnavailable) else "pass_failed"
     metrics.RELAY_FAILURES.labels(reason).inc()
     logger.warning("outbox relay pass failed (%s); retrying in %.1f s: %s", reason, state.upcoming_sleep, error)
+
+
+def move_product_events(limit: int) -> None:
+    """Each product's pending events into the outbox in their order (one transaction per
+    product), then out of the product. Inserted once however often they are moved."""
+    for pending in products.pending_events(limit=limit):
+        with unit_of_work():
+            for event in pending.events:
+                db.session.execute(_insert_once(event))
+        products.drop_events(product_id=pending.product_id, event_ids=tuple(event["id"] for event in pending.events))
+
+
+def _insert_once(event: dict):
+    """INSERT ... ON CONFLICT (event_id) DO NOTHING."""
+    dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
+    row = OutboxEvent.of(event)
+    values = {column: getattr(row, column) for column in ("event_id", "type", "aggregate_type", "aggregate_id", "body")}
+    return dialect.insert(OutboxEvent).values(**values).on_conflict_do_nothing(index_elements=["event_id"])
 
 
 def claim(batch: int) -> list[Pending]:

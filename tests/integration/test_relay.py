@@ -22,11 +22,13 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import create_engine, select, text
 
+from app.events import consumers
 from app.events.envelope import new_event
-from app.events.models import OutboxEvent
+from app.events.models import AuditEvent, OutboxEvent
 from app.events.outbox import record
-from app.events.relay import EXCHANGE, Relay
+from app.events.relay import EXCHANGE, Relay, move_product_events
 from app.extensions import db
+from app.products import interface as products
 from app.transactions import unit_of_work
 from tests import rabbitmq_server
 from tests.e2e.gunicorn_server import REPO, app_environment, run_flask, terminate
@@ -324,14 +326,14 @@ def test_while_rabbitmq_is_unreachable_checkouts_succeed_and_the_outbox_waits(
             eventually(lambda: unpublished(app) == 0, "the first event was never marked")
 
             proxy.cut()
-            before = len(outbox(app))
+            last_published = outbox(app)[-1].id
             for number, buyer in enumerate(buyers):
                 assert add(client, buyer, "relay-pen", 2).status_code in {200, 201}
                 assert checkout(client, buyer, f"relay-down-{number}").status_code == 201
-            waiting = len(outbox(app)) - before
-            assert waiting >= 3 * 3  # added or changed, checked out, order placed: per buyer
-            time.sleep(2)  # the relay keeps trying meanwhile
-            assert unpublished(app) == waiting
+            time.sleep(2)  # the relay keeps trying meanwhile (and moves the product's events in)
+            since = [row for row in outbox(app) if row.id > last_published]
+            assert len([row for row in since if row.aggregate_type in {"cart", "order"}]) == 3 * 3
+            assert [row for row in since if row.published_at is not None] == []
             assert relay.poll() is None
 
             proxy.reopen()
@@ -388,3 +390,84 @@ def test_an_unroutable_event_stays_unpublished_with_its_error_and_holds_its_aggr
     assert received == [row.event_id for row in outbox(app)]
     assert unpublished(app) == 0
     assert metric("storefront_outbox_lag_seconds", sink="rabbitmq") == 0
+
+
+# --- product events: moved from the product documents into the outbox -------------------------
+
+
+def test_product_events_are_moved_into_the_outbox_in_order_once(app, client, admin_headers, monkeypatch):
+    create(client, admin_headers, "relay-cup", stock=3)
+    assert (
+        client.post(
+            "/v1/products/relay-cup/stock", json={"delta": 4, "reason": "restock"}, headers=admin_headers
+        ).status_code
+        == 200
+    )
+    with app.app_context():
+        [pending] = products.pending_events(limit=10)
+        recorded = [event["id"] for event in pending.events]
+        assert len(recorded) >= 2
+        monkeypatch.setattr(products, "drop_events", lambda **_: None)  # a relay killed before the drop
+        move_product_events(10)
+        monkeypatch.undo()
+        move_product_events(10)  # moved again: inserted once
+        assert products.pending_events(limit=10) == ()
+    rows = outbox(app)
+    assert [row.event_id for row in rows] == recorded
+    assert rows[0].type == "product.created"
+    assert {row.aggregate_id for row in rows} == {"relay-cup"}
+
+
+# --- without RABBITMQ_URL: the in-process consumers ------------------------------------------
+
+
+def test_without_rabbitmq_each_event_goes_to_the_local_consumers_in_order(
+    app, client, admin_headers, shopper, settings, monkeypatch
+):
+    assert settings.rabbitmq_url is None
+    delivered = []
+    deliver = consumers.deliver_locally
+    monkeypatch.setattr(consumers, "deliver_locally", lambda event: (delivered.append(event["id"]), deliver(event)))
+    create(client, admin_headers, "relay-bowl", stock=5)
+    assert add(client, shopper, "relay-bowl", 2).status_code == 201
+    assert checkout(client, shopper, "relay-local").status_code == 201
+
+    relay = Relay(settings)
+    with app.app_context():
+        taken = relay.run_pass()
+    rows = outbox(app)
+    assert taken == len(rows) == len(delivered)
+    assert delivered == [row.event_id for row in rows]
+    assert unpublished(app) == 0
+    with app.app_context():
+        audited = list(db.session.scalars(select(AuditEvent.event_id).order_by(AuditEvent.id)))
+    assert audited == delivered  # the audit trail's consumer ran on each, in order
+    assert metric("storefront_outbox_lag_seconds", sink="local") == 0
+
+
+def test_an_event_the_local_consumers_keep_failing_on_is_retried_then_given_up(app, settings, monkeypatch, caplog):
+    a1, b1, a2, b2 = record_events(app, ["cart-a", "cart-b"], 2)
+    delivered = []
+
+    def deliver(event: dict) -> None:
+        if event["id"] == a1:
+            raise RuntimeError("the mail server says no")
+        delivered.append(event["id"])
+
+    monkeypatch.setattr(consumers, "deliver_locally", deliver)
+    relay = Relay(settings.override(events_max_attempts=2))
+    with app.app_context():
+        assert relay.run_pass() == 2
+    rows = {row.event_id: row for row in outbox(app)}
+    assert delivered == [b1, b2]  # cart-a's second event waits behind its first
+    assert (rows[a1].attempts, rows[a1].published_at, rows[a2].published_at) == (1, None, None)
+    assert "the mail server says no" in rows[a1].last_error
+
+    with app.app_context():
+        assert relay.run_pass() == 1
+    rows = {row.event_id: row for row in outbox(app)}
+    assert delivered == [b1, b2, a2]
+    assert rows[a1].attempts == 2
+    assert rows[a1].published_at is not None  # given up, so that cart-a's events go on
+    assert "the mail server says no" in rows[a1].last_error
+    assert [record.levelname for record in caplog.records if a1 in record.getMessage()][-1] == "ERROR"
