@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Starts the local PostgreSQL and Redis the test suite talks to when they are installed but
-# down (as on the project's development and CI machines). The tests create and drop their
-# own database. Elsewhere, point TEST_DATABASE_URL and TEST_REDIS_URL at servers of your own.
+# Starts the local PostgreSQL, Redis and RabbitMQ the test suite talks to when they are
+# installed but down (as on the project's development and CI machines). The tests create and
+# drop their own database and RabbitMQ virtual host. Elsewhere, point TEST_DATABASE_URL,
+# TEST_REDIS_URL and TEST_RABBITMQ_URL at servers of your own.
 set -uo pipefail
 
 if [ -z "${TEST_DATABASE_URL:-}" ]; then
@@ -17,6 +18,12 @@ if [ -z "${TEST_REDIS_URL:-}" ]; then
     redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
       --dir /var/lib/redis --logfile /var/log/redis/ci.log
     for _ in $(seq 1 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.5; done
+  fi
+fi
+if [ -z "${TEST_RABBITMQ_URL:-}" ]; then
+  if ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null && command -v rabbitmq-server >/dev/null; then
+    rabbitmq-server -detached
+    rabbitmqctl await_startup --timeout 60 >/dev/null 2>&1
   fi
 fi
 exit 0
