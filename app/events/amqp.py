@@ -122,6 +122,8 @@ class ConsumerRunner:
     backoff: float = 0.5
     max_backoff: float = 30.0
     ready: threading.Event = field(default_factory=threading.Event)  # set once consuming
+    on_beat: Callable[[], None] | None = None  # called every `beat_seconds` while consuming (a heartbeat)
+    beat_seconds: float = 10.0
 
     def run(self, stopping: threading.Event) -> None:
         delay = 1.0
@@ -149,7 +151,11 @@ class ConsumerRunner:
                 )
             logger.info("consuming %s", ", ".join(queue_name(consumer.name) for consumer in self.consumers))
             self.ready.set()
+            next_beat = 0.0
             while not stopping.is_set():
+                if self.on_beat is not None and time.monotonic() >= next_beat:
+                    self.on_beat()
+                    next_beat = time.monotonic() + self.beat_seconds
                 connection.process_data_events(time_limit=0.5)
         finally:
             self.ready.clear()

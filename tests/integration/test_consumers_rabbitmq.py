@@ -123,7 +123,7 @@ def consuming(app, url: str, consumers: list[Consumer]) -> Iterator[ConsumerRunn
 
 
 def test_an_order_placed_published_to_rabbitmq_is_processed_once_by_flask_events_consume(
-    app, client, admin_headers, shopper, mail_dir, broker, database_url, mongo_uri
+    app, client, admin_headers, shopper, mail_dir, broker, database_url, mongo_uri, tmp_path
 ):
     with app.app_context():
         order, event = place_order(client, admin_headers, shopper)
@@ -139,7 +139,8 @@ def test_an_order_placed_published_to_rabbitmq_is_processed_once_by_flask_events
         "RABBITMQ_URL": broker,
         "EVENTS_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
     }
-    command = [sys.executable, "-m", "flask", "--app", "wsgi", "events", "consume"]
+    heartbeat = tmp_path / "consumers.heartbeat"
+    command = [sys.executable, "-m", "flask", "--app", "wsgi", "events", "consume", "--heartbeat", str(heartbeat)]
     process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     names = sorted(registered(app))
     try:
@@ -150,6 +151,11 @@ def test_an_order_placed_published_to_rabbitmq_is_processed_once_by_flask_events
         )
         publish(broker, event)  # again, same id: the relay was killed before it marked the event sent
         wait_until(lambda: not any(ready_messages(broker, names).values()), "the duplicate taken")
+        healthy = subprocess.run(
+            [sys.executable, "scripts/healthcheck.py", "--heartbeat", str(heartbeat)], cwd=REPO, timeout=TIMEOUT
+        )
+        assert healthy.returncode == 0  # the container's health check: beating while it consumes
+        assert time.time() + 30 < float(heartbeat.read_text()) <= time.time() + 60
     finally:
         process.send_signal(signal.SIGTERM)  # stops once the message at hand is acked
         output = process.communicate(timeout=TIMEOUT)[0].decode()
