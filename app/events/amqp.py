@@ -49,7 +49,13 @@ PREFETCH = 4  # unacked deliveries per consumer: a few, so a slow handler holds 
 DELIVERY_LIMIT_MARGIN = 2  # the broker's delivery limit: this many above EVENTS_MAX_ATTEMPTS
 MAX_ERROR_LENGTH = 2000
 MAX_BROWSE = 10_000  # dead letters read from one queue by list/show/replay
-CONNECTION_ERRORS = (pika.exceptions.AMQPConnectionError, pika.exceptions.ConnectionClosed, OSError)
+# The connection lost or refused, or the channel closed by the broker: connect again.
+BROKER_ERRORS = (
+    pika.exceptions.AMQPConnectionError,
+    pika.exceptions.ConnectionClosed,
+    pika.exceptions.AMQPChannelError,
+    OSError,
+)
 FAILURE_HEADERS = ("x-error", "x-failed-at", "x-attempts")
 
 
@@ -132,7 +138,7 @@ class ConsumerRunner:
                 try:
                     self._consume(stopping)
                     delay = 1.0
-                except CONNECTION_ERRORS as error:
+                except BROKER_ERRORS as error:
                     self.ready.clear()
                     logger.warning("RabbitMQ connection lost or refused (%r); connecting again in %.0f s", error, delay)
                     stopping.wait(delay)
@@ -160,7 +166,7 @@ class ConsumerRunner:
         finally:
             self.ready.clear()
             if connection.is_open:
-                with contextlib.suppress(*CONNECTION_ERRORS):
+                with contextlib.suppress(*BROKER_ERRORS):
                     connection.close()  # unacked deliveries go back to their queues
 
     def _on_message(self, connection, consumer: Consumer, stopping: threading.Event) -> Callable:
