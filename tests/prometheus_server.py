@@ -127,15 +127,20 @@ def _serving(command: list[str], directory: Path, port: int) -> Iterator[str]:
         terminate(process)
 
 
-def prometheus_config(metrics_target: str, alertmanager_target: str, *, interval: str = "1s") -> dict:
+def prometheus_config(
+    metrics_target: str, alertmanager_target: str, *, interval: str = "1s", relay_target: str | None = None
+) -> dict:
     """The repository's prometheus.yml with its rules (by absolute path), scraping one loopback
-    target as the monolith's job and alerting one loopback Alertmanager, every `interval`."""
+    target as the monolith's job (and `relay_target` as the relay's) and alerting one loopback
+    Alertmanager, every `interval`."""
     config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
     config["global"].update(scrape_interval=interval, scrape_timeout=interval, evaluation_interval=interval)
     config["rule_files"] = [str(PROMETHEUS_CONFIG.parent / path) for path in config["rule_files"]]
     [alertmanagers] = config["alerting"]["alertmanagers"]
     alertmanagers["static_configs"] = [{"targets": [alertmanager_target]}]
     config["scrape_configs"] = [{"job_name": "api", "static_configs": [{"targets": [metrics_target]}]}]
+    if relay_target:
+        config["scrape_configs"].append({"job_name": "relay", "static_configs": [{"targets": [relay_target]}]})
     return config
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
+from pathlib import Path
 
 import click
 from flask import current_app
@@ -14,6 +16,7 @@ from app import metrics
 from app.events import consumer_commands
 from app.events.relay import BATCH, Relay
 
+HEARTBEAT_SLACK_SECONDS = 60  # beyond the interval: a pass with a full outbox, a slow broker
 events_cli = AppGroup("events", help="Domain events: publish the outbox, run the consumers.")
 consumer_commands.add_to(events_cli)  # consume, dlq list|show|replay
 
@@ -29,7 +32,14 @@ consumer_commands.add_to(events_cli)  # consume, dlq list|show|replay
     help="Wait between passes once the outbox is drained.",
 )
 @click.option("--batch", type=click.IntRange(min=1), default=BATCH, show_default=True, help="Events claimed per pass.")
-def relay_command(once: bool, interval: float, batch: int) -> None:
+@click.option(
+    "--heartbeat",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="After each pass that succeeded, write the time by which the next one is due to this file "
+    "(`scripts/healthcheck.py --heartbeat FILE` checks it): it lapses while RabbitMQ is down.",
+)
+def relay_command(once: bool, interval: float, batch: int, heartbeat: Path | None) -> None:
     """Publish the outbox to RabbitMQ (RABBITMQ_URL), or hand it to the in-process consumers
     without it, until SIGTERM or Ctrl-C (which stop it between passes)."""
     settings = current_app.extensions["settings"]
@@ -45,4 +55,11 @@ def relay_command(once: bool, interval: float, batch: int) -> None:
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    relay.run(stopping, interval)
+    if heartbeat is None:
+        relay.run(stopping, interval)
+    else:
+        relay.run(stopping, interval, after_pass=lambda: _beat(heartbeat, interval))
+
+
+def _beat(heartbeat: Path, interval: float) -> None:
+    heartbeat.write_text(f"{time.time() + 2 * interval + HEARTBEAT_SLACK_SECONDS:.0f}\n")

@@ -42,6 +42,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_whe
 from app import metrics
 from app.config import Settings
 from app.events import consumers
+from app.events.envelope import EVENT_TYPES
 from app.events.models import OutboxEvent, utcnow
 from app.extensions import db
 from app.products import interface as products
@@ -53,6 +54,7 @@ EXCHANGE = "storefront.events"
 BATCH = 100  # rows claimed per pass
 PRODUCTS_PER_PASS = 100  # products whose pending events one pass moves into the outbox
 BLOCKED_CONNECTION_TIMEOUT = 30  # seconds a publish waits while the broker blocks publishers
+FAILURE_REASONS = ("unroutable", "nacked", "local_delivery", "broker_unavailable", "pass_failed", "product_events")
 
 
 class EventRefused(Exception):
@@ -201,9 +203,11 @@ class Relay:
             record(outcome, self.max_attempts)
         return outcome
 
-    def run(self, stopping: threading.Event, interval: float) -> None:
+    def run(self, stopping: threading.Event, interval: float, after_pass: Callable[[], None] = lambda: None) -> None:
         """Pass after pass (at once while there is a full batch, else every `interval` seconds)
-        until `stopping` is set; a failing pass is retried with backoff."""
+        until `stopping` is set; a failing pass is retried with backoff. `after_pass` is called
+        after each pass that succeeded."""
+        _export_metrics_from_the_start()
         retrying = Retrying(
             retry=retry_if_exception_type(Exception),
             wait=wait_exponential_jitter(initial=0.5, max=30),
@@ -214,7 +218,9 @@ class Relay:
         )
         try:
             while not stopping.is_set():
-                if retrying(self.run_pass) < self.batch:
+                taken = retrying(self.run_pass)
+                after_pass()
+                if taken < self.batch:
                     stopping.wait(interval)
         except Exception:
             if not stopping.is_set():
@@ -225,6 +231,14 @@ class Relay:
     def close(self) -> None:
         if self.broker:
             self.broker.close()
+
+
+def _export_metrics_from_the_start() -> None:
+    """Every series at 0, so that rates and alerts see the first event or failure."""
+    for reason in FAILURE_REASONS:
+        metrics.RELAY_FAILURES.labels(reason)
+    for event_type in EVENT_TYPES:
+        metrics.EVENTS_PUBLISHED.labels(event_type)
 
 
 def _retrying(state: RetryCallState) -> None:

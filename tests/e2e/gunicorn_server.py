@@ -101,6 +101,20 @@ def run_flask(args: list[str], environment: dict[str, str]) -> subprocess.Comple
     return subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=120, check=False)
 
 
+@contextmanager
+def flask_process(args: list[str], environment: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+    """`flask --app wsgi ARGS` running (a long-running command: `events relay`, say) until the
+    block ends (SIGTERM), its output appended to `log`."""
+    command = [sys.executable, "-m", "flask", "--app", "wsgi", *args]
+    with log.open("a") as output:
+        process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            terminate(process, timeout=15)
+
+
 def pids_that_answered(log: Path, path: str) -> set[str]:
     return {line.split()[0] for line in log.read_text().splitlines() if f" GET {path}" in line}
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.e2e.gunicorn_server import REPOSITORY_CONFIG, app_environment, gunicorn
+from tests.e2e.gunicorn_server import REPOSITORY_CONFIG, app_environment, flask_process, gunicorn
 from tests.mongo_server import MongoServer, free_port
 from tests.prometheus_server import (
     alertmanager,
@@ -86,8 +86,13 @@ def monitored(mongo, app, database_url, tmp_path_factory) -> Iterator[Monitored]
         api = stack.enter_context(
             gunicorn(environment, directory / "gunicorn.log", workers=2, config=REPOSITORY_CONFIG)
         )
+        relay_target = f"127.0.0.1:{free_port()}"  # the outbox relay, handing events to the local consumers
+        relay_environment = {**environment, "METRICS_PORT": relay_target.rsplit(":", 1)[1]}
+        stack.enter_context(
+            flask_process(["events", "relay", "--interval", "0.5"], relay_environment, directory / "relay.log")
+        )
         metrics_target = f"127.0.0.1:{metrics_port}"
-        config = prometheus_config(metrics_target, alerts_url.removeprefix("http://"))
+        config = prometheus_config(metrics_target, alerts_url.removeprefix("http://"), relay_target=relay_target)
         prometheus_url = stack.enter_context(prometheus(directory / "prometheus", config))
         yield Monitored(api, f"http://{metrics_target}/metrics", prometheus_url, alerts_url, notifications)
 

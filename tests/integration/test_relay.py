@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,7 +29,7 @@ from app.extensions import db
 from app.products import interface as products
 from app.transactions import unit_of_work
 from tests import rabbitmq_server
-from tests.e2e.gunicorn_server import REPO, app_environment, run_flask, terminate
+from tests.e2e.gunicorn_server import app_environment, flask_process, run_flask
 from tests.integration.test_cart_api import add, checkout, create
 
 WAIT = 30  # seconds any one expectation may take
@@ -103,18 +101,9 @@ def relay_environment(mongo_uri, database_url, rabbitmq_url) -> Callable[..., di
     return environment
 
 
-@contextmanager
-def relay_process(environment: dict[str, str], log: Path, *arguments: str) -> Iterator[subprocess.Popen]:
-    """`flask --app wsgi events relay ARGUMENTS` running until the block ends (SIGTERM), its
-    output appended to `log`."""
-    command = [sys.executable, "-m", "flask", "--app", "wsgi", "events", "relay", *arguments]
-    with log.open("a") as output:
-        process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=output, stderr=subprocess.STDOUT)
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            terminate(process, timeout=15)
+def relay_process(environment: dict[str, str], log: Path, *arguments: str):
+    """`flask --app wsgi events relay ARGUMENTS` running until the block ends (SIGTERM)."""
+    return flask_process(["events", "relay", *arguments], environment, log)
 
 
 def outbox(app) -> list[OutboxEvent]:

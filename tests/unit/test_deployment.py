@@ -58,6 +58,7 @@ REQUIRED = {
     "GATEWAY_SERVICE_KEY": "gateway-key",
     "CART_SERVICE_KEY": "cart-key",
     "REDIS_PASSWORD": "a-redis-password",
+    "RABBITMQ_PASSWORD": "a-rabbitmq-password",
     "SMTP_HOST": "smtp.example.com",
 }
 
@@ -593,6 +594,27 @@ def test_the_sweeper_runs_in_both_layouts_and_reports_its_heartbeat():
     heartbeat = command[command.index("--heartbeat") + 1]
     assert int(command[command.index("--every") + 1]) > 0
     assert sweeper["healthcheck"]["test"] == ["CMD", "python", "scripts/healthcheck.py", "--heartbeat", heartbeat]
+
+
+def test_the_relay_runs_in_both_layouts_after_rabbitmq_and_reports_its_heartbeat():
+    relay = SERVICES["relay"]
+    assert "profiles" not in relay
+    assert "relay" in started_with("gateway")
+    assert relay["command"][:6] == ["flask", "--app", "wsgi", "events", "relay", "--heartbeat"]
+    heartbeat = relay["command"][relay["command"].index("--heartbeat") + 1]
+    assert relay["healthcheck"]["test"] == ["CMD", "python", "scripts/healthcheck.py", "--heartbeat", heartbeat]
+    assert relay["depends_on"]["rabbitmq"] == {"condition": "service_healthy"}
+    assert relay["expose"] == [str(settings_of("relay").metrics_port)]  # scraped by prometheus.yml's `relay` job
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_app_services_reach_rabbitmq_as_the_user_it_creates(name):
+    """RABBITMQ_USER / RABBITMQ_PASSWORD make the broker's user and every app service's URL."""
+    broker = {key: interpolate(value) for key, value in SERVICES["rabbitmq"]["environment"].items()}
+    url = urlsplit(settings_of(name).rabbitmq_url)
+    assert (url.scheme, url.hostname, url.port, url.path) == ("amqp", "rabbitmq", 5672, "/")
+    assert (url.username, url.password) == (broker["RABBITMQ_DEFAULT_USER"], REQUIRED["RABBITMQ_PASSWORD"])
+    assert broker["RABBITMQ_DEFAULT_PASS"] == REQUIRED["RABBITMQ_PASSWORD"]
 
 
 @pytest.mark.parametrize(("content", "healthy"), [("{due}", True), ("{overdue}", False), ("", False), (None, False)])

@@ -21,7 +21,7 @@ from tests.unit.test_deployment import APP_SERVICES, REPO, SERVICES, interpolate
 MONITORING = ("prometheus", "alertmanager", "grafana")
 # The app services that run gunicorn (the image's command): the others run a flask command.
 SERVED = [name for name in APP_SERVICES if "command" not in SERVICES[name]]
-ALERTS = {  # issue 13's list (outbox lag waits for the outbox, issue 14), and the targets' own
+ALERTS = {  # issue 13's list (the outbox lag's since issue 14), and the targets' own
     "StorefrontTargetDown",
     "StorefrontNoApiTarget",
     "StorefrontHighErrorRatio",
@@ -29,6 +29,7 @@ ALERTS = {  # issue 13's list (outbox lag waits for the outbox, issue 14), and t
     "StorefrontBreakerOpen",
     "StorefrontNotReady",
     "StorefrontStockHoldRefusalsSpiking",
+    "StorefrontOutboxLagGrowing",
 }
 GRAFANA_FILES = {
     "./deploy/grafana/provisioning/datasources/prometheus.yml": "/etc/grafana/provisioning/datasources/prometheus.yml",
