@@ -2,7 +2,8 @@
 # Installs and starts Storefront on its embedded default: no servers needed.
 # Products live in an embedded MongoDB-compatible server (nx-27017, data in var/mongo),
 # accounts in SQLite (var/storefront.db, migrated with `flask db upgrade`), mail is logged to
-# the console, the catalog is seeded (idempotent), and gunicorn serves
+# the console, the catalog is seeded (idempotent), the outbox relay delivers events to the
+# consumers in process, and gunicorn serves
 # http://localhost:${API_PORT:-3000} on loopback only (development mode; API_HOST beyond
 # loopback needs ALLOW_PUBLIC_BIND=true, see .env.example).
 set -euo pipefail
@@ -32,5 +33,10 @@ PY
 
 .venv/bin/flask --app wsgi db upgrade
 .venv/bin/flask --app wsgi seed
+# The outbox relay (README "Events"): without RABBITMQ_URL it hands each event to the consumers
+# in its own process (order confirmations, the audit trail). Its log: var/relay.log.
+METRICS_PORT=0 .venv/bin/flask --app wsgi events relay >>var/relay.log 2>&1 &
+relay_pid=$!
+trap 'kill "$relay_pid" "$mongo_pid" 2>/dev/null || true' EXIT
 echo "Storefront on http://localhost:${API_PORT}/v1/products  (docs: http://localhost:${API_PORT}/api)"
 .venv/bin/gunicorn --config gunicorn.conf.py wsgi:app
