@@ -607,6 +607,22 @@ def test_the_relay_runs_in_both_layouts_after_rabbitmq_and_reports_its_heartbeat
     assert relay["expose"] == [str(settings_of("relay").metrics_port)]  # scraped by prometheus.yml's `relay` job
 
 
+def test_the_consumers_run_in_both_layouts_after_rabbitmq_with_the_apis_environment_and_a_heartbeat():
+    consumers = SERVICES["consumers"]
+    assert "profiles" not in consumers  # `docker compose up` starts them with the monolith
+    assert "consumers" in started_with("gateway")  # and naming the gateway starts them in the split layout
+    assert consumers["command"][:6] == ["flask", "--app", "wsgi", "events", "consume", "--heartbeat"]
+    heartbeat = consumers["command"][consumers["command"].index("--heartbeat") + 1]
+    assert consumers["healthcheck"]["test"] == ["CMD", "python", "scripts/healthcheck.py", "--heartbeat", heartbeat]
+    assert consumers["depends_on"]["rabbitmq"] == {"condition": "service_healthy"}
+    api = {key: value for key, value in environment("api").items() if key != "TRUSTED_PROXIES"}  # nginx's hop
+    assert environment("consumers") == api  # the stores, SMTP and RABBITMQ_URL the api has
+    settings = settings_of("consumers")
+    assert settings.modules == MODULES  # every module's consumers are registered
+    assert settings.rabbitmq_url
+    assert settings.mail.backend == "smtp"
+
+
 @pytest.mark.parametrize("name", APP_SERVICES)
 def test_app_services_reach_rabbitmq_as_the_user_it_creates(name):
     """RABBITMQ_USER / RABBITMQ_PASSWORD make the broker's user and every app service's URL."""
