@@ -14,7 +14,7 @@ from flask.cli import AppGroup
 
 from app import metrics
 from app.events import consumer_commands
-from app.events.relay import BATCH, Relay
+from app.events.relay import BATCH, BrokerUnavailable, Relay
 
 HEARTBEAT_SLACK_SECONDS = 60  # beyond the interval: a pass with a full outbox, a slow broker
 events_cli = AppGroup("events", help="Domain events: publish the outbox, run the consumers.")
@@ -47,6 +47,8 @@ def relay_command(once: bool, interval: float, batch: int, heartbeat: Path | Non
     if once:
         try:
             click.echo(f"{relay.run_pass()} events published")
+        except BrokerUnavailable as error:
+            raise click.ClickException(str(error)) from None
         finally:
             relay.close()
         return

@@ -31,6 +31,7 @@ from app.transactions import unit_of_work
 from tests import rabbitmq_server
 from tests.e2e.gunicorn_server import app_environment, flask_process, run_flask
 from tests.integration.test_cart_api import add, checkout, create
+from tests.mongo_server import free_port
 
 WAIT = 30  # seconds any one expectation may take
 
@@ -244,6 +245,21 @@ def test_a_relay_killed_after_the_confirm_and_before_marking_publishes_again(
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert [message.properties.message_id for message in listener.receive(4)] == ids + ids
     assert unpublished(app) == 0
+
+
+def test_sigterm_stops_the_relay_between_passes(app, listener, relay_environment, tmp_path):
+    [event_id] = record_events(app, ["cart-stopped"], 1)
+    with relay_process(relay_environment(), tmp_path / "relay.log", "--interval", "0.1") as relay:
+        assert [message.properties.message_id for message in listener.receive(1)] == [event_id]
+        relay.send_signal(signal.SIGTERM)
+        assert relay.wait(timeout=15) == 0
+
+
+def test_relay_once_says_in_one_line_when_rabbitmq_cannot_be_reached(relay_environment):
+    unreachable = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+    ran = run_flask(["events", "relay", "--once"], relay_environment(RABBITMQ_URL=unreachable))
+    assert ran.returncode == 1
+    assert ran.stderr.strip().splitlines()[-1].startswith("Error: RabbitMQ: AMQPConnectionError")
 
 
 class MarkingBlocker:
