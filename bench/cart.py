@@ -416,6 +416,11 @@ def run(
     serving = "the app" if options.round_trips_only else "the app and the hello app"
     print(f"Starting gunicorn ({' '.join(settings)}) for {serving}...")
     servers = {"app": start_gunicorn(processes, "app", "wsgi:app", ROOT, settings, env, workdir)}
+    # As in every deployment, a relay drains the events the writes record (the product documents'
+    # too, which would otherwise grow with every hold); without RABBITMQ_URL it hands them to the
+    # consumers in process (the audit trail, the order status and mails), whose CPU counts here.
+    relay = [sys.executable, "-m", "flask", "--app", "wsgi", "events", "relay"]
+    processes.start("relay", relay, env={**env, "METRICS_PORT": "0"}, cwd=ROOT, log=workdir / "relay.log")
     if not options.round_trips_only:
         servers["hello"] = start_gunicorn(processes, "hello", "hello_app:app", BENCH, settings, env, workdir)
     print(f"Creating an administrator and {shopper_count} shoppers (+{PROBES} for the round trips), filling carts...")

@@ -552,8 +552,16 @@ def observability(options: argparse.Namespace, workdir: Path, stack: ExitStack) 
 # --- command line ----------------------------------------------------------------------------
 
 
-def parse_args(description: str, argv: list[str] | None = None, *, round_trips: bool = False) -> argparse.Namespace:
+def parse_args(
+    description: str,
+    argv: list[str] | None = None,
+    *,
+    round_trips: bool = False,
+    more: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
+    if more is not None:
+        more(parser)
     if round_trips:
         parser.add_argument(
             "--round-trips-only", action="store_true",
@@ -612,14 +620,16 @@ def bench_main(
     stores: tuple[Callable[[], AbstractContextManager[str]], ...] = (),
     *,
     round_trips: bool = False,
+    more: Callable[[argparse.ArgumentParser], None] | None = None,
+    needs_wrk: bool = True,
 ) -> int:
     """A benchmark's `main`: its options (`--round-trips-only` too when `round_trips`), a work
     folder, the stores of the run's own (what each yields is passed to `run` after the options),
     and a cleanup that stops every server before the stores go, whatever happens. Exit status:
     what `run` returns (1 when a round trip count is over budget), else 0; 1 when the benchmark
     could not run."""
-    options = parse_args(doc.split("\n\n")[0], argv, round_trips=round_trips)
-    if not options.round_trips_only and not have_wrk():
+    options = parse_args(doc.split("\n\n")[0], argv, round_trips=round_trips, more=more)
+    if needs_wrk and not options.round_trips_only and not have_wrk():
         return 2
     busy = prepare()
     processes = Processes()
