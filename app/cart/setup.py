@@ -3,7 +3,6 @@
 import logging
 import signal
 import threading
-import time
 from pathlib import Path
 
 import click
@@ -15,6 +14,8 @@ from app.cart.cache import CartCache
 from app.cart.service import Carts, Limits
 from app.cart.sweep import sweep
 from app.config import Settings
+from app.heartbeat import beat
+from app.heartbeat import option as heartbeat_option
 
 logger = logging.getLogger(__name__)
 HEARTBEAT_SLACK_SECONDS = 30
@@ -40,13 +41,7 @@ def register(app: Flask, settings: Settings) -> None:
         metavar="SECONDS",
         help="Sweep again every SECONDS until stopped (SIGTERM or Ctrl-C ends it after the current sweep).",
     )
-    @click.option(
-        "--heartbeat",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=None,
-        help="With --every: after each sweep, write the time by which the next one is due to this file "
-        "(`scripts/healthcheck.py --heartbeat FILE` checks it).",
-    )
+    @heartbeat_option("With --every: after each sweep")
     def sweep_command(every: int | None, heartbeat: Path | None) -> None:
         """Release stock holds that expired and expire abandoned carts (safe while serving)."""
         if every is None:
@@ -62,7 +57,7 @@ def register(app: Flask, settings: Settings) -> None:
                 logger.exception("cart sweep failed; trying again in %s s", every)
             else:
                 if heartbeat is not None:
-                    heartbeat.write_text(f"{time.time() + 2 * every + HEARTBEAT_SLACK_SECONDS:.0f}\n")
+                    beat(heartbeat, 2 * every + HEARTBEAT_SLACK_SECONDS)
             stopping.wait(every)
 
     def _sweep_once() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
 from pathlib import Path
 
 import click
@@ -15,6 +14,8 @@ from flask.cli import AppGroup
 from app import metrics
 from app.events import consumer_commands
 from app.events.relay import BATCH, BrokerUnavailable, Relay
+from app.heartbeat import beat
+from app.heartbeat import option as heartbeat_option
 
 HEARTBEAT_SLACK_SECONDS = 60  # beyond the interval: a pass with a full outbox, a slow broker
 events_cli = AppGroup("events", help="Domain events: publish the outbox, run the consumers.")
@@ -32,13 +33,7 @@ consumer_commands.add_to(events_cli)  # consume, dlq list|show|replay
     help="Wait between passes once the outbox is drained.",
 )
 @click.option("--batch", type=click.IntRange(min=1), default=BATCH, show_default=True, help="Events claimed per pass.")
-@click.option(
-    "--heartbeat",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="After each pass that succeeded, write the time by which the next one is due to this file "
-    "(`scripts/healthcheck.py --heartbeat FILE` checks it): it lapses while RabbitMQ is down.",
-)
+@heartbeat_option("After each pass that succeeded (it lapses while RabbitMQ is down)")
 def relay_command(once: bool, interval: float, batch: int, heartbeat: Path | None) -> None:
     """Publish the outbox to RabbitMQ (RABBITMQ_URL), or hand it to the in-process consumers
     without it, until SIGTERM or Ctrl-C (which stop it between passes)."""
@@ -60,8 +55,4 @@ def relay_command(once: bool, interval: float, batch: int, heartbeat: Path | Non
     if heartbeat is None:
         relay.run(stopping, interval)
     else:
-        relay.run(stopping, interval, after_pass=lambda: _beat(heartbeat, interval))
-
-
-def _beat(heartbeat: Path, interval: float) -> None:
-    heartbeat.write_text(f"{time.time() + 2 * interval + HEARTBEAT_SLACK_SECONDS:.0f}\n")
+        relay.run(stopping, interval, after_pass=lambda: beat(heartbeat, 2 * interval + HEARTBEAT_SLACK_SECONDS))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import threading
-import time
 from pathlib import Path
 
 import click
@@ -14,6 +13,8 @@ from flask.cli import AppGroup, with_appcontext
 
 from app.events.amqp import ConsumerRunner, DeadLetter, DeadLetters, dead_letter_queue_name
 from app.events.consumers import Consumer, registered
+from app.heartbeat import beat
+from app.heartbeat import option as heartbeat_option
 
 # A beat is due every ConsumerRunner.beat_seconds (10 s); a handler's retry pause lasts up to 30 s.
 HEARTBEAT_DUE_SECONDS = 60
@@ -45,13 +46,7 @@ def _chosen(names: tuple[str, ...]) -> list[Consumer]:
     metavar="NAME",
     help="Run this consumer only (repeat for several); all registered consumers by default.",
 )
-@click.option(
-    "--heartbeat",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="While connected and consuming, write every 10 s the time by which the next beat is due to this file "
-    "(`scripts/healthcheck.py --heartbeat FILE` checks it): it lapses while RabbitMQ is away.",
-)
+@heartbeat_option("While connected and consuming, every 10 s (it lapses while RabbitMQ is away)")
 @with_appcontext
 def consume_command(only: tuple[str, ...], heartbeat: Path | None) -> None:
     """Deliver the events queued in RabbitMQ to the consumers until SIGTERM or Ctrl-C (which
@@ -65,7 +60,7 @@ def consume_command(only: tuple[str, ...], heartbeat: Path | None) -> None:
     click.echo(f"consuming for {', '.join(consumer.name for consumer in consumers)}")
     runner = ConsumerRunner(current_app._get_current_object(), url, consumers, settings.events_max_attempts)
     if heartbeat is not None:
-        runner.on_beat = lambda: heartbeat.write_text(f"{time.time() + HEARTBEAT_DUE_SECONDS:.0f}\n")
+        runner.on_beat = lambda: beat(heartbeat, HEARTBEAT_DUE_SECONDS)
     runner.run(stopping)
     click.echo("stopped")
 
