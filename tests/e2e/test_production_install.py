@@ -103,6 +103,8 @@ class Host:
             for host_path, container_path in mounts:  # the volume's files, where they are on this host
                 value = value.replace(container_path, host_path)
             container[name] = on_loopback(value) if name.endswith("_SERVICE_URL") else value
+        if "METRICS_PORT" in container:  # each container has its own network; here they share the host's
+            container["METRICS_PORT"] = str(free_port())
         return {
             "PATH": f"{self.install.bin}:/usr/local/bin:/usr/bin:/bin",
             "HOME": str(self.workdir),
@@ -257,6 +259,7 @@ def host(install, postgres, mongo_database, tmp_path_factory) -> Iterator[Host]:
         **postgres,
         "REDIS_PASSWORD": redis_server.password,
         "REDIS_URL": redis_server.url,  # the one on loopback, with the password
+        "RABBITMQ_PASSWORD": secrets.token_hex(16),  # required by compose; only the relay and consumers connect
         "API_PORT": str(free_port()),
         "PRODUCTS_SERVICE_PORT": str(free_port()),
         "CART_SERVICE_PORT": str(free_port()),
