@@ -14,4 +14,4 @@ scripts/ensure-services.sh
 .venv/bin/ruff format --check .
 .venv/bin/lint-imports
 .venv/bin/deptry .  # every import of the runtime code is a runtime dependency ([tool.deptry])
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest --durations=15 "$@"
