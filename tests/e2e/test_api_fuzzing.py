@@ -39,7 +39,7 @@ def served(mongo_uri, database_url, tmp_path_factory):
 
 
 @pytest.mark.parametrize("caller", ["anonymous", "customer", "admin"])
-def test_every_answer_to_generated_requests_is_documented_and_no_server_error(served, app, token, caller):
+def test_every_answer_to_generated_requests_is_documented_and_no_server_error(served, app, token, caller, tmp_path):
     arguments = [f"{served}/api/openapi.json", *BUDGET, "--checks", CHECKS, "--max-failures", "20"]
     if caller != "anonymous":
         subject = f"fuzzing-{caller}"
@@ -48,6 +48,7 @@ def test_every_answer_to_generated_requests_is_documented_and_no_server_error(se
         arguments += ["--exclude-path-regex", ENDS_THE_SESSION]
     run = subprocess.run(
         [sys.executable, "-m", "schemathesis.cli", "run", *arguments],
+        cwd=tmp_path,  # where schemathesis keeps its example database
         capture_output=True,
         text=True,
         timeout=300,
