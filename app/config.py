@@ -41,6 +41,10 @@ SERVICE_SCOPES: dict[str, dict[str, tuple[str, ...]]] = {
 }
 MIN_PRODUCTION_SECRET_LENGTH = 32
 MIN_PRODUCTION_RESERVATION_TTL = 60  # seconds; shorter holds are for tests and local experiments
+# argon2id's floor for passwords (OWASP's password storage cheat sheet: 19 MiB, 2 iterations);
+# cheaper hashing is for tests.
+MIN_PRODUCTION_HASH_TIME_COST = 2
+MIN_PRODUCTION_HASH_MEMORY_KIB = 19 * 1024
 
 
 class ConfigError(SystemExit):
@@ -89,6 +93,8 @@ class AuthSettings:
     login_lock_seconds: int = 15 * 60
     login_account_max_failures: int = 50  # per account from any IP: the backstop against distributed guessing
     login_account_lock_seconds: int = 3600
+    password_hash_time_cost: int = 3  # argon2id iterations (argon2-cffi's default)
+    password_hash_memory_kib: int = 64 * 1024  # argon2id memory (argon2-cffi's default)
     email_token_ttl: int = 24 * 3600
     reset_token_ttl: int = 3600
     public_base_url: str = "http://localhost:3000"
@@ -319,6 +325,12 @@ def _auth_settings(reader: _Reader) -> AuthSettings:
         login_account_lock_seconds=reader.integer(
             "LOGIN_ACCOUNT_LOCK_SECONDS", defaults.login_account_lock_seconds, minimum=1
         ),
+        password_hash_time_cost=reader.integer(
+            "PASSWORD_HASH_TIME_COST", defaults.password_hash_time_cost, minimum=1, maximum=100
+        ),
+        password_hash_memory_kib=reader.integer(
+            "PASSWORD_HASH_MEMORY_KIB", defaults.password_hash_memory_kib, minimum=64, maximum=4 * 1024 * 1024
+        ),
         email_token_ttl=reader.integer("EMAIL_TOKEN_TTL", defaults.email_token_ttl, minimum=60),
         reset_token_ttl=reader.integer("PASSWORD_RESET_TTL", defaults.reset_token_ttl, minimum=60),
         public_base_url=(reader.url("PUBLIC_BASE_URL", schemes=("http", "https")) or defaults.public_base_url).rstrip(
@@ -384,6 +396,12 @@ def validate(settings: Settings) -> None:
             raise ConfigError("JWT_SECRET", "is the development default; set a secret of your own")
         if len(settings.jwt_secret) < MIN_PRODUCTION_SECRET_LENGTH:
             raise ConfigError("JWT_SECRET", f"must be at least {MIN_PRODUCTION_SECRET_LENGTH} characters in production")
+    if settings.auth.password_hash_time_cost < MIN_PRODUCTION_HASH_TIME_COST:
+        raise ConfigError("PASSWORD_HASH_TIME_COST", f"must be at least {MIN_PRODUCTION_HASH_TIME_COST} in production")
+    if settings.auth.password_hash_memory_kib < MIN_PRODUCTION_HASH_MEMORY_KIB:
+        raise ConfigError(
+            "PASSWORD_HASH_MEMORY_KIB", f"must be at least {MIN_PRODUCTION_HASH_MEMORY_KIB} in production"
+        )
     if settings.database_url.startswith("sqlite"):
         raise ConfigError("DATABASE_URL", "must point at PostgreSQL in production (set DATABASE_URL or DB_HOST)")
     if settings.cart_reservation_ttl < MIN_PRODUCTION_RESERVATION_TTL:

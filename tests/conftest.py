@@ -25,6 +25,8 @@ from tests.mongo_server import MongoServer, free_port
 
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 GATEWAY_KEY = "test-gateway-key"  # what the gateway sends to the services it calls
+# argon2id at its cheapest: about 5 ms a hash instead of about 150 (the tests hash hundreds of passwords).
+CHEAP_HASHING = {"PASSWORD_HASH_TIME_COST": "1", "PASSWORD_HASH_MEMORY_KIB": "8192"}
 CART_KEY = "test-cart-key"  # what the cart service sends to the products service
 
 
@@ -119,6 +121,7 @@ def settings(mongo_uri, database_url, mail_dir):
         "JWT_SECRET": TEST_SECRET,
         "MAIL_BACKEND": "file",
         "MAIL_FILE_DIR": str(mail_dir),
+        **CHEAP_HASHING,
     }
     return load_settings(environment).override(
         throttle_limit=1_000_000,

@@ -8,7 +8,7 @@ import click
 from flask import Flask
 from flask.cli import with_appcontext
 
-from app.accounts import consumers, database, interface
+from app.accounts import consumers, database, interface, passwords
 from app.accounts.mail import build_mailer
 from app.accounts.revocation import build_store
 from app.accounts.service import Accounts
@@ -18,6 +18,7 @@ from app.config import Settings
 
 def register(app: Flask, settings: Settings) -> None:
     database.translate_database_errors.start(app)
+    passwords.configure(settings.auth.password_hash_time_cost, settings.auth.password_hash_memory_kib)
     limits = settings.resilience
     revocations = build_store(
         settings.redis_url,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from tests.conftest import TEST_SECRET
+from tests.conftest import CHEAP_HASHING, TEST_SECRET
 from tests.mongo_server import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,6 +39,7 @@ def app_environment(mongo_uri: str, database_url: str, **settings: str) -> dict[
         "MONGODB_URI": mongo_uri,
         "DATABASE_URL": database_url,
         "JWT_SECRET": TEST_SECRET,
+        **CHEAP_HASHING,
         "LOG_LEVEL": "WARNING",
         **settings,
     }

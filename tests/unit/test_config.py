@@ -189,3 +189,21 @@ def test_a_service_process_needs_its_callers_keys_and_a_caller_its_own_key():
     assert load_settings({**cart_only, "SERVICE_API_KEY": "c"}).caller_name() == "cart"
     monolith = load_settings({})  # needs neither: it serves no /internal routes and calls none
     assert (monolith.serves_internal_api(), monolith.caller_name()) == (False, "gateway")
+
+
+def test_password_hashing_costs_argon2_s_defaults_unless_set():
+    assert (load_settings({}).auth.password_hash_time_cost, load_settings({}).auth.password_hash_memory_kib) == (
+        3,
+        65536,
+    )
+    cheap = load_settings({"PASSWORD_HASH_TIME_COST": "1", "PASSWORD_HASH_MEMORY_KIB": "8192"}).auth
+    assert (cheap.password_hash_time_cost, cheap.password_hash_memory_kib) == (1, 8192)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "floor"), [("PASSWORD_HASH_TIME_COST", "1", 2), ("PASSWORD_HASH_MEMORY_KIB", "8192", 19456)]
+)
+def test_production_refuses_password_hashing_below_the_floor(variable, value, floor):
+    with pytest.raises(ConfigError) as refused:
+        load_settings({**PRODUCTION, variable: value})
+    assert str(refused.value) == f"Configuration error: {variable} must be at least {floor} in production"

@@ -1,0 +1,27 @@
+"""Password hashing at the configured cost (app/accounts/passwords.py)."""
+
+import pytest
+
+from app.accounts import passwords
+
+
+@pytest.fixture
+def cost():
+    """Restore the hashing cost the test session uses."""
+    before = passwords._hasher.time_cost, passwords._hasher.memory_cost
+    yield passwords.configure
+    passwords.configure(*before)
+
+
+def test_hashes_carry_the_configured_cost_and_older_ones_still_verify_then_need_a_rehash(cost):
+    cost(1, 8192)
+    cheap = passwords.hash_password("correct horse battery")
+    cost(2, 16384)
+    dearer = passwords.hash_password("correct horse battery")
+
+    assert "$m=8192,t=1," in cheap
+    assert "$m=16384,t=2," in dearer
+    assert passwords.verify_password(cheap, "correct horse battery")
+    assert passwords.needs_rehash(cheap)
+    assert not passwords.needs_rehash(dearer)
+    assert not passwords.verify_password(None, "correct horse battery")  # an unknown user, at the same cost
