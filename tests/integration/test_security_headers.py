@@ -7,11 +7,23 @@ import base64
 import hashlib
 import json
 import re
+from dataclasses import replace
 
 import pytest
 
+from app.accounts import passwords
+
 PROBLEM = "application/problem+json"
 NOTHING = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+
+
+@pytest.fixture
+def production_app(other_app, settings):
+    """Build an app in production mode, which hashes passwords at production's floor at least;
+    the session's cheap hashing is put back afterwards."""
+    floor = replace(settings.auth, password_hash_time_cost=2, password_hash_memory_kib=19 * 1024)
+    yield lambda **changes: other_app(env="production", auth=floor, **changes)
+    passwords.configure(settings.auth.password_hash_time_cost, settings.auth.password_hash_memory_kib)
 
 
 @pytest.fixture
@@ -61,8 +73,8 @@ def test_hsts_over_https(client):
     assert response.headers["Strict-Transport-Security"] == "max-age=63072000; includeSubDomains"
 
 
-def test_hsts_in_production_whatever_the_scheme(other_app):
-    production = other_app(env="production").test_client()
+def test_hsts_in_production_whatever_the_scheme(production_app):
+    production = production_app().test_client()
     response = production.get("/v1/health")
     assert response.headers["Strict-Transport-Security"] == "max-age=63072000; includeSubDomains"
 
@@ -108,8 +120,8 @@ def test_swagger_ui_keeps_no_token_in_local_storage_and_calls_no_validator(clien
     assert re.search(r'url: "/api/openapi.json"', html)
 
 
-def test_docs_are_off_in_production_by_default(other_app):
-    production = other_app(env="production", docs_enabled=False).test_client()
+def test_docs_are_off_in_production_by_default(production_app):
+    production = production_app(docs_enabled=False).test_client()
     for path in ("/api/", "/api/openapi.json", "/api/assets/swagger-ui-bundle.js"):
         response = production.get(path)
         assert response.status_code == 404, path
@@ -118,7 +130,7 @@ def test_docs_are_off_in_production_by_default(other_app):
     assert production.get("/v1/products").status_code == 200
 
 
-def test_docs_can_be_turned_on_in_production(other_app):
-    production = other_app(env="production", docs_enabled=True).test_client()
+def test_docs_can_be_turned_on_in_production(production_app):
+    production = production_app(docs_enabled=True).test_client()
     assert production.get("/api/openapi.json").status_code == 200
     assert production.get("/api/").status_code == 200
