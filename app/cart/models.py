@@ -37,7 +37,6 @@ from sqlalchemy.orm import Mapped, mapped_column, registry, relationship
 from app import clock
 from app.extensions import db
 
-CART_STATUSES = ("active", "merged", "checked_out", "expired")
 # placed at checkout; confirmed by the order-status consumer of order.placed (consumers.py)
 ORDER_STATUSES = ("placed", "confirmed", "cancelled")
 
@@ -73,7 +72,7 @@ class Cart(db.Model):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     owner_id: Mapped[str] = mapped_column(String(64))  # a user id, or "guest:<uuid>"
-    status: Mapped[str] = mapped_column(String(16), default="active")
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | merged | checked_out | expired
     version: Mapped[int] = mapped_column(default=1)
     currency: Mapped[str] = mapped_column(String(3), default="USD")
     created_at: Mapped[datetime] = mapped_column(db.DateTime(timezone=True), default=utcnow)

@@ -5,12 +5,11 @@ from flask.views import MethodView
 from app.events import audit
 from app.extensions import ApiBlueprint
 from app.gateway.audit_schemas import AuditEntrySchema, AuditQuerySchema
-from app.gateway.auth import BEARER, roles_required
+from app.gateway.auth import BEARER, admin_only
 
 blp = ApiBlueprint(
     "audit", __name__, url_prefix="/v1/admin/audit", description="The audit trail: every event, append-only (admin)."
 )
-admin_only = roles_required("admin")
 
 
 @blp.route("")

@@ -44,6 +44,10 @@ def roles_required(*roles: str):
     return decorator
 
 
+signed_in = roles_required("customer", "admin")  # a registered user's token (not a guest's)
+admin_only = roles_required("admin")
+
+
 @jwt.token_in_blocklist_loader
 def _is_revoked(header: dict, payload: dict) -> bool:
     return accounts.is_token_revoked(claims=payload)

@@ -7,7 +7,7 @@ from flask_jwt_extended import get_jwt_identity
 from app.cart import interface as cart
 from app.errors import ApiError
 from app.extensions import ApiBlueprint, ProblemSchema, ProductProblemSchema
-from app.gateway.auth import BEARER, guest_subject, roles_required
+from app.gateway.auth import BEARER, guest_subject, roles_required, signed_in
 from app.gateway.cart_schemas import (
     AddItemSchema,
     CartChangedProblemSchema,
@@ -28,7 +28,6 @@ blp = ApiBlueprint(
 )
 blp.before_request(require_json_body)
 shopper = roles_required("customer", "admin", "guest")
-signed_in = roles_required("customer", "admin")
 IF_MATCH = {"in": "header", "name": "If-Match", "schema": {"type": "string"}, "description": "The cart's ETag"}
 WRITE_ERRORS = (
     (404, "`product_not_found`, or `line_not_found`", ProductProblemSchema),

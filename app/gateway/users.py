@@ -13,13 +13,11 @@ from app.gateway.account_schemas import (
     SessionSchema,
     UserSchema,
 )
-from app.gateway.auth import BEARER, roles_required
+from app.gateway.auth import BEARER, admin_only, signed_in
 from app.gateway.http import require_json_body
 
 blp = ApiBlueprint("users", __name__, url_prefix="/v1/users", description="Profiles and user administration.")
 blp.before_request(require_json_body)
-signed_in = roles_required("customer", "admin")
-admin_only = roles_required("admin")
 
 
 @blp.route("/me")
