@@ -2,8 +2,10 @@
 # The whole test suite, as CI runs it: lint, format check, module boundaries, runtime
 # dependencies (deptry), then pytest.
 # Tests start their own MongoDB wire-protocol server (nx-27017), or use MONGODB_URI; they use
-# PostgreSQL (TEST_DATABASE_URL, default a database of their own on the local server) and
-# Redis (TEST_REDIS_URL, default the local server's db 15), starting local ones that are down.
+# PostgreSQL (TEST_DATABASE_URL, default a database of their own on the local server),
+# RabbitMQ (TEST_RABBITMQ_URL, default a virtual host of their own on the local server),
+# starting local ones that are down, and Redis (TEST_REDIS_URL, default a redis-server of
+# their own).
 # Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -22,6 +22,7 @@ from app.accounts.passwords import hash_password
 from app.config import load_settings
 from app.extensions import db, limiter
 from tests.mongo_server import MongoServer, free_port
+from tests.redis_server import RedisServer
 
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 GATEWAY_KEY = "test-gateway-key"  # what the gateway sends to the services it calls
@@ -69,8 +70,16 @@ def scratch_database(name: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
-    return os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+def redis_url(tmp_path_factory) -> Iterator[str]:
+    """TEST_REDIS_URL when set, else a redis-server of this session's own, so that concurrent
+    test runs (two checkouts, or scripts/mutation.sh's parallel mutants) never meet."""
+    if os.environ.get("TEST_REDIS_URL"):
+        yield os.environ["TEST_REDIS_URL"]
+        return
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture(scope="session")
