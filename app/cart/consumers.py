@@ -1,8 +1,8 @@
 """The cart module's event consumers (app/events/consumers.py), internal to the module.
 
 `order-status`: an order placed at checkout becomes `confirmed` once its `order.placed` event
-is consumed, off the checkout request. The UPDATE only moves a `placed` order on, so neither a
-redelivery nor an order cancelled in the meantime is changed.
+is consumed, off the checkout request. The UPDATE only moves a `placed` order on, so a redelivery
+changes nothing.
 """
 
 from __future__ import annotations

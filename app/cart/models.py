@@ -37,9 +37,6 @@ from sqlalchemy.orm import Mapped, mapped_column, registry, relationship
 from app import clock
 from app.extensions import db
 
-# placed at checkout; confirmed by the order-status consumer of order.placed (consumers.py)
-ORDER_STATUSES = ("placed", "confirmed", "cancelled")
-
 
 def utcnow() -> datetime:
     return clock.now()
@@ -165,7 +162,7 @@ class Order(db.Model):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     owner_id: Mapped[str] = mapped_column(String(64), index=True)
     cart_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("carts.id"), unique=True)  # one order per cart
-    status: Mapped[str] = mapped_column(String(16), default="placed")  # ORDER_STATUSES
+    status: Mapped[str] = mapped_column(String(16), default="placed")  # then "confirmed" (consumers.py)
     currency: Mapped[str] = mapped_column(String(3))
     total_price: Mapped[Decimal] = mapped_column(Numeric(14, 2))
     total_quantity: Mapped[int]

@@ -118,7 +118,7 @@ class OrderSchema(ma.Schema):
     shopping_cart_id = ma.fields.String(data_key="shoppingCartId")
     status = ma.fields.String(
         metadata={
-            "enum": ["placed", "confirmed", "cancelled"],
+            "enum": ["placed", "confirmed"],
             "description": "`placed` at checkout, then `confirmed` once the order is processed (moments later, "
             "off the request; the confirmation email goes out then)",
         }

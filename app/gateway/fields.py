@@ -33,3 +33,10 @@ class TrimmedString(ma.fields.String):
 
     def _deserialize(self, value, attr, data, **kwargs):
         return super()._deserialize(value, attr, data, **kwargs).strip()
+
+
+class Code(TrimmedString):
+    """A code compared in capitals (a SKU, a currency), trimmed and upper-cased when read."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return super()._deserialize(value, attr, data, **kwargs).upper()

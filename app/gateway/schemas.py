@@ -4,23 +4,13 @@ import marshmallow as ma
 from marshmallow import validate
 
 from app.extensions import ProblemSchema
-from app.gateway.fields import Money, TrimmedString
+from app.gateway.fields import Code, Money, TrimmedString
 from app.products.interface import DEFAULT_SORT, SORT_KEYS, Product, ProductChanges, ProductDraft, ProductFilters
 
 PRODUCT_ID = validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$", error="Use 1-64 letters, digits, '_' or '-'.")
 SKU = validate.Regexp(r"^[A-Z0-9-]{3,32}$", error="Use 3-32 letters, digits or '-'.")
 CURRENCY = validate.Regexp(r"^[A-Z]{3}$", error="Use an ISO 4217 code such as USD.")
 MAX_STOCK = 1_000_000_000
-
-
-class SkuField(TrimmedString):
-    def _deserialize(self, value, attr, data, **kwargs):
-        return super()._deserialize(value, attr, data, **kwargs).upper()
-
-
-class CurrencyField(TrimmedString):
-    def _deserialize(self, value, attr, data, **kwargs):
-        return super()._deserialize(value, attr, data, **kwargs).upper()
 
 
 def _tags(**kwargs):
@@ -76,13 +66,13 @@ class ProductCreateSchema(ma.Schema):
     product_id = TrimmedString(
         data_key="productId", validate=PRODUCT_ID, metadata={"description": "Generated if absent"}
     )
-    sku = SkuField(required=True, validate=SKU, metadata={"example": "RUN-SHOE-42"})
+    sku = Code(required=True, validate=SKU, metadata={"example": "RUN-SHOE-42"})
     name = TrimmedString(required=True, validate=validate.Length(1, 200), metadata={"example": "Trail running shoe"})
     description = TrimmedString(load_default="", validate=validate.Length(max=5000))
     category = TrimmedString(load_default="", validate=validate.Length(max=100), metadata={"example": "shoes"})
     tags = _tags(load_default=())
     price = Money(required=True)
-    currency = CurrencyField(load_default="USD", validate=CURRENCY)
+    currency = Code(load_default="USD", validate=CURRENCY)
     stock = ma.fields.Integer(load_default=0, strict=True, validate=validate.Range(0, MAX_STOCK))
 
     @ma.post_load
@@ -91,13 +81,13 @@ class ProductCreateSchema(ma.Schema):
 
 
 class ProductPatchSchema(ma.Schema):
-    sku = SkuField(validate=SKU)
+    sku = Code(validate=SKU)
     name = TrimmedString(validate=validate.Length(1, 200))
     description = TrimmedString(validate=validate.Length(max=5000))
     category = TrimmedString(validate=validate.Length(max=100))
     tags = _tags()
     price = Money()
-    currency = CurrencyField(validate=CURRENCY)
+    currency = Code(validate=CURRENCY)
     status = ma.fields.String(validate=validate.OneOf(["active", "archived"]))
 
     @ma.validates_schema
