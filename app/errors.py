@@ -136,8 +136,10 @@ def problem(
 
 def keep_retry_after(response: Response) -> Response:
     """Put back a problem's own Retry-After (a breaker's, say) that flask-limiter's header
-    injection replaced with its rate-limit window's reset; registered before the limiter, so
-    that it runs after it."""
+    injection replaced with its rate-limit window's reset (flask-limiter offers no hook to
+    leave an existing one alone). Registered before the limiter, so that it runs after it;
+    test_an_open_mongodb_breaker_answers_503_without_asking_the_store
+    (tests/integration/test_http_client.py) fails if that order changes."""
     if "retry_after" in g:
         response.headers["Retry-After"] = g.retry_after
     return response

@@ -1,10 +1,9 @@
 """Shared extension objects, created unbound and initialised by `create_app`."""
 
-from http import HTTPStatus
-
 import marshmallow as ma
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from apispec import BasePlugin
 from flask_caching import Cache
 from flask_cors import CORS
 from flask_jwt_extended import JWTManager
@@ -15,7 +14,6 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
 from flask_smorest import Api, Blueprint
-from flask_smorest.utils import prepare_response
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -51,21 +49,26 @@ class ProblemSchema(ma.Schema):
     )
 
 
+class ProblemResponses(BasePlugin):
+    """flask-smorest registers a response component per HTTP status (and DEFAULT_ERROR), each
+    with ERROR_SCHEMA as an `application/json` body; those with a body are its error responses,
+    which this API sends as problem+json, so that is what they say."""
+
+    def response_helper(self, response: dict, **kwargs) -> dict:
+        content = response.get("content", {})
+        if "application/json" in content:
+            content[PROBLEM_MIMETYPE] = content.pop("application/json")
+        return response
+
+
 class StorefrontApi(Api):
     ERROR_SCHEMA = ProblemSchema
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, spec_kwargs={"extra_plugins": [ProblemResponses()]}, **kwargs)
+
     def handle_http_exception(self, error):
         return handle_http_exception(error)
-
-    def _register_responses(self):
-        """flask-smorest's default error responses, documented as problem+json."""
-        for status in [*HTTPStatus, None]:
-            name = status.name if status else "DEFAULT_ERROR"
-            response = {"description": status.phrase if status else "Error (problem+json)"}
-            if status is None or status >= 400:
-                response["schema"] = ProblemSchema
-            prepare_response(response, self.spec, PROBLEM_MIMETYPE if "schema" in response else "application/json")
-            self.spec.components.response(name, response, lazy=True)
 
 
 class ValidationParser(FlaskParser):

@@ -20,12 +20,13 @@ from app import metrics
 
 def new_breaker(
     name: str, *, failures: int, reset_seconds: int, counts: tuple[type[BaseException], ...]
-) -> pybreaker.CircuitBreaker:
+) -> ConcurrentBreaker:
     """A breaker that opens after `failures` consecutive failures of the kinds in `counts`
     (any other exception is an answer, not a failure) and lets one probe through after
     `reset_seconds`. Its state is exported as a metric from its creation on (closed)."""
     metrics.breaker_changed(name, pybreaker.STATE_CLOSED, transition=False)
     return ConcurrentBreaker(
+        storage=pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED),
         fail_max=failures,
         reset_timeout=reset_seconds,
         exclude=[lambda error: not isinstance(error, counts)],
@@ -44,23 +45,29 @@ class ConcurrentBreaker(pybreaker.CircuitBreaker):
     """pybreaker's breaker holds its lock for the whole guarded call, so calls through one
     breaker would run one at a time: one slow call would queue every other thread of the
     process behind it (no bulkhead, no timeout). Here the lock guards the state only; the call
-    runs outside it, and while half-open a single probe goes through, the others fail fast."""
+    runs outside it, and while half-open a single probe goes through, the others fail fast.
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    No public hook runs the call outside pybreaker's lock, so this counts outcomes through the
+    state's `_handle_error` and `_handle_success`, as pybreaker's own `call` does;
+    tests/unit/test_resilience.py pins both, and fails on an upgrade that changes them."""
+
+    def __init__(self, *, storage: pybreaker.CircuitMemoryStorage, **kwargs) -> None:
+        super().__init__(state_storage=storage, **kwargs)
+        self.storage = storage  # when it opened (pybreaker keeps the storage private)
+        self._state_lock = threading.Lock()
         self._probing = False
 
     def call(self, func, *args, **kwargs):
-        with self._lock:
+        with self._state_lock:
             probe = self._admit()
         try:
             result = func(*args, **kwargs)
         except BaseException as error:
-            with self._lock:
+            with self._state_lock:
                 if probe:
                     self._probing = False
                 self.state._handle_error(error)  # re-raises; counts a failure, opening on the last
-        with self._lock:
+        with self._state_lock:
             if probe:
                 self._probing = False
             self.state._handle_success()
@@ -72,7 +79,7 @@ class ConcurrentBreaker(pybreaker.CircuitBreaker):
         if state == pybreaker.STATE_CLOSED:
             return False
         if state == pybreaker.STATE_OPEN:
-            opened_at = self._state_storage.opened_at
+            opened_at = self.storage.opened_at
             if opened_at and datetime.now(UTC) < opened_at + timedelta(seconds=self.reset_timeout):
                 raise pybreaker.CircuitBreakerError("Timeout not elapsed yet, circuit breaker still open")
             self.half_open()
@@ -82,22 +89,22 @@ class ConcurrentBreaker(pybreaker.CircuitBreaker):
         return True
 
 
-def retry_after(breaker: pybreaker.CircuitBreaker) -> int:
+def retry_after(breaker: ConcurrentBreaker) -> int:
     """Whole seconds until an open breaker lets a probe through (at least 1)."""
-    opened_at = breaker._state_storage.opened_at  # pybreaker keeps no public accessor
+    opened_at = breaker.storage.opened_at
     if opened_at is None:
         return 1
     remaining = breaker.reset_timeout - (datetime.now(UTC) - opened_at).total_seconds()
     return max(1, math.ceil(remaining))
 
 
-def is_refusing_calls(breaker: pybreaker.CircuitBreaker) -> bool:
+def is_refusing_calls(breaker: ConcurrentBreaker) -> bool:
     """Whether the breaker is open and still within its pause. Once the pause has elapsed it
     lets the next call through as a probe, so it no longer counts as open: a process that
     receives no calls (an unready one) would otherwise never see it close."""
     if breaker.current_state != pybreaker.STATE_OPEN:
         return False
-    opened_at = breaker._state_storage.opened_at  # pybreaker keeps no public accessor
+    opened_at = breaker.storage.opened_at
     return opened_at is None or datetime.now(UTC) < opened_at + timedelta(seconds=breaker.reset_timeout)
 
 

@@ -167,7 +167,7 @@ def test_an_answer_between_failures_starts_the_count_again():
 
 def opened_seconds_ago(guard: pybreaker.CircuitBreaker, seconds: float) -> None:
     guard.open()
-    guard._state_storage.opened_at = datetime.now(UTC) - timedelta(seconds=seconds)
+    guard.storage.opened_at = datetime.now(UTC) - timedelta(seconds=seconds)
 
 
 def test_after_the_reset_time_a_successful_probe_closes_the_breaker():
@@ -235,3 +235,18 @@ def test_retry_after_counts_the_whole_seconds_left_and_at_least_one():
     assert retry_after(guard) == 8
     opened_seconds_ago(guard, 30)
     assert retry_after(guard) == 1
+
+
+def test_the_pybreaker_internals_the_concurrent_breaker_counts_with_are_there():
+    """ConcurrentBreaker counts outcomes through the state's `_handle_error` (which re-raises
+    and, on the last failure allowed, opens the breaker) and `_handle_success`: pybreaker has
+    no public hook for a call made outside its lock. This fails on an upgrade that renames or
+    changes them."""
+    plain = pybreaker.CircuitBreaker(fail_max=1, throw_new_error_on_trip=False)
+    with pytest.raises(Outage):
+        plain.state._handle_error(Outage())
+    assert plain.current_state == pybreaker.STATE_OPEN
+
+    plain.half_open()
+    plain.state._handle_success()
+    assert plain.current_state == pybreaker.STATE_CLOSED
