@@ -1,4 +1,4 @@
-"""gunicorn settings for every run mode; GUNICORN_* variables override the defaults.
+"""gunicorn settings for every run mode, from the app's settings (API_HOST, GUNICORN_*).
 
 The port comes from the app's own settings (`listen_port`), so APP_MODULES alone chooses
 3000, 3001, 3002 or 3003, and a bad setting stops the master with the app's one-line error.
@@ -24,28 +24,23 @@ from gunicorn.glogging import Logger  # noqa: E402
 from app import logs, metrics, service_tls, tracing  # noqa: E402
 from app.config import check_bind, default_host, listen_port, load_settings  # noqa: E402
 
-
-def _env(name: str, default: object) -> str:
-    """The variable, or the default when it is unset or blank (compose passes `${VAR:-}` as blank)."""
-    return os.environ.get(name, "").strip() or str(default)
-
-
 _settings = load_settings()
+_server = _settings.server
 # Tracing's provider exports from a thread, which does not survive fork: each worker starts its
 # own in post_fork, and create_app, even run here in the master (--preload), leaves it alone.
 tracing.leave_provider_to_workers()
-bind = f"{_env('API_HOST', default_host(_settings))}:{listen_port(_settings)}"
-workers = int(_env("GUNICORN_WORKERS", min(multiprocessing.cpu_count() * 2 + 1, 8)))
-worker_class = _env("GUNICORN_WORKER_CLASS", "sync")
-timeout = int(_env("GUNICORN_TIMEOUT", 30))
-graceful_timeout = int(_env("GUNICORN_GRACEFUL_TIMEOUT", 20))
-keepalive = int(_env("GUNICORN_KEEPALIVE", 5))
+bind = f"{_server.host or default_host(_settings)}:{listen_port(_settings)}"
+workers = _server.workers or min(multiprocessing.cpu_count() * 2 + 1, 8)
+worker_class = _server.worker_class
+timeout = _server.timeout
+graceful_timeout = _server.graceful_timeout
+keepalive = _server.keepalive
 # Outer bounds on the request line (gunicorn's maximum) and on each header line: past them
 # gunicorn answers with an HTML page of its own. Below them the app answers problem+json
 # (app/gateway/request_limits.py: URLs over 2048 bytes, headers over 8192 bytes in all).
 limit_request_line = 8190
 limit_request_field_size = 16384
-accesslog = _env("GUNICORN_ACCESS_LOG", "-")
+accesslog = _server.access_log
 # No gunicornc socket: containers are managed with signals, and the image's system user has no
 # home directory to put the socket in.
 control_socket_disable = True

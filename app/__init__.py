@@ -18,7 +18,7 @@ from app.accounts import interface as accounts_interface
 from app.accounts import setup as accounts
 from app.cart import interface as cart_interface
 from app.cart import setup as cart
-from app.config import SERVICE_SCOPES, Settings, load_settings, validate
+from app.config import Settings, load_settings, validate
 from app.errors import keep_retry_after, register_error_handlers
 from app.events import setup as events
 from app.extensions import StorefrontApi, cache, cors, db, jwt, limiter, migrate
@@ -49,8 +49,14 @@ PORTS = {port.module: port for port in (products_interface.port, cart_interface.
 
 
 def create_app(config: Settings | None = None) -> Flask:
-    settings = config or load_settings()
-    validate(settings)
+    """The app for `config` (tests pass loaded settings they override), else for the
+    environment's settings; either way validated once. The app's own code reads them from
+    `app.extensions["settings"]`; app.config holds what Flask and its extensions read."""
+    if config is None:
+        settings = load_settings()
+    else:
+        validate(config)
+        settings = config
     logs.configure(settings)
 
     docs = str(swagger_ui_path) if settings.docs_enabled else None
@@ -147,11 +153,7 @@ def flask_config(settings: Settings) -> dict[str, object]:
         "RATELIMIT_HEADER_LIMIT": "RateLimit-Limit",
         "RATELIMIT_HEADER_REMAINING": "RateLimit-Remaining",
         "RATELIMIT_HEADER_RESET": "RateLimit-Reset",
-        "AUTH_RATE_LIMIT": settings.auth_rate_limit,
-        "GUEST_RATE_LIMIT": settings.guest_rate_limit,
-        "HEALTH_RATE_LIMIT": settings.health_rate_limit,
-        "SERVICE_CALLER_KEYS": settings.service_caller_keys,
-        "SERVICE_SCOPES": SERVICE_SCOPES,
+        # app/errors.py's StoreGuard reads its breakers' bounds here.
         "CIRCUIT_BREAKER": {
             "failures": settings.resilience.breaker_failures,
             "reset_seconds": settings.resilience.breaker_reset_seconds,

@@ -34,6 +34,7 @@ from cattrs.preconf.json import make_converter
 from flask import Blueprint, current_app, g, jsonify, request
 from werkzeug.routing import Map, Rule
 
+from app.config import SERVICE_SCOPES
 from app.errors import ApiError, DomainError, problem
 
 logger = logging.getLogger(__name__)
@@ -248,7 +249,9 @@ def require_service_credentials() -> None:
     itself as the caller that key belongs to."""
     sent = request.headers.get(SERVICE_KEY_HEADER, "").encode()
     callers = [
-        caller for caller, key in current_app.config["SERVICE_CALLER_KEYS"] if hmac.compare_digest(sent, key.encode())
+        caller
+        for caller, key in current_app.extensions["settings"].service_caller_keys
+        if hmac.compare_digest(sent, key.encode())
     ]
     if not sent or not callers:
         raise ApiError(401, "service_key_invalid", "A valid X-Service-Key header is required.")
@@ -261,7 +264,7 @@ def require_service_credentials() -> None:
 
 
 def in_scope(caller: str, module: str, function: str) -> bool:
-    allowed = current_app.config["SERVICE_SCOPES"].get(caller, {}).get(module, ())
+    allowed = SERVICE_SCOPES.get(caller, {}).get(module, ())
     return "*" in allowed or function in allowed
 
 

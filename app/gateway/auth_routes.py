@@ -34,11 +34,11 @@ blp.before_request(require_json_body)
 
 
 def auth_rate_limit() -> str:
-    return current_app.config["AUTH_RATE_LIMIT"]
+    return current_app.extensions["settings"].auth_rate_limit
 
 
 def guest_rate_limit() -> str:
-    return current_app.config["GUEST_RATE_LIMIT"]
+    return current_app.extensions["settings"].guest_rate_limit
 
 
 def _client_address() -> str:

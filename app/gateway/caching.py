@@ -28,7 +28,7 @@ def after_catalog_request(response: Response) -> Response:
     """Conditional GETs (304 on a matching If-None-Match), cache headers, and invalidation."""
     if request.method == "GET" and response.status_code == 200:
         response.make_conditional(request)
-        ttl = current_app.config["CACHE_DEFAULT_TIMEOUT"]
+        ttl = current_app.extensions["settings"].catalog_cache_ttl
         if is_personal() or not ttl:
             response.cache_control.no_cache = True
         else:

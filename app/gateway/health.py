@@ -47,7 +47,7 @@ _probing = threading.Lock()
 
 
 def health_rate_limit() -> str:
-    return current_app.config["HEALTH_RATE_LIMIT"]
+    return current_app.extensions["settings"].health_rate_limit
 
 
 def from_loopback() -> bool:

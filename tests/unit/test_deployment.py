@@ -29,7 +29,7 @@ import pytest
 import yaml
 from gunicorn.config import Config
 
-from app.config import MODULES, ConfigError, Settings, listen_port, load_settings
+from app.config import MODULES, ConfigError, Settings, listen_port, load_settings, variable_names
 from tests import nginx_server
 from tests.mongo_server import free_port
 
@@ -63,12 +63,6 @@ REQUIRED = {
 }
 
 
-def names_read(path: Path) -> set[str]:
-    """Upper-case string literals passed first to a call: how app/config.py reads a variable
-    (`reader.port("API_PORT", ...)`, `env.get("NODE_ENV")`) and gunicorn.conf.py (`_env(...)`)."""
-    return set(re.findall(r'[\w.]\(\s*"([A-Z][A-Z0-9_]*)"', path.read_text()))
-
-
 # The OTEL_* variables, which app/tracing.py leaves to the OpenTelemetry SDK to read.
 OTEL_READ = {
     name
@@ -76,7 +70,9 @@ OTEL_READ = {
     for name in vars(module)
     if name.startswith("OTEL_")
 }
-READ = names_read(REPO / "app" / "config.py") | names_read(REPO / "gunicorn.conf.py") | OTEL_READ
+# What the app and gunicorn.conf.py read: the declared settings (tests/unit/test_settings_table.py
+# checks that the code reads no other), and the OTEL_* variables.
+READ = variable_names() | OTEL_READ
 
 
 def interpolate(value: object) -> str:
