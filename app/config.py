@@ -366,13 +366,15 @@ class AuthSettings:
     password_hash_time_cost: int = setting(
         "PASSWORD_HASH_TIME_COST",
         3,
-        "argon2id iterations (argon2-cffi's default); production refuses fewer than 2 (OWASP's floor)",
+        f"argon2id iterations (argon2-cffi's default); production refuses fewer than {MIN_PRODUCTION_HASH_TIME_COST}"
+        " (OWASP's floor)",
         _integer(1, 100),
     )
     password_hash_memory_kib: int = setting(
         "PASSWORD_HASH_MEMORY_KIB",
         64 * 1024,
-        "argon2id memory in KiB (argon2-cffi's default); production refuses less than 19456 (OWASP's floor)."
+        "argon2id memory in KiB (argon2-cffi's default); production refuses less than"
+        f" {MIN_PRODUCTION_HASH_MEMORY_KIB} (OWASP's floor)."
         " A hash made at another cost still verifies and is replaced at the next login",
         _integer(64, 4 * 1024 * 1024),
     )
@@ -530,7 +532,7 @@ class Settings:
     jwt_secret: str = setting(
         "JWT_SECRET",
         DEVELOPMENT_JWT_SECRET,
-        "HS256 signing secret of the tokens; at least 32 characters in production",
+        f"HS256 signing secret of the tokens; at least {MIN_PRODUCTION_SECRET_LENGTH} characters in production",
         shown_default="a development-only secret, refused in production",
     )
     cors_origins: tuple[str, ...] = setting(
@@ -617,7 +619,8 @@ class Settings:
     cart_reservation_ttl: int = setting(
         "CART_RESERVATION_TTL",
         15 * 60,
-        "Seconds a cart line holds its stock, refreshed whenever the line changes; at least 60 in production",
+        "Seconds a cart line holds its stock, refreshed whenever the line changes; at least"
+        f" {MIN_PRODUCTION_RESERVATION_TTL} in production",
         _integer(1),
     )
     cart_max_lines: int = setting("CART_MAX_LINES", 50, "Different products in one cart, at most", _integer(1, 1000))
