@@ -323,6 +323,8 @@ def gunicorn_config(monkeypatch):
     def run(**variables: str) -> dict:
         for name in READ:
             monkeypatch.delenv(name, raising=False)
+        # The file sets this one for the process (the workers inherit it); put back at the end.
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")
         for name, value in variables.items():
             monkeypatch.setenv(name, value)
         return runpy.run_path(str(REPO / "gunicorn.conf.py"))
