@@ -11,14 +11,14 @@ from app.events.envelope import new_event
 from app.events.outbox import record
 
 if TYPE_CHECKING:
-    from app.cart.service import _Draft
+    from app.cart.contents import Draft
 
 
-def _cart_event(event_type: str, cart: _Draft, **payload: object) -> None:
+def _cart_event(event_type: str, cart: Draft, **payload: object) -> None:
     record(new_event(event_type, str(cart.row.id), {"cartId": str(cart.row.id), "ownerId": cart.owner_id, **payload}))
 
 
-def line_changed(cart: _Draft, product_id: str, before: int, after: int, unit_price: Decimal) -> None:
+def line_changed(cart: Draft, product_id: str, before: int, after: int, unit_price: Decimal) -> None:
     """One line's quantity went from `before` to `after` units (0: no line)."""
     if after == before:
         return  # a hold renewed, the contents unchanged
@@ -37,12 +37,12 @@ def line_changed(cart: _Draft, product_id: str, before: int, after: int, unit_pr
         _cart_event("cart.item_changed", cart, productId=product_id, quantity=after, previousQuantity=before)
 
 
-def emptied(cart: _Draft, product_ids: list[str]) -> None:
+def emptied(cart: Draft, product_ids: list[str]) -> None:
     if product_ids:
         _cart_event("cart.emptied", cart, productIds=product_ids)
 
 
-def merged(cart: _Draft, guest_cart: _Draft, merged_lines: int, adjustments: list[MergeAdjustment]) -> None:
+def merged(cart: Draft, guest_cart: Draft, merged_lines: int, adjustments: list[MergeAdjustment]) -> None:
     _cart_event(
         "cart.merged",
         cart,
@@ -56,7 +56,7 @@ def merged(cart: _Draft, guest_cart: _Draft, merged_lines: int, adjustments: lis
     )
 
 
-def checked_out(cart: _Draft, order: OrderDto) -> None:
+def checked_out(cart: Draft, order: OrderDto) -> None:
     _cart_event("cart.checked_out", cart, orderId=order.order_id)
     payload = {
         "orderId": order.order_id,

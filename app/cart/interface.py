@@ -30,7 +30,7 @@ from app.cart.errors import (
     ReservationExpired,
     UnitLimitExceeded,
 )
-from app.cart.service import MAX_LINE_QUANTITY
+from app.cart.store import MAX_LINE_QUANTITY
 from app.extensions import database_answers as _database_answers
 from app.ports import Port as _Port
 

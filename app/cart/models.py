@@ -3,7 +3,7 @@
 A cart's lines live in the cart's own row, as a JSON array (`carts.lines`, at most
 CART_MAX_LINES entries): one `SELECT ... FOR UPDATE` of the row returns the lines as the
 previous writer committed them, and one UPDATE writes them back with the version (see
-service.py for why this matters). `holds_expire_at` is the earliest `reserved_until` of
+store.py for why this matters). `holds_expire_at` is the earliest `reserved_until` of
 the lines (NULL without lines), indexed so that `flask carts sweep` finds the carts with a
 lapsed hold without reading every cart.
 

@@ -11,7 +11,8 @@ from flask.cli import AppGroup
 
 from app.cart import consumers, database
 from app.cart.cache import CartCache
-from app.cart.service import Carts, Limits
+from app.cart.service import Carts
+from app.cart.store import Limits
 from app.cart.sweep import sweep
 from app.config import Settings
 from app.heartbeat import beat

@@ -18,9 +18,9 @@ from datetime import datetime
 from flask import current_app
 from sqlalchemy import or_, select
 
+from app.cart.holds import release_line
 from app.cart.idempotency import forget_expired
 from app.cart.models import Cart, aware, utcnow
-from app.cart.service import _release_line as release_line
 from app.extensions import db
 from app.transactions import unit_of_work
 
