@@ -11,11 +11,11 @@ import math
 import threading
 import time
 from collections import deque
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pybreaker
 
-from app import metrics
+from app import clock, metrics
 
 
 def new_breaker(
@@ -57,6 +57,12 @@ class ConcurrentBreaker(pybreaker.CircuitBreaker):
         self._state_lock = threading.Lock()
         self._probing = False
 
+    def open(self) -> bool:
+        """Open, noting the moment by app.clock, which every pause is measured with."""
+        throw_new_error = super().open()
+        self.storage.opened_at = clock.now()
+        return throw_new_error
+
     def call(self, func, *args, **kwargs):
         with self._state_lock:
             probe = self._admit()
@@ -80,7 +86,7 @@ class ConcurrentBreaker(pybreaker.CircuitBreaker):
             return False
         if state == pybreaker.STATE_OPEN:
             opened_at = self.storage.opened_at
-            if opened_at and datetime.now(UTC) < opened_at + timedelta(seconds=self.reset_timeout):
+            if opened_at and clock.now() < opened_at + timedelta(seconds=self.reset_timeout):
                 raise pybreaker.CircuitBreakerError("Timeout not elapsed yet, circuit breaker still open")
             self.half_open()
         if self._probing:
@@ -94,7 +100,7 @@ def retry_after(breaker: ConcurrentBreaker) -> int:
     opened_at = breaker.storage.opened_at
     if opened_at is None:
         return 1
-    remaining = breaker.reset_timeout - (datetime.now(UTC) - opened_at).total_seconds()
+    remaining = breaker.reset_timeout - (clock.now() - opened_at).total_seconds()
     return max(1, math.ceil(remaining))
 
 
@@ -105,7 +111,7 @@ def is_refusing_calls(breaker: ConcurrentBreaker) -> bool:
     if breaker.current_state != pybreaker.STATE_OPEN:
         return False
     opened_at = breaker.storage.opened_at
-    return opened_at is None or datetime.now(UTC) < opened_at + timedelta(seconds=breaker.reset_timeout)
+    return opened_at is None or clock.now() < opened_at + timedelta(seconds=breaker.reset_timeout)
 
 
 class RetryBudget:

@@ -7,6 +7,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import mongoengine
@@ -16,7 +17,7 @@ from flask_jwt_extended import create_access_token
 from flask_migrate import upgrade
 from sqlalchemy import create_engine, select, text
 
-from app import create_app
+from app import clock, create_app
 from app.accounts.models import User, utcnow
 from app.accounts.passwords import hash_password
 from app.config import load_settings
@@ -168,22 +169,32 @@ def service_app(app, settings):
 
 
 def empty_stores(app) -> None:
-    """Empty the products store and every SQL table, and forget rate-limit counts."""
+    """Empty the products store and every SQL table, and forget rate-limit counts.
+
+    DELETE, children first, in one round trip: about 2 ms when a test left a few rows, where
+    TRUNCATE takes about 100 ms (it replaces each table's files). Not a transaction rolled back
+    at the end of each test: the tests drive the app through its own units of work, over
+    several connections, threads and processes, and what they check (locks, isolation, what
+    another worker sees) happens only when those commit."""
     database = mongoengine.get_db()
     for name in ("products", "reservations", "stock_movements"):
         database[name].delete_many({})
     with app.app_context():
-        tables = ", ".join(table.name for table in db.metadata.sorted_tables)
-        db.session.execute(text(f"TRUNCATE {tables} CASCADE"))
+        tables = reversed(db.metadata.sorted_tables)
+        db.session.execute(text("; ".join(f"DELETE FROM {table.name}" for table in tables)))  # noqa: S608 (our tables)
         db.session.commit()
         limiter.reset()
 
 
 @pytest.fixture(autouse=True)
-def clean_stores(app, mail_dir):
-    """Every test starts from empty stores, no sent mail and no login failures counted."""
-    empty_stores(app)
-    for message in mail_dir.glob("*.eml"):
+def clean_stores(request):
+    """Every test that uses the stores (through the app or its settings) starts from empty
+    stores, no sent mail and no login failures counted. A test that does not, such as most
+    unit tests, starts no store at all."""
+    if not {"database_url", "mongo_uri"} & set(request.fixturenames):
+        return
+    empty_stores(request.getfixturevalue("app"))
+    for message in request.getfixturevalue("mail_dir").glob("*.eml"):
         message.unlink()
 
 
@@ -203,6 +214,19 @@ def other_app(settings):
         with app.app_context():
             db.engine.dispose()
     limiter._storage, limiter._limiter = storage, strategy
+
+
+@pytest.fixture
+def advance_clock(monkeypatch):
+    """Moves app.clock, which every expiry decision reads (holds, carts, idempotency keys,
+    circuit breakers), on by the given seconds: a test waits without sleeping."""
+    real_now, offset = clock.now, [timedelta()]
+
+    def advance(seconds: float) -> None:
+        offset[0] += timedelta(seconds=seconds)
+        monkeypatch.setattr(clock, "now", lambda: real_now() + offset[0])
+
+    return advance
 
 
 @pytest.fixture

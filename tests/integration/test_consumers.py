@@ -373,7 +373,7 @@ def test_the_audit_trail_is_documented(client):
 
 
 def test_the_audit_trail_has_no_update_or_delete_path():
-    """Append-only: no code updates or deletes an audit_events row (the tests empty tables with TRUNCATE)."""
+    """Append-only: no code of the app updates or deletes an audit_events row."""
     code = "\n".join(path.read_text() for path in (Path(__file__).parents[2] / "app").rglob("*.py"))
     assert "AuditEvent" in code
     assert not re.search(r"(update|delete)\(\s*AuditEvent|(UPDATE|DELETE\s+FROM)\s+audit_events", code, re.IGNORECASE)

@@ -181,12 +181,12 @@ def test_a_service_breaker_counts_too(other_app):
     assert set(health.dependency_breakers(app)) == {"postgresql", "products-service"}
 
 
-def test_an_open_breaker_whose_pause_has_elapsed_no_longer_counts():
+def test_an_open_breaker_whose_pause_has_elapsed_no_longer_counts(advance_clock):
     breaker = new_breaker("x", failures=1, reset_seconds=1, counts=(RuntimeError,))
     assert not is_refusing_calls(breaker)
     breaker.open()
     assert is_refusing_calls(breaker)
-    time.sleep(1.1)  # the next call would be let through as a probe
+    advance_clock(1.1)  # the next call would be let through as a probe
     assert not is_refusing_calls(breaker)
 
 

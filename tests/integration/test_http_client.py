@@ -429,7 +429,7 @@ def test_each_service_has_its_own_breaker(stub, caller):
     assert stub.count == 3
 
 
-def test_after_the_reset_time_one_probe_goes_through_and_success_closes_the_breaker(stub, caller):
+def test_after_the_reset_time_one_probe_goes_through_and_success_closes_the_breaker(stub, caller, advance_clock):
     stub.answer(failure(500))
     app = caller(service_retries=0, breaker_failures=2, breaker_reset_seconds=1)
     for _ in range(2):
@@ -437,7 +437,7 @@ def test_after_the_reset_time_one_probe_goes_through_and_success_closes_the_brea
     expect_unavailable(app, lambda: products.get_product(product_id="p1"))
     assert stub.count == 2
 
-    time.sleep(1.1)
+    advance_clock(1.1)
     stub.answer(result(PRODUCT))
     assert get_product(app).product_id == "p1"  # the probe
     assert stub.count == 3
@@ -445,24 +445,24 @@ def test_after_the_reset_time_one_probe_goes_through_and_success_closes_the_brea
     assert stub.count == 4
 
 
-def test_a_failed_probe_opens_the_breaker_again(stub, caller):
+def test_a_failed_probe_opens_the_breaker_again(stub, caller, advance_clock):
     stub.answer(failure(500))
     app = caller(service_retries=0, breaker_failures=2, breaker_reset_seconds=1)
     for _ in range(2):
         expect_unavailable(app, lambda: products.get_product(product_id="p1"))
 
-    time.sleep(1.1)
+    advance_clock(1.1)
     expect_unavailable(app, lambda: products.get_product(product_id="p1"))  # the probe fails
     assert stub.count == 3
     expect_unavailable(app, lambda: products.get_product(product_id="p1"))
     assert stub.count == 3
 
 
-def test_while_half_open_only_one_probe_is_in_flight(stub, caller):
+def test_while_half_open_only_one_probe_is_in_flight(stub, caller, advance_clock):
     stub.answer(failure(500))
     app = caller(service_retries=0, breaker_failures=1, breaker_reset_seconds=1)
     expect_unavailable(app, lambda: products.get_product(product_id="p1"))
-    time.sleep(1.1)
+    advance_clock(1.1)
     stub.answer(blocked(result(PRODUCT)))
 
     probe, outcome = in_thread(lambda: get_product(app))
