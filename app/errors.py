@@ -8,6 +8,7 @@ unexpected exceptions (500, logged with a traceback).
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from collections.abc import Callable
 from http import HTTPStatus
@@ -30,17 +31,46 @@ class DomainError(Exception):
     """Base for the exceptions that modules raise through their interface.
 
     `code` is the machine-readable name clients switch on; `status` is the HTTP status the
-    edge answers with. Subclasses set both as class attributes.
+    edge answers with. Subclasses set both as class attributes, and declare what else they
+    tell as annotated attributes (`available: int`): keyword arguments of the constructor,
+    None when not given, and the problem document's extension members (`problem_members`).
     """
 
     status: int = 400
     code: str = "bad_request"
 
-    def __init__(self, detail: str, *, headers: dict[str, str] | None = None, **extensions: Any):
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None, **members: Any):
         super().__init__(detail)
         self.detail = detail
         self.headers = headers or {}
-        self.extensions = extensions
+        unknown = set(members) - set(self.member_names())
+        if unknown:
+            raise TypeError(f"{type(self).__name__} declares no {', '.join(sorted(unknown))}")
+        for name in self.member_names():
+            setattr(self, name, members.get(name))
+
+    @classmethod
+    def member_names(cls) -> tuple[str, ...]:
+        """The attributes this error declares (its own and its bases', below DomainError)."""
+        declared = (inspect.get_annotations(klass) for klass in reversed(cls.__mro__[: cls.__mro__.index(DomainError)]))
+        return tuple(dict.fromkeys(name for annotations in declared for name in annotations))
+
+    def problem_members(self) -> dict[str, Any]:
+        """The declared attributes that are set, by their camelCase names in the problem document."""
+        members = ((_camel(name), getattr(self, name)) for name in self.member_names())
+        return {name: value for name, value in members if value is not None}
+
+    @classmethod
+    def from_problem(cls, detail: str, members: dict[str, Any], headers: dict[str, str] | None = None) -> DomainError:
+        """The error again from its problem document's members (another service raised it);
+        members it does not declare are left out."""
+        names = {_camel(name): name for name in cls.member_names()}
+        return cls(detail, headers=headers, **{names[name]: value for name, value in members.items() if name in names})
+
+
+def _camel(name: str) -> str:
+    first, *rest = name.split("_")
+    return first + "".join(word.capitalize() for word in rest)
 
 
 class ApiError(Exception):
@@ -203,7 +233,7 @@ def _flatten(node: Any, prefix: str, into: dict[str, list[str]]) -> None:
 
 
 def handle_domain_error(error: DomainError) -> Response:
-    return problem(error.status, error.code, error.detail, headers=error.headers, **error.extensions)
+    return problem(error.status, error.code, error.detail, headers=error.headers, **error.problem_members())
 
 
 def handle_api_error(error: ApiError) -> Response:

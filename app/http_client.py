@@ -32,8 +32,6 @@ from app.ports import CALLER_HEADER, SERVICE_KEY_HEADER, Exposed, Port, exceptio
 from app.resilience import RetryBudget, new_breaker, retry_after
 
 logger = logging.getLogger(__name__)
-# Members of a problem document that are not the exception's own extensions.
-PROBLEM_MEMBERS = {"type", "title", "status", "detail", "instance", "code", "exception"}
 
 
 class ServiceFailure(Exception):
@@ -145,8 +143,7 @@ class ServiceClient:
             )
             return None
         headers = {"Retry-After": response.headers["Retry-After"]} if "Retry-After" in response.headers else None
-        extensions = {name: value for name, value in body.items() if name not in PROBLEM_MEMBERS}
-        return error_class(body.get("detail", ""), headers=headers, **extensions)
+        return error_class.from_problem(body.get("detail", ""), body, headers)
 
     def _unavailable(self, reason: str, *, seconds: int = 1) -> DomainError:
         return self.port.unavailable(

@@ -2,10 +2,10 @@
 
 Each `interface.py` declares its functions with `Port.expose`. The composition root decides,
 per module, whether a call runs here (the module is in APP_MODULES) or goes to the module's
-own service (its *_SERVICE_URL, see service_client.py). Both paths take and return the same
+own service (its *_SERVICE_URL, see app/http_client.py). Both paths take and return the same
 DTOs and raise the same exceptions: arguments and results cross the wire through one cattrs
 converter, typed by the function's own annotations, and a DomainError raised by the service is
-raised again, as the same class with the same extensions, in the caller.
+raised again, as the same class with the same attributes, in the caller.
 
 The service side is one route per module, `POST /internal/<module>/<function>`, served only
 by service processes (never on the public API's listener, see app/__init__.py) and closed to
@@ -195,7 +195,7 @@ class Port:
                     error.detail,
                     headers=error.headers,
                     exception=exception_name(type(error)),
-                    **error.extensions,
+                    **error.problem_members(),
                 )
             return jsonify(result=exposed.encode_result(result))
 

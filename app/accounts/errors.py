@@ -9,6 +9,7 @@ class AccountsError(DomainError):
 
 class WeakPassword(AccountsError):
     status, code = 400, "validation_error"
+    errors: dict[str, list[str]]
 
 
 class EmailTaken(AccountsError):
@@ -17,6 +18,7 @@ class EmailTaken(AccountsError):
 
 class InvalidCredentials(AccountsError):
     status, code = 401, "invalid_credentials"
+    field: str | None  # which field was wrong, when one was (a password change names it)
 
 
 class EmailNotVerified(AccountsError):
@@ -63,6 +65,7 @@ class SessionRevoked(AccountsError):
 
 class UserNotFound(AccountsError):
     status, code = 404, "user_not_found"
+    user_id: str
 
 
 class AccountsUnavailable(AccountsError):

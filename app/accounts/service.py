@@ -397,7 +397,7 @@ class Accounts:
         except ValueError:
             user = None
         if user is None:
-            raise UserNotFound(f"No user {user_id!r}.", userId=str(user_id))
+            raise UserNotFound(f"No user {user_id!r}.", user_id=str(user_id))
         return user
 
 

@@ -47,5 +47,5 @@ def create_admin_command(email: str, password_stdin: bool) -> None:
     try:
         user = interface.create_admin(email=email, password=password)
     except interface.WeakPassword as error:
-        raise click.ClickException("; ".join(error.extensions["errors"]["password"])) from None
+        raise click.ClickException("; ".join(error.errors["password"])) from None
     click.echo(f"Administrator {user.email} ({user.user_id}) is ready.")

@@ -66,12 +66,12 @@ class Checkout(CartStore):
             raise ProductUnavailable(
                 "Some products are no longer on sale and left the cart; check the cart and try again.",
                 products=[gone.product_id for gone in unavailable],
-                priceChanges=changed,
+                price_changes=changed,
             )
         if changed:
             raise PriceChanged(
                 "Some prices have changed; the cart now shows them. Check out again to pay these prices.",
-                priceChanges=changed,
+                price_changes=changed,
             )
         metrics.order_placed(placed.currency, placed.total_price)
         return placed
@@ -95,14 +95,14 @@ class Checkout(CartStore):
         try:
             hold = self._hold(line, line.product_id, line.quantity, now)
         except products.ReservationConflict as conflict:
-            if conflict.extensions.get("reservationStatus") == "committed":
+            if conflict.reservation_status == "committed":
                 return None
             raise
         except products.InsufficientStock as short:
             raise ReservationExpired(
                 f"The hold on {line.product_id!r} has expired and its stock was sold; change the line's quantity.",
-                productId=line.product_id,
-                available=short.extensions["available"],
+                product_id=line.product_id,
+                available=short.available,
             ) from None
         line.reservation_id, line.reserved_until = hold.reservation_id, hold.until
         return hold

@@ -63,7 +63,7 @@ class LineWrites(CartStore):
                 cart = self._locked_cart(owner_id, expected_version)
                 line = cart.line(product_id)
                 if line is None and must_exist:
-                    raise LineNotFound(f"Product {product_id!r} is not in the cart.", productId=product_id)
+                    raise LineNotFound(f"Product {product_id!r} is not in the cart.", product_id=product_id)
                 quantity = target(line)
                 self._check_limits(cart, line, product_id, quantity)
                 before = line.quantity if line else 0
@@ -102,7 +102,9 @@ class LineWrites(CartStore):
     def _check_limits(self, cart: Draft, line: Line | None, product_id: str, quantity: int) -> None:
         if quantity > MAX_LINE_QUANTITY:
             raise QuantityLimitExceeded(
-                f"A cart line holds at most {MAX_LINE_QUANTITY} units.", maximum=MAX_LINE_QUANTITY, productId=product_id
+                f"A cart line holds at most {MAX_LINE_QUANTITY} units.",
+                maximum=MAX_LINE_QUANTITY,
+                product_id=product_id,
             )
         if line is None and quantity and len(cart.lines) >= self.limits.max_lines:
             raise LineLimitExceeded(
@@ -113,21 +115,21 @@ class LineWrites(CartStore):
             raise UnitLimitExceeded(
                 f"A cart holds at most {self.limits.max_units} units in all.",
                 maximum=self.limits.max_units,
-                productId=product_id,
+                product_id=product_id,
             )
 
     def _new_line(self, cart: Draft, product: products.Product, product_id: str, reservation_id: str) -> Line:
         """A line for `product` (as the hold just answered it): its snapshot, in the cart's currency."""
         if product.status != "active":
-            raise products.ProductNotFound(f"No product with productId {product_id!r}.", productId=product_id)
+            raise products.ProductNotFound(f"No product with productId {product_id!r}.", product_id=product_id)
         if not cart.lines:
             cart.row.currency = product.currency
         elif product.currency != cart.currency:
             raise CurrencyMismatch(
                 f"This cart is in {cart.currency}; product {product_id!r} is priced in {product.currency}.",
-                productId=product_id,
-                cartCurrency=cart.currency,
-                productCurrency=product.currency,
+                product_id=product_id,
+                cart_currency=cart.currency,
+                product_currency=product.currency,
             )
         line = Line(
             product_id=product_id,

@@ -109,7 +109,7 @@ class GuestCartMerge(LineWrites):
             hold = self._hold(line, line.product_id, wanted, now)
         except products.InsufficientStock as short:
             held = 0 if holds.expired(line, now) else line.quantity
-            wanted = held + short.extensions["available"]
+            wanted = held + short.available
             hold = self._hold(line, line.product_id, wanted, now)
         line.quantity, line.reservation_id, line.reserved_until = wanted, hold.reservation_id, hold.until
         return wanted
@@ -126,7 +126,7 @@ class GuestCartMerge(LineWrites):
         try:
             self.set_quantity(user_id, adjustment.product_id, wanted)
         except products.InsufficientStock as short:
-            wanted = adjustment.merged + short.extensions["available"]
+            wanted = adjustment.merged + short.available
             if wanted <= adjustment.merged:
                 return adjustment
             try:

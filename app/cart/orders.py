@@ -38,7 +38,7 @@ class OrderReads:
         with unit_of_work(write=False):
             order = db.session.get(Order, key) if key else None
             if order is None or (owner_id is not None and order.owner_id != owner_id):
-                raise OrderNotFound(f"No order {order_id!r}.", orderId=order_id)
+                raise OrderNotFound(f"No order {order_id!r}.", order_id=order_id)
             return order_to_dto(order)
 
 

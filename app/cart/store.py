@@ -135,7 +135,7 @@ class CartStore:
                 cart = self._find_cart(owner_id, lock=True)
         if expected_version is not None and cart.version != expected_version:
             raise CartChanged(
-                f"The cart has changed (now version {cart.version}); fetch it again.", currentVersion=cart.version
+                f"The cart has changed (now version {cart.version}); fetch it again.", current_version=cart.version
             )
         return cart
 

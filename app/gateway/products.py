@@ -101,7 +101,7 @@ class ProductById(MethodView):
         """
         product = products.get_product(product_id=product_id)
         if product.status == "archived" and not _caller_is_admin():
-            raise products.ProductNotFound(f"No product with productId {product_id!r}.", productId=product_id)
+            raise products.ProductNotFound(f"No product with productId {product_id!r}.", product_id=product_id)
         return with_etag(product)
 
     @roles_required("admin")

@@ -75,11 +75,11 @@ def in_process(app):
 
 @contextmanager
 def raises(error_class: type[DomainError], **extensions) -> Iterator[pytest.ExceptionInfo]:
-    """Expect exactly `error_class` (not a subclass, not a generic error) with these extensions."""
+    """Expect exactly `error_class` (not a subclass, not a generic error) with these problem members."""
     with pytest.raises(DomainError) as raised:
         yield raised
     assert type(raised.value) is error_class, f"{type(raised.value).__name__}: {raised.value}"
-    assert raised.value.extensions == extensions
+    assert raised.value.problem_members() == extensions
     assert raised.value.detail
 
 

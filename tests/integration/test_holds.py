@@ -184,7 +184,7 @@ class TestReserve:
         reserve(3, "a")
         with pytest.raises(products.InsufficientStock) as raised:
             reserve(2, "b")
-        assert (raised.value.extensions["available"], raised.value.extensions["requested"]) == (1, 2)
+        assert (raised.value.available, raised.value.requested) == (1, 2)
         assert counters() == (4, 3, 1)
         assert held_units() == {"a": 3}
 
@@ -193,7 +193,7 @@ class TestReserve:
         reserve(3)
         with pytest.raises(products.InsufficientStock) as raised:
             reserve(5, held=3)
-        assert (raised.value.extensions["available"], raised.value.extensions["requested"]) == (1, 5)
+        assert (raised.value.available, raised.value.requested) == (1, 5)
         assert counters() == (4, 3, 1)
         assert held_units() == {"r1": 3}
         assert reserve(3).quantity == 3
@@ -277,7 +277,7 @@ class TestReleaseAndCommit:
         for held in (None, 0, 4):
             with pytest.raises(products.ReservationConflict) as raised:
                 reserve(5, held=held)
-            assert raised.value.extensions == {"reservationId": "r1", "reservationStatus": "committed"}
+            assert (raised.value.reservation_id, raised.value.reservation_status) == ("r1", "committed")
         with pytest.raises(products.ReservationConflict):
             release()
         assert counters() == (6, 0, 6)
@@ -289,7 +289,7 @@ class TestReleaseAndCommit:
         for held in (None, 4):
             with pytest.raises(products.ReservationNotFound) as raised:
                 commit(held=held)
-            assert raised.value.extensions["reservationId"] == "r1"
+            assert raised.value.reservation_id == "r1"
         with pytest.raises(products.ReservationNotFound):
             commit("never-held")
         assert counters() == (10, 0, 10)
@@ -453,7 +453,7 @@ class TestLapsedHolds:
 
         with pytest.raises(products.InsufficientStock) as raised:
             reserve(5, "c")
-        assert (raised.value.extensions["available"], raised.value.extensions["requested"]) == (4, 5)
+        assert (raised.value.available, raised.value.requested) == (4, 5)
         assert held_units() == {"live": 6}  # released on the way: the units were needed
         assert stored_counters() == (10, 6, 4)
 

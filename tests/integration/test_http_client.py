@@ -271,7 +271,7 @@ def test_the_request_id_goes_with_every_call_made_inside_a_request(stub, caller)
     assert "X-Request-ID" not in outside["headers"]
 
 
-def test_a_domain_error_is_raised_again_as_the_same_class_with_its_extensions(stub, caller):
+def test_a_domain_error_is_raised_again_as_the_same_class_with_its_attributes(stub, caller):
     stub.answer(
         domain_error(
             409,
@@ -287,7 +287,7 @@ def test_a_domain_error_is_raised_again_as_the_same_class_with_its_extensions(st
     with app.app_context(), pytest.raises(products.InsufficientStock) as raised:
         products.reserve_stock(product_id="p1", quantity=5, reservation_id="r1", expires_at=datetime.now(UTC))
 
-    assert raised.value.extensions == {"productId": "p1", "available": 1, "requested": 5}
+    assert (raised.value.product_id, raised.value.available, raised.value.requested) == ("p1", 1, 5)
     assert raised.value.detail == "insufficient_stock detail"
     assert stub.count == 1  # an answer, not a failure: never retried
 
@@ -482,7 +482,7 @@ def test_domain_errors_do_not_open_the_breaker(stub, caller):
     for _ in range(5):
         with app.app_context(), pytest.raises(products.ProductNotFound) as raised:
             products.get_product(product_id="p1")
-        assert raised.value.extensions == {"productId": "p1"}
+        assert raised.value.product_id == "p1"
     assert stub.count == 5
 
     stub.answer(result(PRODUCT))
