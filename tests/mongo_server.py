@@ -1,4 +1,10 @@
-"""Starts the nx-27017 MongoDB wire-protocol server for tests (see shared MONGO.md)."""
+"""nx-27017 for the tests: a MongoDB wire-protocol server in Python (the `nx-27017` package, on
+SQLite), started on a free port of 127.0.0.1, its data in memory or, `persistent`, in a folder.
+
+tests/conftest.py starts one per session unless MONGODB_URI names a real MongoDB. Where it
+answers differently from MongoDB, app/products/mongo_dialect.py works around it and
+tests/integration/test_store_operators.py (its `test_gap_*` tests) pins the difference.
+"""
 
 from __future__ import annotations
 

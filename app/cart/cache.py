@@ -201,7 +201,7 @@ class CartCache:
         missing = [product_id for product_id in others if product_id not in found]
         if missing:
             try:
-                read = _read(missing)
+                read = _by_id(products.get_products(product_ids=missing))
             except products.ProductsUnavailable:
                 return None
             found.update(read)
@@ -230,7 +230,7 @@ class CartCache:
             found = _snapshots(cached, snapshots)
         missing = [product_id for product_id in wanted if product_id not in found]
         if missing:
-            read = _read(missing)
+            read = _by_id(products.get_products(product_ids=missing))
             found.update(read)
             loading = _loaded_products.get()
             if loading is not None:
@@ -275,16 +275,6 @@ def _snapshots(product_ids: list[str], stored: list[bytes | None]) -> dict[str, 
         if snapshot is not None:
             found[product_id] = snapshot
     return found
-
-
-def _read(product_ids: list[str]) -> dict[str, products.Product]:
-    """One product by its index (get_products' `$in` is a scan on nx-27017), several in one query."""
-    if len(product_ids) > 1:
-        return _by_id(products.get_products(product_ids=product_ids))
-    try:
-        return _by_id([products.get_product(product_id=product_ids[0])])
-    except products.ProductNotFound:
-        return {}
 
 
 def _by_id(found: Iterable[products.Product]) -> dict[str, products.Product]:

@@ -1,10 +1,9 @@
 """The products module's events, kept in the product document until the relay moves them.
 
-MongoDB here has no multi-document transactions (nor has nx-27017), so an event rides in the
-very update that makes its change: `$push` onto the document's `outbox` and `$inc` of its
-`outbox_size`. The change and its event are one single-document write: both or neither. The
-events are stored as JSON text (nx-27017 stores a pushed sub-document as text anyway; pinned
-in tests/integration/test_store_operators.py), in the order their changes applied.
+MongoDB here has no multi-document transactions, so an event rides in the very update that
+makes its change: `$push` onto the document's `outbox` and `$inc` of its `outbox_size`. The
+change and its event are one single-document write: both or neither. The events are stored as
+JSON text (see mongo_dialect.event_to_store), in the order their changes applied.
 
 `pending` reads them out for the relay (app/events/relay.py), which adds them to the SQL
 outbox and then has them `dropped`. Each `product.stock_changed` records the change of the
@@ -18,13 +17,13 @@ the stock change's so that moving the events twice yields it once.
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from app.events.envelope import new_event
 from app.products import catalog
+from app.products.mongo_dialect import event_from_store, event_to_store
 
 COUNTERS = ("stock", "reserved", "available")
 LOW_STOCK_NAMESPACE = uuid.UUID("6f1c52d6-8a43-4b5e-9a57-3c4ad7a0e2b1")
@@ -38,14 +37,10 @@ class PendingProductEvents:
     events: tuple[dict[str, Any], ...]
 
 
-def as_text(event: dict[str, Any]) -> str:
-    return json.dumps(event, separators=(",", ":"))
-
-
 def recorded(update: dict[str, Any], event_type: str, product_id: str, payload: dict[str, Any]) -> dict[str, Any]:
     """`update` that also records the event in the document."""
     event = new_event(event_type, product_id, {"productId": product_id, **payload})
-    return {**update, "$push": {"outbox": as_text(event)}, "$inc": {**update.get("$inc", {}), "outbox_size": 1}}
+    return {**update, "$push": {"outbox": event_to_store(event)}, "$inc": {**update.get("$inc", {}), "outbox_size": 1}}
 
 
 def stock_changed(
@@ -80,7 +75,7 @@ def first_events(document: dict[str, Any]) -> dict[str, Any]:
             "stock": document["stock"],
         },
     )
-    return {**document, "outbox": [as_text(event)], "outbox_size": 1}
+    return {**document, "outbox": [event_to_store(event)], "outbox_size": 1}
 
 
 def pending(limit: int, low_stock_threshold: int) -> tuple[PendingProductEvents, ...]:
@@ -98,7 +93,7 @@ def pending(limit: int, low_stock_threshold: int) -> tuple[PendingProductEvents,
 
 
 def _finished(document: dict[str, Any], threshold: int) -> tuple[dict[str, Any], ...]:
-    events = [json.loads(text) for text in document.get("outbox") or ()]
+    events = [event_from_store(text) for text in document.get("outbox") or ()]
     after = {"stock": document["stock"], "reserved": document["reserved"]}
     after["available"] = document.get("available", after["stock"] - after["reserved"])  # a document from before it
     for event in reversed(events):
@@ -145,7 +140,7 @@ def dropped(product_id: str, event_ids: tuple[str, ...]) -> None:
     wanted = set(event_ids)
     document = catalog.collection().find_one({"product_id": product_id}, {"_id": 0, "outbox": 1})
     for text in (document or {}).get("outbox") or ():
-        if json.loads(text)["id"] in wanted:
+        if event_from_store(text)["id"] in wanted:
             catalog.collection().update_one(
                 {"product_id": product_id, "outbox": text}, {"$pull": {"outbox": text}, "$inc": {"outbox_size": -1}}
             )

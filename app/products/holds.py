@@ -5,8 +5,8 @@ A product document keeps its live holds keyed by reservation id,
 `available` (= stock - reserved). Every change of a hold is one `find_one_and_update` whose
 filter states what must be true before it (the hold absent, or holding `held` units; enough
 `available` when it grows) and whose update moves the hold and both counters together. A
-single-document update is atomic on MongoDB (and on nx-27017), so no interleaving can oversell
-or count a hold twice, and a process that dies leaves either the whole change or none of it.
+single-document update is atomic, so no interleaving can oversell or count a hold twice, and
+a process that dies leaves either the whole change or none of it.
 
 Retrying a change that was applied matches nothing (the hold no longer has the quantity the
 filter names); the product is then read and the change recognised as applied, so every call
@@ -44,7 +44,8 @@ from app.products.errors import (
     ReservationIdInvalid,
     ReservationNotFound,
 )
-from app.products.models import LAPSE_GRACE, from_epoch_ms, stamped, to_epoch_ms, utcnow
+from app.products.models import LAPSE_GRACE, from_epoch_ms, to_epoch_ms, utcnow
+from app.products.mongo_dialect import projected_subfield, stamped
 
 ATTEMPTS = 50  # rounds of read-and-retry when other changes keep winning; each is one command or two
 SOLD_MEMORY = timedelta(hours=1)
@@ -213,9 +214,8 @@ def _hold(product: dict[str, Any], reservation_id: str) -> dict[str, Any]:
 
 
 def _sale(product: dict[str, Any], reservation_id: str) -> dict[str, Any] | None:
-    """The reservation's sale, if any. Projected as `sold.<id>`, MongoDB nests it under `sold`;
-    nx-27017 answers the flat key "sold.<id>" (pinned in tests/integration/test_store_operators.py)."""
-    return product.get("sold", {}).get(reservation_id) or product.get(f"sold.{reservation_id}")
+    """The reservation's sale, if any (read with `sold` or `sold.<id>` projected)."""
+    return projected_subfield(product, "sold", reservation_id)
 
 
 def _held(product: dict[str, Any], reservation_id: str) -> int:

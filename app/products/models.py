@@ -19,24 +19,6 @@ def utcnow() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
-def stamped(update: dict) -> dict:
-    """`update` that also sets `updated_at` to the server's clock.
-
-    Uses `$currentDate`, never `$set` of a datetime: nx-27017 stores a datetime sent with
-    `$set` as a string (pinned in tests/integration/test_store_operators.py).
-    """
-    return {**update, "$currentDate": {"updated_at": True}}
-
-
-def all_of(*conditions: dict) -> dict:
-    """A filter matching every condition, always under `$and`.
-
-    nx-27017 ignores the other top-level fields of an update's filter that has `$expr`
-    (pinned in tests/integration/test_store_operators.py); under `$and` they hold.
-    """
-    return {"$and": list(conditions)}
-
-
 # A hold counts as lapsed this long after its expiry: not counted by reads, released when its
 # units are needed. The cart sees the line expired at the expiry itself, so a cart whose clock
 # is a little behind still changes a live hold, never one being released.
@@ -44,7 +26,7 @@ LAPSE_GRACE = timedelta(seconds=2)
 
 
 def to_epoch_ms(moment: datetime) -> int:
-    """Datetimes that change after insert are kept as epoch milliseconds (see `stamped`)."""
+    """Datetimes that change after insert are kept as epoch milliseconds (see mongo_dialect.stamped)."""
     aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     return int(aware.timestamp() * 1000)
 

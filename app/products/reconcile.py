@@ -21,7 +21,7 @@ from typing import Any
 
 from app.products import events
 from app.products.catalog import collection as products
-from app.products.models import stamped
+from app.products.mongo_dialect import stamped
 
 logger = logging.getLogger(__name__)
 
