@@ -109,7 +109,7 @@ def to_dto(raw: dict[str, Any]) -> Product:
 def get_product(product_id: str) -> Product:
     raw = collection().find_one({"product_id": product_id}, PROJECTION)
     if raw is None:
-        raise ProductNotFound(f"No product with productId {product_id!r}.", productId=product_id)
+        raise ProductNotFound(f"No product with productId {product_id!r}.", product_id=product_id)
     return to_dto(raw)
 
 
@@ -207,7 +207,7 @@ def create_product(draft: ProductDraft) -> Product:
 
 def _duplicate_error(product_id: str, sku: str) -> ProductIdTaken | SkuTaken:
     if exists({"product_id": product_id}):
-        return ProductIdTaken(f"productId {product_id!r} is already taken.", productId=product_id)
+        return ProductIdTaken(f"productId {product_id!r} is already taken.", product_id=product_id)
     return SkuTaken(f"SKU {sku!r} is already taken.", sku=sku)
 
 
@@ -242,7 +242,7 @@ def update_product(product_id: str, changes: ProductChanges, expected_version: i
 def _stale(current: Product) -> VersionMismatch:
     return VersionMismatch(
         f"Product {current.product_id!r} has changed (now version {current.version}); fetch it again.",
-        currentVersion=current.version,
+        current_version=current.version,
     )
 
 
@@ -303,7 +303,7 @@ def adjust_stock(product_id: str, delta: int, reason: str) -> Product:
             return product
         current = collection().find_one({"product_id": product_id}, {"_id": 0, "available": 1, **PROJECTION})
         if current is None:
-            raise ProductNotFound(f"No product with productId {product_id!r}.", productId=product_id)
+            raise ProductNotFound(f"No product with productId {product_id!r}.", product_id=product_id)
         if not backfill_available(current):
             break
     current = to_dto(current)

@@ -74,8 +74,8 @@ def reserve_stock(
         if _sale(current, reservation_id):
             raise ReservationConflict(
                 f"Reservation {reservation_id!r} is already committed.",
-                reservationId=reservation_id,
-                reservationStatus="committed",
+                reservation_id=reservation_id,
+                reservation_status="committed",
             )
         actual = _held(current, reservation_id)
         if actual == quantity and (quantity == 0 or _hold(current, reservation_id)["until"] == until):
@@ -111,7 +111,8 @@ def commit_reservation(product_id: str, reservation_id: str, held: int | None = 
             held = _held(current, reservation_id)
         if held == 0:
             raise ReservationNotFound(
-                f"Reservation {reservation_id!r} holds nothing of product {product_id!r}.", reservationId=reservation_id
+                f"Reservation {reservation_id!r} holds nothing of product {product_id!r}.",
+                reservation_id=reservation_id,
             )
         now = to_epoch_ms(utcnow())
         sold = products().find_one_and_update(
@@ -157,7 +158,7 @@ def _check(reservation_id: str) -> None:
     if not RESERVATION_ID.fullmatch(reservation_id):
         raise ReservationIdInvalid(
             f"Reservation id {reservation_id!r} is not 1-64 letters, digits, '_', ':' or '-'.",
-            reservationId=reservation_id,
+            reservation_id=reservation_id,
         )
 
 
@@ -205,7 +206,7 @@ def _read(product_id: str, reservation_id: str, *, with_sales: bool = False) -> 
     fields = {**FIELDS, "sold": 1} if with_sales else _fields(reservation_id)
     current = products().find_one({"product_id": product_id}, fields)
     if current is None:
-        raise ProductNotFound(f"No product with productId {product_id!r}.", productId=product_id)
+        raise ProductNotFound(f"No product with productId {product_id!r}.", product_id=product_id)
     return current
 
 
@@ -278,11 +279,11 @@ def _forget_old_sales(product: dict[str, Any], now: int) -> None:
 def _short(product: dict[str, Any], quantity: int) -> ProductNotFound | InsufficientStock:
     product_id = product["product_id"]
     if product.get("status") != "active":
-        return ProductNotFound(f"No product with productId {product_id!r}.", productId=product_id)
+        return ProductNotFound(f"No product with productId {product_id!r}.", product_id=product_id)
     visible = to_dto(product).available
     return InsufficientStock(
         f"Only {visible} of product {product_id!r} available; {quantity} requested.",
-        productId=product_id,
+        product_id=product_id,
         available=visible,
         requested=quantity,
     )
