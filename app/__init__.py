@@ -153,11 +153,6 @@ def flask_config(settings: Settings) -> dict[str, object]:
         "RATELIMIT_HEADER_LIMIT": "RateLimit-Limit",
         "RATELIMIT_HEADER_REMAINING": "RateLimit-Remaining",
         "RATELIMIT_HEADER_RESET": "RateLimit-Reset",
-        # app/errors.py's StoreGuard reads its breakers' bounds here.
-        "CIRCUIT_BREAKER": {
-            "failures": settings.resilience.breaker_failures,
-            "reset_seconds": settings.resilience.breaker_reset_seconds,
-        },
         "CACHE_TYPE": "SimpleCache" if settings.catalog_cache_ttl else "NullCache",
         "CACHE_DEFAULT_TIMEOUT": settings.catalog_cache_ttl,
         "CACHE_NO_NULL_WARNING": True,

@@ -113,7 +113,13 @@ class StoreGuard:
     def start(self, app: Flask) -> pybreaker.CircuitBreaker:
         breakers = app.extensions.setdefault("breakers", {})
         if self.store not in breakers:
-            breakers[self.store] = new_breaker(self.store, counts=self.failures, **app.config["CIRCUIT_BREAKER"])
+            limits = app.extensions["settings"].resilience
+            breakers[self.store] = new_breaker(
+                self.store,
+                failures=limits.breaker_failures,
+                reset_seconds=limits.breaker_reset_seconds,
+                counts=self.failures,
+            )
         return breakers[self.store]
 
     def __call__(self, function: Callable[P, R]) -> Callable[P, R]:

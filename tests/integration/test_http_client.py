@@ -579,7 +579,7 @@ def test_an_open_mongodb_breaker_answers_503_without_asking_the_store(app, clien
     refused = client.get("/v1/products/x")
     assert_unavailable(refused)  # the store is up: it would say 404
     # the breaker's own wait, not the rate limit window's reset that flask-limiter would put there
-    assert int(refused.headers["Retry-After"]) <= app.config["CIRCUIT_BREAKER"]["reset_seconds"]
+    assert int(refused.headers["Retry-After"]) <= app.extensions["settings"].resilience.breaker_reset_seconds
     assert_unavailable(client.get("/v1/products"))
 
     store_breakers["mongodb"].close()
@@ -587,7 +587,7 @@ def test_an_open_mongodb_breaker_answers_503_without_asking_the_store(app, clien
 
 
 def test_store_outages_open_the_mongodb_breaker(app, client, store_breakers, monkeypatch):
-    failures = app.config["CIRCUIT_BREAKER"]["failures"]
+    failures = app.extensions["settings"].resilience.breaker_failures
     calls = []
 
     def store_down(product_id):
@@ -604,13 +604,13 @@ def test_store_outages_open_the_mongodb_breaker(app, client, store_breakers, mon
     assert_unavailable(client.get("/v1/products/x"))
     with app.app_context(), pytest.raises(products.ProductsUnavailable) as refused:
         products.get_product(product_id="x")
-    assert 1 <= int(refused.value.headers["Retry-After"]) <= app.config["CIRCUIT_BREAKER"]["reset_seconds"]
+    assert 1 <= int(refused.value.headers["Retry-After"]) <= app.extensions["settings"].resilience.breaker_reset_seconds
     assert len(calls) == failures
 
 
 def test_store_outages_open_the_postgresql_breaker_of_cart_and_accounts(app, token, store_breakers, monkeypatch):
     user_id = pyjwt.decode(token("customer", subject="breaker"), options={"verify_signature": False})["sub"]
-    failures = app.config["CIRCUIT_BREAKER"]["failures"]
+    failures = app.extensions["settings"].resilience.breaker_failures
     calls = []
 
     def database_down(*args, **kwargs):

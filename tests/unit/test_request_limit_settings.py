@@ -27,6 +27,7 @@ def test_the_apps_caps_answer_before_gunicorns_limits(monkeypatch):
     """gunicorn answers past its limits with an HTML page: the app's problem+json caps must
     be reached first."""
     monkeypatch.delenv("APP_MODULES", raising=False)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")  # the file sets it for the process: put back at the end
     gunicorn = runpy.run_path(str(REPO / "gunicorn.conf.py"))
     assert gunicorn["limit_request_line"] >= MAX_URL_LENGTH + REQUEST_LINE_OVERHEAD
     # one header line over the app's cap still reaches the app
