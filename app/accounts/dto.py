@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -47,3 +49,25 @@ class LoginAttempt:
     password: str
     client_ip: str
     otp: str | None = None
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    """What the accounts module reads of a token whose signature the caller has checked."""
+
+    token_id: str  # jti
+    subject: str  # sub: a user id, or guest:<uuid>
+    expires_at: int  # exp, seconds since the epoch
+    generation: int | None = None  # gen: the user's session generation when it was issued
+    family: str | None = None  # fam: the login it belongs to
+
+    @classmethod
+    def of(cls, payload: Mapping[str, Any]) -> TokenClaims:
+        """From a decoded JWT's payload."""
+        return cls(
+            token_id=payload["jti"],
+            subject=payload["sub"],
+            expires_at=payload["exp"],
+            generation=payload.get("gen"),
+            family=payload.get("fam"),
+        )

@@ -6,12 +6,10 @@ hash or MFA secret ever crosses this boundary.
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import current_app
 
 from app.accounts.database import translate_database_errors as _translate_database_errors
-from app.accounts.dto import LoginAttempt, MfaSetup, Session, User, UserPage
+from app.accounts.dto import LoginAttempt, MfaSetup, Session, TokenClaims, User, UserPage
 from app.accounts.errors import (
     AccountDisabled,
     AccountsError,
@@ -54,6 +52,7 @@ __all__ = [
     "RefreshTokenReused",
     "Session",
     "SessionRevoked",
+    "TokenClaims",
     "User",
     "UserNotFound",
     "UserPage",
@@ -123,14 +122,14 @@ def start_guest_session() -> Session:
 
 @port.expose
 @_translate_database_errors
-def refresh_session(*, refresh_claims: dict[str, Any]) -> Session:
-    """Spend a refresh token (its decoded claims) for a new pair; reuse revokes its family."""
+def refresh_session(*, refresh_claims: TokenClaims) -> Session:
+    """Spend a refresh token (its verified claims) for a new pair; reuse revokes its family."""
     return _accounts().sessions.refresh(refresh_claims)
 
 
 @port.expose(idempotent=True)
 @_translate_database_errors
-def log_out(*, access_claims: dict[str, Any]) -> None:
+def log_out(*, access_claims: TokenClaims) -> None:
     _accounts().sessions.logout(access_claims)
 
 
@@ -142,7 +141,7 @@ def end_all_sessions(*, user_id: str) -> None:
 
 @port.expose(idempotent=True)
 @_translate_database_errors
-def is_token_revoked(*, claims: dict[str, Any]) -> bool:
+def is_token_revoked(*, claims: TokenClaims) -> bool:
     return _accounts().sessions.is_revoked(claims)
 
 
@@ -197,8 +196,8 @@ def get_user(*, user_id: str) -> User:
 
 @port.expose(idempotent=True)
 @_translate_database_errors
-def update_profile(*, user_id: str, changes: dict[str, Any]) -> User:
-    return _accounts().update_profile(user_id, changes)
+def update_profile(*, user_id: str, display_name: str | None = None) -> User:
+    return _accounts().update_profile(user_id, display_name)
 
 
 @port.expose(idempotent=True)

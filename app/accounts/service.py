@@ -7,7 +7,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -323,11 +322,11 @@ class Accounts:
         with unit_of_work(write=False):
             return to_dto(self._get(user_id))
 
-    def update_profile(self, user_id: str, changes: dict[str, Any]) -> UserDto:
+    def update_profile(self, user_id: str, display_name: str | None) -> UserDto:
         with unit_of_work():
             user = self._get(user_id, lock=True)
-            if "display_name" in changes:
-                user.display_name = changes["display_name"]
+            if display_name is not None:
+                user.display_name = display_name
             return _written(user)
 
     def list_users(self, page: int, page_size: int) -> UserPage:

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from flask_jwt_extended import create_access_token, create_refresh_token
 from sqlalchemy import update
 
-from app.accounts.dto import Session
+from app.accounts.dto import Session, TokenClaims
 from app.accounts.errors import RefreshTokenReused, SessionRevoked
 from app.accounts.models import RefreshToken, User, utcnow
 from app.accounts.revocation import RevocationStore
@@ -62,15 +61,15 @@ class Sessions:
         )
         return Session(access_token=access, refresh_token=None, user_id=subject, expires_in=self.settings.access_ttl)
 
-    def refresh(self, claims: dict[str, Any]) -> Session:
+    def refresh(self, claims: TokenClaims) -> Session:
         # Both refusals after the spend commit first and raise after the unit of work: a
         # replay's family revocation, and the spend of a token whose session has ended, must
         # outlast the error (a rolled-back spend would let the token be presented again).
         reused: Revocation | None = None
         session: Session | None = None
         with unit_of_work():
-            row = db.session.get(RefreshToken, claims["jti"])
-            if row is None or row.revoked_at is not None or str(row.user_id) != claims["sub"]:
+            row = db.session.get(RefreshToken, claims.token_id)
+            if row is None or row.revoked_at is not None or str(row.user_id) != claims.subject:
                 raise SessionRevoked("This refresh token has been revoked; log in again.")
             spent = db.session.execute(
                 update(RefreshToken)
@@ -81,7 +80,7 @@ class Sessions:
                 reused = self._revoke_family(row.family_id)
             else:
                 user = db.session.get(User, row.user_id)
-                if user is not None and user.is_active and claims.get("gen") == user.session_generation:
+                if user is not None and user.is_active and claims.generation == user.session_generation:
                     session = self.issue(user, row.family_id)
         if reused is not None:
             self.store.publish(*reused)
@@ -102,12 +101,12 @@ class Sessions:
         )
         return revocation
 
-    def logout(self, claims: dict[str, Any]) -> None:
-        revocations = [(claims["jti"], datetime.fromtimestamp(claims["exp"], UTC))]
+    def logout(self, claims: TokenClaims) -> None:
+        revocations = [(claims.token_id, datetime.fromtimestamp(claims.expires_at, UTC))]
         with unit_of_work():
             self.store.record(*revocations[0])
-            if claims.get("fam"):
-                revocations.append(self._revoke_family(claims["fam"]))
+            if claims.family:
+                revocations.append(self._revoke_family(claims.family))
         for revocation in revocations:
             self.store.publish(*revocation)
 
@@ -127,9 +126,9 @@ class Sessions:
         a generation the database never reached, refusing every token until it expires."""
         self.store.set_generation(user_id, generation)
 
-    def is_revoked(self, claims: dict[str, Any]) -> bool:
-        revoked_ids = [claims["jti"]] + ([f"family:{claims['fam']}"] if claims.get("fam") else [])
-        subject = claims["sub"]
+    def is_revoked(self, claims: TokenClaims) -> bool:
+        revoked_ids = [claims.token_id] + ([f"family:{claims.family}"] if claims.family else [])
+        subject = claims.subject
         user_id = None
         if not subject.startswith(GUEST_PREFIX):
             try:
@@ -141,4 +140,4 @@ class Sessions:
             return revoked
         # A user's token names the user's current generation. No such user (generation None), or
         # no claim, is refused: compared as they are, None == None would let either through.
-        return generation is None or claims.get("gen") is None or generation != claims["gen"]
+        return generation is None or claims.generation is None or generation != claims.generation

@@ -23,7 +23,7 @@ def guest_subject(token: str) -> str:
     subject = claims.get("sub", "")
     if claims.get("type") != "access" or "guest" not in (claims.get("roles") or ()) or not subject.startswith("guest:"):
         raise ApiError(400, "guest_token_invalid", "The guest token is invalid or expired.")
-    if accounts.is_token_revoked(claims=claims):
+    if accounts.is_token_revoked(claims=accounts.TokenClaims.of(claims)):
         raise ApiError(400, "guest_token_invalid", "The guest token has been revoked (the guest logged out).")
     return subject
 
@@ -50,7 +50,7 @@ admin_only = roles_required("admin")
 
 @jwt.token_in_blocklist_loader
 def _is_revoked(header: dict, payload: dict) -> bool:
-    return accounts.is_token_revoked(claims=payload)
+    return accounts.is_token_revoked(claims=accounts.TokenClaims.of(payload))
 
 
 @jwt.unauthorized_loader

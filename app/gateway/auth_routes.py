@@ -134,7 +134,7 @@ class Refresh(MethodView):
     @blp.doc(security=BEARER, description="Send the refresh token as the bearer token. Each works once.")
     def post(self):
         """Exchange a refresh token for a new pair (rotation)"""
-        return accounts.refresh_session(refresh_claims=get_jwt())
+        return accounts.refresh_session(refresh_claims=accounts.TokenClaims.of(get_jwt()))
 
 
 @blp.route("/logout")
@@ -144,7 +144,7 @@ class Logout(MethodView):
     @blp.doc(security=BEARER)
     def post(self):
         """Revoke this access token and its refresh tokens"""
-        accounts.log_out(access_claims=get_jwt())
+        accounts.log_out(access_claims=accounts.TokenClaims.of(get_jwt()))
 
 
 @blp.route("/logout-all")

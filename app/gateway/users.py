@@ -35,7 +35,7 @@ class Me(MethodView):
     @blp.doc(security=BEARER)
     def patch(self, changes):
         """Change your profile (roles and email cannot be changed here)"""
-        return accounts.update_profile(user_id=get_jwt_identity(), changes=changes)
+        return accounts.update_profile(user_id=get_jwt_identity(), **changes)
 
 
 @blp.route("/me/password")

@@ -142,13 +142,13 @@ def test_a_guest_session_has_no_refresh_token(port_app):
     assert session.user_id.startswith("guest:")
     claims = decode_token(session.access_token)
     assert (claims["sub"], claims["roles"]) == (session.user_id, ["guest"])
-    assert accounts.is_token_revoked(claims=claims) is False
+    assert accounts.is_token_revoked(claims=accounts.TokenClaims.of(claims)) is False
 
 
 def test_refresh_spends_a_refresh_token_once(port_app, in_process, verified):
     _user, address = verified
     first = in_process(accounts.log_in, attempt=attempt(address))
-    refresh_claims = decode_token(first.refresh_token)
+    refresh_claims = accounts.TokenClaims.of(decode_token(first.refresh_token))
 
     second = accounts.refresh_session(refresh_claims=refresh_claims)
 
@@ -158,13 +158,13 @@ def test_refresh_spends_a_refresh_token_once(port_app, in_process, verified):
     with raises(accounts.RefreshTokenReused):
         accounts.refresh_session(refresh_claims=refresh_claims)
     # reuse revokes the whole login
-    assert accounts.is_token_revoked(claims=decode_token(second.access_token)) is True
+    assert accounts.is_token_revoked(claims=accounts.TokenClaims.of(decode_token(second.access_token))) is True
 
 
 def test_is_token_revoked_after_log_out(port_app, in_process, verified):
     _user, address = verified
     session = in_process(accounts.log_in, attempt=attempt(address))
-    claims = decode_token(session.access_token)
+    claims = accounts.TokenClaims.of(decode_token(session.access_token))
     assert accounts.is_token_revoked(claims=claims) is False
 
     assert accounts.log_out(access_claims=claims) is None
@@ -186,15 +186,15 @@ def test_get_user_and_user_not_found(port_app, in_process, verified):
 def test_update_profile(port_app, in_process, verified):
     user, _address = verified
 
-    updated = accounts.update_profile(user_id=user.user_id, changes={"display_name": "Ann B."})
+    updated = accounts.update_profile(user_id=user.user_id, display_name="Ann B.")
 
     assert_user_types(updated)
     assert updated.display_name == "Ann B."
     assert updated == in_process(accounts.get_user, user_id=user.user_id)
-    assert accounts.update_profile(user_id=user.user_id, changes={}).display_name == "Ann B."
+    assert accounts.update_profile(user_id=user.user_id).display_name == "Ann B."
     missing = str(uuid.UUID(int=2))
     with raises(accounts.UserNotFound, userId=missing):
-        accounts.update_profile(user_id=missing, changes={"display_name": "x"})
+        accounts.update_profile(user_id=missing, display_name="x")
 
 
 def test_list_users_pages_in_creation_order(port_app, in_process):
