@@ -9,8 +9,8 @@ import pytest
 import requests
 
 from tests.e2e.gunicorn_server import app_environment, gunicorn
+from tests.problems import expect_problem
 
-PROBLEM = "application/problem+json"
 LIMIT = 4096
 
 
@@ -21,14 +21,6 @@ def base_url(app, mongo_uri, database_url, tmp_path_factory) -> Iterator[str]:
     )
     with gunicorn(environment, tmp_path_factory.mktemp("gunicorn-limits") / "gunicorn.log") as url:
         yield url
-
-
-def assert_problem(response: requests.Response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["Content-Type"] == PROBLEM
-    body = response.json()
-    assert body["code"] == code
-    return body
 
 
 def assert_read(response: requests.Response) -> None:
@@ -56,7 +48,7 @@ def test_a_body_over_the_limit_is_a_413_problem(base_url):
         headers={"Content-Type": "application/json"},
         timeout=10,
     )
-    body = assert_problem(response, 413, "payload_too_large")
+    body = expect_problem(response, 413, "payload_too_large")
     assert body["detail"] == f"The request body is larger than {LIMIT} bytes."
 
 
@@ -79,7 +71,7 @@ def test_a_chunked_body_over_the_limit_is_a_413_problem(base_url):
     )
     assert response.request.headers.get("Transfer-Encoding") == "chunked"
     assert "Content-Length" not in response.request.headers
-    assert_problem(response, 413, "payload_too_large")
+    expect_problem(response, 413, "payload_too_large")
 
 
 def test_a_chunked_body_within_the_limit_is_read(base_url):
@@ -94,7 +86,7 @@ def test_a_chunked_body_within_the_limit_is_read(base_url):
 
 def test_a_url_over_the_apps_limit_is_a_414_problem(base_url):
     response = requests.get(f"{base_url}/v1/products", params={"q": "a" * 2100}, timeout=10)
-    body = assert_problem(response, 414, "uri_too_long")
+    body = expect_problem(response, 414, "uri_too_long")
     assert body["detail"] == "The request URL is longer than 2048 bytes."
 
 
@@ -109,7 +101,7 @@ def test_headers_over_the_apps_limit_are_a_431_problem(base_url):
     # each header line within gunicorn's limit_request_field_size (8190), together over 8192 bytes
     padding = {f"X-Padding-{number}": "p" * 3000 for number in range(3)}
     response = requests.get(f"{base_url}/v1/products", headers=padding, timeout=10)
-    body = assert_problem(response, 431, "request_headers_too_large")
+    body = expect_problem(response, 431, "request_headers_too_large")
     assert body["detail"] == "The request headers are larger than 8192 bytes."
 
 

@@ -3,7 +3,7 @@ an unknown product, and never sees its stock; the listing shows active products 
 
 import pytest
 
-PROBLEM = "application/problem+json"
+from tests.problems import PROBLEM
 
 
 @pytest.fixture

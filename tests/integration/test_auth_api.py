@@ -33,8 +33,8 @@ from app.accounts.mail import MailDeliveryFailed
 from app.accounts.models import OneTimeToken, User, utcnow
 from app.extensions import db
 from tests.conftest import TEST_SECRET
+from tests.problems import expect_problem
 
-PROBLEM = "application/problem+json"
 PASSWORD = "Correct-Horse-42"
 NEW_PASSWORD = "Battery-Staple-77"
 OTHER_SECRET = "another-secret-that-is-also-long-enough-for-hs256-987654321"
@@ -54,15 +54,6 @@ def auth(token: str) -> dict[str, str]:
 
 def from_ip(address: str) -> dict:
     return {"environ_base": {"REMOTE_ADDR": address}}
-
-
-def expect_problem(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == PROBLEM
-    body = response.get_json()
-    assert (body["status"], body["code"]) == (status, code)
-    assert body["instance"] == response.request.path
-    return body
 
 
 def emails_to(mail_dir: Path, to: str) -> list[EmailMessage]:

@@ -12,8 +12,7 @@ from app.cart.models import CartLine, IdempotencyKey
 from app.extensions import db
 from app.products import interface as products
 from tests.integration.test_auth_api import PASSWORD, register_and_verify
-
-PROBLEM = "application/problem+json"
+from tests.problems import expect_problem
 
 
 @pytest.fixture
@@ -47,14 +46,6 @@ def release_hold(product_id: str) -> None:
     when a lapsed hold's units go to another buyer."""
     reservation_id = db.session.scalar(select(CartLine.reservation_id).where(CartLine.product_id == product_id))
     products.release_reservation(product_id=product_id, reservation_id=reservation_id)
-
-
-def expect_problem(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == PROBLEM
-    body = response.get_json()
-    assert body["code"] == code
-    return body
 
 
 def test_get_creates_an_empty_cart_once(client, shopper):

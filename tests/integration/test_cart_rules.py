@@ -14,7 +14,8 @@ from app import clock
 from app.products import holds
 from app.products.models import LAPSE_GRACE
 from tests.integration.test_auth_api import from_ip
-from tests.integration.test_cart_api import add, checkout, create, expect_problem, reserved
+from tests.integration.test_cart_api import add, checkout, create, reserved
+from tests.problems import expect_problem
 
 LAPSED = 1 + LAPSE_GRACE.total_seconds()  # seconds past a hold's expiry: lapsed
 

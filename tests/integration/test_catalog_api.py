@@ -17,8 +17,8 @@ import pytest
 from flask_jwt_extended import create_access_token, create_refresh_token
 
 from app.products import interface as products
+from tests.problems import expect_problem
 
-PROBLEM = "application/problem+json"
 OTHER_SECRET = "another-secret-that-is-also-long-enough-for-hs256-987654321"
 MISSING = object()
 _skus = itertools.count(1)
@@ -67,14 +67,6 @@ def listed_ids(client, **params) -> list[str]:
 
 def pagination(response) -> dict:
     return json.loads(response.headers["X-Pagination"])
-
-
-def assert_problem(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == PROBLEM
-    body = response.get_json()
-    assert (body["status"], body["code"]) == (status, code)
-    return body
 
 
 def assert_recent(timestamp: str) -> None:
@@ -186,13 +178,13 @@ def test_create_refuses_a_missing_or_bad_token(client, forged_tokens, authorizat
     headers = {"Authorization": authorization.format(**forged_tokens)} if authorization else {}
     response = client.post("/v1/products", json=product_body(), headers=headers)
 
-    assert_problem(response, 401, code)
+    expect_problem(response, 401, code)
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
     assert listed_ids(client) == []
 
 
 def test_create_refuses_a_customer(client, customer_headers):
-    assert_problem(client.post("/v1/products", json=product_body(), headers=customer_headers), 403, "forbidden")
+    expect_problem(client.post("/v1/products", json=product_body(), headers=customer_headers), 403, "forbidden")
     assert listed_ids(client) == []
 
 
@@ -200,7 +192,7 @@ def test_create_refuses_a_taken_sku_whatever_its_case(client, admin_headers):
     create(client, admin_headers, sku="ABC-1")
     response = client.post("/v1/products", json=product_body(sku="abc-1"), headers=admin_headers)
 
-    assert_problem(response, 409, "sku_taken")
+    expect_problem(response, 409, "sku_taken")
     assert len(listed_ids(client)) == 1
 
 
@@ -208,7 +200,7 @@ def test_create_refuses_a_taken_product_id(client, admin_headers):
     create(client, admin_headers, productId="p-1", name="First")
     response = client.post("/v1/products", json=product_body(productId="p-1", name="Second"), headers=admin_headers)
 
-    assert_problem(response, 409, "product_id_taken")
+    expect_problem(response, 409, "product_id_taken")
     assert fetch(client, "p-1")["name"] == "First"
 
 
@@ -243,7 +235,7 @@ def test_create_refuses_a_taken_product_id(client, admin_headers):
 def test_create_rejects_invalid_fields_by_name(client, admin_headers, overrides, field):
     response = client.post("/v1/products", json=product_body(**overrides), headers=admin_headers)
 
-    body = assert_problem(response, 400, "validation_error")
+    body = expect_problem(response, 400, "validation_error")
     assert set(body["errors"]) == {field}
     assert listed_ids(client) == []
 
@@ -256,17 +248,17 @@ def test_create_normalises_currency_and_tags(client, admin_headers):
 
 def test_create_rejects_malformed_json(client, admin_headers):
     response = client.post("/v1/products", data='{"sku": ', content_type="application/json", headers=admin_headers)
-    assert_problem(response, 400, "malformed_json")
+    expect_problem(response, 400, "malformed_json")
 
 
 def test_create_rejects_a_body_that_is_not_json(client, admin_headers):
     response = client.post("/v1/products", data="sku=ABC-1", content_type="text/plain", headers=admin_headers)
-    assert_problem(response, 415, "unsupported_media_type")
+    expect_problem(response, 415, "unsupported_media_type")
 
 
 def test_create_rejects_a_json_array(client, admin_headers):
     response = client.post("/v1/products", json=[product_body()], headers=admin_headers)
-    assert_problem(response, 400, "validation_error")
+    expect_problem(response, 400, "validation_error")
     assert listed_ids(client) == []
 
 
@@ -351,7 +343,7 @@ def test_list_default_page_size_is_20(client, admin_headers):
 )
 def test_list_rejects_invalid_query_parameters(client, params, field):
     response = client.get("/v1/products", query_string=params)
-    body = assert_problem(response, 400, "validation_error")
+    body = expect_problem(response, 400, "validation_error")
     assert set(body["errors"]) == {field}
 
 
@@ -490,7 +482,7 @@ def test_get_answers_304_to_a_weak_validator(client, admin_headers):
 
 
 def test_get_unknown_product_is_a_404_problem(client):
-    body = assert_problem(client.get("/v1/products/nope"), 404, "product_not_found")
+    body = expect_problem(client.get("/v1/products/nope"), 404, "product_not_found")
     assert body["instance"] == "/v1/products/nope"
 
 
@@ -508,7 +500,7 @@ def test_get_unknown_product_is_a_404_problem(client):
 )
 def test_get_odd_ids_are_404_not_500(client, admin_headers, path_id):
     create(client, admin_headers, productId="existing")
-    assert_problem(client.get(f"/v1/products/{path_id}"), 404, "product_not_found")
+    expect_problem(client.get(f"/v1/products/{path_id}"), 404, "product_not_found")
 
 
 # --- PATCH /v1/products/<id> ---------------------------------------------------------------
@@ -518,7 +510,7 @@ def test_patch_without_if_match_is_428(client, admin_headers):
     create(client, admin_headers, productId="p1", name="Original")
     response = client.patch("/v1/products/p1", json={"name": "Renamed"}, headers=admin_headers)
 
-    assert_problem(response, 428, "precondition_required")
+    expect_problem(response, 428, "precondition_required")
     assert fetch(client, "p1")["name"] == "Original"
 
 
@@ -527,7 +519,7 @@ def test_patch_with_a_stale_etag_is_412(client, admin_headers):
     assert patch(client, admin_headers, product, name="First rename").status_code == 200
 
     response = patch(client, admin_headers, product, name="Second rename")
-    assert_problem(response, 412, "precondition_failed")
+    expect_problem(response, 412, "precondition_failed")
     assert fetch(client, "p1")["name"] == "First rename"
 
 
@@ -547,14 +539,14 @@ def test_patch_with_an_unusable_if_match_is_412(client, admin_headers, if_match)
         "/v1/products/p1", json={"name": "Renamed"}, headers={**admin_headers, "If-Match": if_match}
     )
 
-    assert_problem(response, 412, "precondition_failed")
+    expect_problem(response, 412, "precondition_failed")
     assert fetch(client, "p1")["name"] == "Original"
 
 
 def test_patch_with_a_superscript_digit_if_match_is_412_not_500(client, admin_headers):
     create(client, admin_headers, productId="p1")
     response = client.patch("/v1/products/p1", json={"name": "Renamed"}, headers={**admin_headers, "If-Match": '"²"'})
-    assert_problem(response, 412, "precondition_failed")
+    expect_problem(response, 412, "precondition_failed")
 
 
 def test_patch_applies_changes_and_bumps_the_version(client, admin_headers):
@@ -601,7 +593,7 @@ def test_patch_that_changes_nothing_keeps_the_version(client, admin_headers):
 )
 def test_patch_rejects_invalid_changes(client, admin_headers, changes, field):
     product = create(client, admin_headers, productId="p1")
-    body = assert_problem(patch(client, admin_headers, product, **changes), 400, "validation_error")
+    body = expect_problem(patch(client, admin_headers, product, **changes), 400, "validation_error")
 
     assert set(body["errors"]) == {field}
     assert fetch(client, "p1")["version"] == 1
@@ -611,13 +603,13 @@ def test_patch_to_a_taken_sku_is_409(client, admin_headers):
     create(client, admin_headers, productId="p1", sku="TAKEN-1")
     product = create(client, admin_headers, productId="p2", sku="MINE-2")
 
-    assert_problem(patch(client, admin_headers, product, sku="taken-1"), 409, "sku_taken")
+    expect_problem(patch(client, admin_headers, product, sku="taken-1"), 409, "sku_taken")
     assert fetch(client, "p2")["sku"] == "MINE-2"
 
 
 def test_patch_unknown_product_is_404(client, admin_headers):
     response = client.patch("/v1/products/nope", json={"name": "X"}, headers={**admin_headers, "If-Match": '"1"'})
-    assert_problem(response, 404, "product_not_found")
+    expect_problem(response, 404, "product_not_found")
 
 
 def test_patch_status_active_restores_an_archived_product(client, admin_headers):
@@ -660,7 +652,7 @@ def test_delete_twice_is_still_204_and_changes_nothing_more(client, admin_header
 
 
 def test_delete_unknown_product_is_404(client, admin_headers):
-    assert_problem(client.delete("/v1/products/nope", headers=admin_headers), 404, "product_not_found")
+    expect_problem(client.delete("/v1/products/nope", headers=admin_headers), 404, "product_not_found")
 
 
 # --- POST /v1/products/<id>/stock ----------------------------------------------------------
@@ -692,7 +684,7 @@ def test_stock_adjustment_changes_stock_and_bumps_the_version(client, admin_head
 )
 def test_stock_adjustment_rejects_invalid_bodies(client, admin_headers, adjustment, field):
     create(client, admin_headers, productId="p1", stock=5)
-    body = assert_problem(adjust_stock(client, admin_headers, "p1", **adjustment), 400, "validation_error")
+    body = expect_problem(adjust_stock(client, admin_headers, "p1", **adjustment), 400, "validation_error")
 
     assert set(body["errors"]) == {field}
     assert fetch(client, "p1")["stock"] == 5
@@ -701,7 +693,7 @@ def test_stock_adjustment_rejects_invalid_bodies(client, admin_headers, adjustme
 def test_stock_cannot_drop_below_zero(client, admin_headers):
     create(client, admin_headers, productId="p1", stock=2)
 
-    assert_problem(adjust_stock(client, admin_headers, "p1", delta=-3, reason="lost"), 409, "stock_below_reserved")
+    expect_problem(adjust_stock(client, admin_headers, "p1", delta=-3, reason="lost"), 409, "stock_below_reserved")
     assert fetch(client, "p1")["stock"] == 2
 
 
@@ -710,7 +702,7 @@ def test_stock_cannot_drop_below_the_reserved_units(client, admin_headers, app):
     reserve_units(app, "p1", 3)
 
     refused = adjust_stock(client, admin_headers, "p1", delta=-3, reason="lost")
-    body = assert_problem(refused, 409, "stock_below_reserved")
+    body = expect_problem(refused, 409, "stock_below_reserved")
     assert (body["stock"], body["reserved"]) == (5, 3)
 
     allowed = adjust_stock(client, admin_headers, "p1", delta=-2, reason="lost")
@@ -720,7 +712,7 @@ def test_stock_cannot_drop_below_the_reserved_units(client, admin_headers, app):
 
 def test_stock_adjustment_of_unknown_product_is_404(client, admin_headers):
     response = adjust_stock(client, admin_headers, "nope", delta=1, reason="restock")
-    assert_problem(response, 404, "product_not_found")
+    expect_problem(response, 404, "product_not_found")
 
 
 # --- every admin operation needs an admin --------------------------------------------------
@@ -743,7 +735,7 @@ def test_admin_operations_refuse_others(client, admin_headers, customer_headers,
 
     response = getattr(client, method)(path, json=body, headers=headers)
 
-    assert_problem(response, status, code)
+    expect_problem(response, status, code)
     assert listed_ids(client) == ["p1"]
     assert fetch(client, "p1")["version"] == 1
 
@@ -753,7 +745,7 @@ def test_admin_operations_refuse_others(client, admin_headers, customer_headers,
 
 @pytest.mark.parametrize("path", ["/v1/nope", "/nope", "/v1/products/p1/nope"])
 def test_unknown_route_is_a_404_problem(client, path):
-    body = assert_problem(client.get(path), 404, "not_found")
+    body = expect_problem(client.get(path), 404, "not_found")
     assert body["instance"] == path
 
 
@@ -769,7 +761,7 @@ def test_unknown_route_is_a_404_problem(client, path):
 def test_wrong_method_is_a_405_problem_with_allow(client, method, path, allowed):
     response = getattr(client, method)(path)
 
-    assert_problem(response, 405, "method_not_allowed")
+    expect_problem(response, 405, "method_not_allowed")
     assert allowed <= {verb.strip() for verb in response.headers["Allow"].split(",")}
 
 

@@ -8,7 +8,8 @@ import dataclasses
 
 import pytest
 
-from tests.integration.test_auth_api import PASSWORD, expect_problem, from_ip, log_in, register_and_verify
+from tests.integration.test_auth_api import PASSWORD, from_ip, log_in, register_and_verify
+from tests.problems import expect_problem
 
 WRONG = "Wrong-Password-1"
 ADA, STRANGER, PROXY = "203.0.113.10", "198.51.100.66", "10.0.0.2"

@@ -25,7 +25,8 @@ from app.events.envelope import new_event
 from app.events.models import AuditEvent, OutboxEvent, ProcessedEvent
 from app.extensions import db
 from tests.integration.test_auth_api import emails_to
-from tests.integration.test_cart_api import add, checkout, create, expect_problem
+from tests.integration.test_cart_api import add, checkout, create
+from tests.problems import expect_problem
 
 ORDER_CONSUMERS = {"order-status", "order-confirmation-email", AUDIT}
 SHOPPER = "shopper@example.test"

@@ -17,7 +17,8 @@ from app.extensions import db
 from app.products import interface as products
 from app.products.models import utcnow
 from tests.integration.test_auth_api import register_and_verify
-from tests.integration.test_cart_api import add, create, expect_problem
+from tests.integration.test_cart_api import add, create
+from tests.problems import expect_problem
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "app" / "events" / "schemas"
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.test_auth_api import PASSWORD, expect_problem, register_and_verify
+from tests.integration.test_auth_api import PASSWORD, register_and_verify
 from tests.integration.test_cart_api import add, create, reserved
+from tests.problems import expect_problem
 
 
 @pytest.fixture

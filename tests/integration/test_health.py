@@ -17,8 +17,7 @@ from app.products import interface as products
 from app.resilience import is_refusing_calls, new_breaker
 from tests.conftest import scratch_database
 from tests.mongo_server import free_port
-
-PROBLEM = "application/problem+json"
+from tests.problems import PROBLEM
 
 
 class Probes:

@@ -34,8 +34,8 @@ from app.products import interface as products
 from app.resilience import RetryBudget
 from tests.metric_counts import Counts
 from tests.mongo_server import free_port
+from tests.problems import PROBLEM
 
-PROBLEM = "application/problem+json"
 WHEN = "2030-01-02T03:04:05+00:00"
 PRODUCT = {
     "product_id": "p1",

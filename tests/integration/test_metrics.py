@@ -18,8 +18,9 @@ from app.products import interface as products
 from app.products.models import utcnow
 from app.resilience import new_breaker
 from tests.integration.test_auth_api import log_in, register_and_verify
-from tests.integration.test_cart_api import add, create, expect_problem
+from tests.integration.test_cart_api import add, create
 from tests.metric_counts import Counts, value
+from tests.problems import expect_problem
 
 MAX_HELD = 100  # connections a test takes before giving up on the pool ever making it wait
 

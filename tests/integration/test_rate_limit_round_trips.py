@@ -24,8 +24,9 @@ from limits import RateLimitItemPerMinute
 from limits.strategies import FixedWindowRateLimiter
 
 from app.extensions import limiter
-from tests.integration.test_auth_api import expect_problem, from_ip, log_in
+from tests.integration.test_auth_api import from_ip, log_in
 from tests.integration.test_cart_api import add, create
+from tests.problems import expect_problem
 from tests.redis_server import RedisServer
 
 LIMIT_KEY_PREFIX = "LIMITS:"

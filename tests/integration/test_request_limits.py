@@ -4,15 +4,7 @@
 import pytest
 
 from app.gateway.request_limits import INTERNAL_MAX_CONTENT_LENGTH
-
-PROBLEM = "application/problem+json"
-
-
-def assert_problem(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == PROBLEM
-    assert response.get_json()["code"] == code
-    return response.get_json()
+from tests.problems import PROBLEM, expect_problem
 
 
 def test_a_body_over_max_content_length_is_a_413_problem(client, app):
@@ -20,23 +12,23 @@ def test_a_body_over_max_content_length_is_a_413_problem(client, app):
     assert limit == 64 * 1024
     body = '{"token": "' + "x" * limit + '"}'
     response = client.post("/v1/auth/verify-email", data=body, content_type="application/json")
-    problem = assert_problem(response, 413, "payload_too_large")
+    problem = expect_problem(response, 413, "payload_too_large")
     assert problem["detail"] == f"The request body is larger than {limit} bytes."
 
 
 def test_a_body_over_the_limit_is_refused_even_where_no_view_reads_it(client):
     response = client.delete("/v1/cart", data="x" * (64 * 1024 + 1), content_type="application/json")
-    assert_problem(response, 413, "payload_too_large")
+    expect_problem(response, 413, "payload_too_large")
 
 
 def test_a_long_url_is_a_414_problem(client):
     response = client.get("/v1/products", query_string={"q": "a" * 2100})
-    assert_problem(response, 414, "uri_too_long")
+    expect_problem(response, 414, "uri_too_long")
 
 
 def test_large_headers_are_a_431_problem(client):
     response = client.get("/v1/products", headers={"X-Padding": "p" * 8200})
-    assert_problem(response, 431, "request_headers_too_large")
+    expect_problem(response, 431, "request_headers_too_large")
 
 
 def test_the_internal_api_takes_larger_batches(other_app):
@@ -49,7 +41,7 @@ def test_the_internal_api_takes_larger_batches(other_app):
     assert response.status_code == 401  # no service key: refused for that, not for the size
     oversized = "x" * (INTERNAL_MAX_CONTENT_LENGTH + 1)
     response = service.post("/internal/products/import_products", data=oversized, content_type="application/json")
-    assert_problem(response, 413, "payload_too_large")
+    expect_problem(response, 413, "payload_too_large")
 
 
 @pytest.mark.parametrize(("path", "method"), [("/v1/products", "post"), ("/v1/cart/products", "post")])

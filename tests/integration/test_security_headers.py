@@ -12,8 +12,8 @@ from dataclasses import replace
 import pytest
 
 from app.accounts import passwords
+from tests.problems import PROBLEM
 
-PROBLEM = "application/problem+json"
 NOTHING = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 
 

@@ -12,8 +12,8 @@ import pytest
 from werkzeug.test import Client
 
 from tests.conftest import CART_KEY, GATEWAY_KEY
+from tests.problems import expect_problem
 
-PROBLEM = "application/problem+json"
 SERVICE_HEADERS = {"X-Service-Key": GATEWAY_KEY, "X-Service-Caller": "gateway"}
 CART_SERVICE = {"X-Service-Key": CART_KEY, "X-Service-Caller": "cart"}
 
@@ -41,16 +41,6 @@ def result(response):
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.mimetype == "application/json"
     return response.get_json()["result"]
-
-
-def assert_problem(response, status: int, code: str, exception: str | None = None) -> dict:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == PROBLEM
-    body = response.get_json()
-    assert (body["status"], body["code"]) == (status, code)
-    if exception is not None:
-        assert body["exception"] == exception
-    return body
 
 
 def in_fifteen_minutes() -> str:
@@ -118,7 +108,7 @@ def test_internal_calls_need_a_service_key_and_a_caller(client, headers, code, m
     if "reservation_id" in arguments:
         arguments = {**arguments, "expires_at": in_fifteen_minutes()}
 
-    body = assert_problem(call(client, module, function, headers=headers, **arguments), 401, code)
+    body = expect_problem(call(client, module, function, headers=headers, **arguments), 401, code)
 
     assert "exception" not in body
     assert "result" not in body
@@ -140,7 +130,7 @@ def test_internal_calls_need_a_service_key_and_a_caller(client, headers, code, m
 def test_the_cart_services_key_calls_only_what_a_cart_needs(client, module, function, arguments):
     create(client, stock=5)
 
-    body = assert_problem(
+    body = expect_problem(
         call(client, module, function, headers=CART_SERVICE, **arguments), 403, "service_scope_denied"
     )
 
@@ -182,13 +172,13 @@ def test_the_public_listener_serves_no_internal_route_and_documents_none(app, se
 def test_an_internal_route_answers_no_other_method(client):
     response = client.get("/internal/products/get_product", headers=SERVICE_HEADERS)
 
-    assert_problem(response, 405, "method_not_allowed")
+    expect_problem(response, 405, "method_not_allowed")
 
 
 def test_an_unknown_function_is_404(client):
-    body = assert_problem(call(client, "products", "drop_database"), 404, "not_found")
+    body = expect_problem(call(client, "products", "drop_database"), 404, "not_found")
     assert "drop_database" in body["detail"]
-    assert_problem(call(client, "gateway", "get_product", product_id="p1"), 404, "not_found")
+    expect_problem(call(client, "gateway", "get_product", product_id="p1"), 404, "not_found")
 
 
 # --- argument validation -------------------------------------------------------------------
@@ -197,7 +187,7 @@ def test_an_unknown_function_is_404(client):
 def test_unknown_and_missing_arguments_are_400_naming_each(client):
     response = call(client, "products", "reserve_stock", product_id="p1", quantity=1, colour="red")
 
-    body = assert_problem(response, 400, "validation_error")
+    body = expect_problem(response, 400, "validation_error")
     assert body["errors"] == {
         "colour": ["Unknown argument."],
         "reservation_id": ["Missing argument."],
@@ -208,14 +198,14 @@ def test_unknown_and_missing_arguments_are_400_naming_each(client):
 def test_a_body_that_is_not_an_object_is_400(client):
     response = client.post("/internal/products/get_product", json=["p1"], headers=SERVICE_HEADERS)
 
-    assert_problem(response, 400, "validation_error")
+    expect_problem(response, 400, "validation_error")
 
 
 def test_an_expiry_without_a_utc_offset_is_refused(client):
     create(client, stock=2)
     naive = (datetime.now(UTC) + timedelta(minutes=15)).replace(tzinfo=None).isoformat()
 
-    body = assert_problem(reserve(client, quantity=1, expires_at=naive), 400, "validation_error")
+    body = expect_problem(reserve(client, quantity=1, expires_at=naive), 400, "validation_error")
 
     assert set(body["errors"]) == {"expires_at"}
     assert counters(client) == (2, 0, 2)
@@ -225,7 +215,7 @@ def test_an_expiry_without_a_utc_offset_is_refused(client):
 def test_an_expiry_out_of_range_or_not_a_date_is_refused(client, expires_at):
     create(client, stock=5)
 
-    body = assert_problem(reserve(client, quantity=3, expires_at=expires_at), 400, "validation_error")
+    body = expect_problem(reserve(client, quantity=3, expires_at=expires_at), 400, "validation_error")
 
     assert set(body["errors"]) == {"expires_at"}
     assert counters(client) == (5, 0, 5)
@@ -235,7 +225,7 @@ def test_an_expiry_out_of_range_or_not_a_date_is_refused(client, expires_at):
 def test_a_price_that_is_not_a_decimal_is_refused(client, price):
     draft = {"product_id": "p1", "sku": "SKU-1", "name": "Shoe", "price": price}
 
-    body = assert_problem(call(client, "products", "create_product", draft=draft), 400, "validation_error")
+    body = expect_problem(call(client, "products", "create_product", draft=draft), 400, "validation_error")
 
     assert set(body["errors"]) == {"draft"}
     assert client.get("/v1/products/p1").status_code == 404
@@ -245,7 +235,7 @@ def test_a_price_that_is_not_a_decimal_is_refused(client, price):
 def test_a_quantity_that_is_not_a_whole_number_is_refused_not_coerced(client, quantity):
     create(client, stock=5)
 
-    body = assert_problem(reserve(client, quantity=quantity), 400, "validation_error")
+    body = expect_problem(reserve(client, quantity=quantity), 400, "validation_error")
 
     assert set(body["errors"]) == {"quantity"}
     assert counters(client) == (5, 0, 5)
@@ -264,7 +254,7 @@ def test_get_product_returns_the_product_archived_ones_included(client):
     assert (product["product_id"], product["price"], product["status"]) == ("p1", "19.99", "archived")
     assert product["tags"] == ["run", "trail"]
     assert datetime.fromisoformat(product["created_at"]).utcoffset() == timedelta(0)
-    body = assert_problem(
+    body = expect_problem(
         call(client, "products", "get_product", product_id="nope"),
         404,
         "product_not_found",
@@ -295,7 +285,7 @@ def test_reserve_is_idempotent_and_visible_in_the_catalog(client):
 def test_reserving_more_than_available_is_409_with_the_exception_and_available(client):
     create(client, stock=2)
 
-    body = assert_problem(
+    body = expect_problem(
         reserve(client, "r1", "p1", 3), 409, "insufficient_stock", "app.products.errors.InsufficientStock"
     )
 
@@ -307,7 +297,7 @@ def test_reserving_more_than_available_is_409_with_the_exception_and_available(c
 def test_a_reservation_id_that_is_no_field_name_is_400(client):
     create(client, stock=5)
 
-    body = assert_problem(
+    body = expect_problem(
         reserve(client, "a.b", "p1", 1), 400, "reservation_id_invalid", "app.products.errors.ReservationIdInvalid"
     )
 
@@ -316,7 +306,7 @@ def test_a_reservation_id_that_is_no_field_name_is_400(client):
 
 
 def test_reserving_an_unknown_product_is_404(client):
-    assert_problem(reserve(client, "r1", "nope", 1), 404, "product_not_found", "app.products.errors.ProductNotFound")
+    expect_problem(reserve(client, "r1", "nope", 1), 404, "product_not_found", "app.products.errors.ProductNotFound")
 
 
 @pytest.mark.parametrize(
@@ -339,7 +329,7 @@ def test_release_after_commit_is_a_reservation_conflict(client):
     result(reserve(client, "r1", "p1", 2))
     result(call(client, "products", "commit_reservation", product_id="p1", reservation_id="r1"))
 
-    assert_problem(
+    expect_problem(
         call(client, "products", "release_reservation", product_id="p1", reservation_id="r1"),
         409,
         "reservation_conflict",
@@ -352,7 +342,7 @@ def test_an_unknown_hold_releases_as_nothing_and_cannot_be_sold(client):
     create(client, stock=5)
 
     released = result(call(client, "products", "release_reservation", product_id="p1", reservation_id="nope"))
-    body = assert_problem(
+    body = expect_problem(
         call(client, "products", "commit_reservation", product_id="p1", reservation_id="nope"),
         404,
         "reservation_not_found",
@@ -368,7 +358,7 @@ def test_stock_cannot_drop_below_the_reserved_units(client):
     create(client, stock=5)
     result(reserve(client, "r1", "p1", 4))
 
-    assert_problem(
+    expect_problem(
         call(client, "products", "adjust_stock", product_id="p1", delta=-2, reason="count"),
         409,
         "stock_below_reserved",
@@ -395,7 +385,7 @@ def test_cart_functions_answer_the_cart(client):
 
 
 def test_adding_an_unknown_product_to_a_cart_is_the_products_modules_404(client):
-    body = assert_problem(
+    body = expect_problem(
         call(client, "cart", "add_item", owner_id="guest:1", product_id="nope", quantity=1),
         404,
         "product_not_found",
@@ -419,7 +409,7 @@ def test_a_cart_write_with_a_stale_version_is_412(client):
         expected_version=cart["version"] + 1,
     )
 
-    assert_problem(response, 412, "precondition_failed", "app.cart.errors.CartChanged")
+    expect_problem(response, 412, "precondition_failed", "app.cart.errors.CartChanged")
     assert counters(client) == (5, 0, 5)
 
 
@@ -428,7 +418,7 @@ def test_accounts_functions_answer_and_raise_their_errors(client):
     assert guest["access_token"]
     assert guest["refresh_token"] is None
 
-    body = assert_problem(
+    body = expect_problem(
         call(client, "accounts", "get_user", user_id="00000000-0000-0000-0000-000000000000"),
         404,
         "user_not_found",

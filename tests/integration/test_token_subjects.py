@@ -9,7 +9,8 @@ import uuid
 import pytest
 from flask_jwt_extended import create_access_token
 
-from tests.integration.test_auth_api import PASSWORD, auth, expect_problem, login, register_and_verify
+from tests.integration.test_auth_api import PASSWORD, auth, login, register_and_verify
+from tests.problems import expect_problem
 
 
 def mint(app, subject: str, **claims) -> str:
