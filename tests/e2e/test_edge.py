@@ -205,6 +205,29 @@ def test_nginx_refuses_a_body_over_the_apps_limit_with_the_apps_problem(edge, in
     assert all(answered(log, "POST", "/v1/auth/login")[413] == 0 for _, log in instances)  # never reached the app
 
 
+@pytest.mark.parametrize(
+    ("request_size", "status", "code"),
+    [
+        ({"params": {"q": "x" * 9000}}, 414, "uri_too_long"),
+        ({"headers": {"X-Filler": "x" * 9000}}, 431, "request_headers_too_large"),
+        ({"headers": {f"X-Filler-{n}": "x" * 8000 for n in range(5)}}, 431, "request_headers_too_large"),
+    ],
+    ids=["request-line", "one-header-line", "header-buffers"],
+)
+def test_nginx_refuses_a_request_line_or_headers_over_its_buffers_with_the_apps_problem(
+    edge, instances, request_size, status, code
+):
+    """Past nginx's header buffers (8 KiB a line, 32 KiB in all) the app never sees the
+    request: nginx answers in the app's error shape, with the status the app gives under its
+    own, smaller caps (app/gateway/request_limits.py)."""
+    with client_at("127.0.0.14") as client:
+        refused = client.get(f"{edge}/v1/products", timeout=TIMEOUT, **request_size)
+    assert refused.status_code == status
+    assert refused.headers["Content-Type"] == "application/problem+json"
+    assert (refused.json()["status"], refused.json()["code"]) == (status, code)
+    assert all(answered(log, "GET", "/v1/products")[status] == 0 for _, log in instances)
+
+
 def trickle(port: int, sent_all: threading.Event) -> bytes:
     """POST /v1/auth/login whose body arrives one byte at a time over TRICKLE_SECONDS; its answer."""
     body = json.dumps({"email": "slow@example.test", "password": WRONG}).encode()
