@@ -5,6 +5,7 @@ from flask.views import MethodView
 from flask_jwt_extended import get_jwt_identity
 
 from app.accounts import interface as accounts
+from app.errors import ApiError
 from app.extensions import ApiBlueprint
 from app.gateway.account_schemas import (
     AdminUserPatchSchema,
@@ -74,7 +75,12 @@ class UserById(MethodView):
     @blp.arguments(AdminUserPatchSchema)
     @blp.response(200, UserSchema)
     @blp.problem_response(404, "`user_not_found`")
+    @blp.problem_response(409, "`own_admin_access`: an admin cannot deactivate themselves or drop their own admin role")
     @blp.doc(security=BEARER)
     def patch(self, changes, user_id):
         """Change a user's roles or active flag (admin); the user's sessions end"""
+        if user_id == get_jwt_identity() and (
+            changes.get("is_active") is False or "admin" not in changes.get("roles", ["admin"])
+        ):
+            raise ApiError(409, "own_admin_access", "Another admin must deactivate you or take away your admin role.")
         return accounts.update_user(user_id=user_id, **changes)

@@ -923,6 +923,19 @@ def test_admin_disables_and_enables_an_account(client, ada, admin_headers):
     assert me(client, login(client, "ada@example.test")["accessToken"]).status_code == 200
 
 
+@pytest.mark.parametrize("changes", [{"isActive": False}, {"roles": ["customer"]}, {"roles": []}])
+def test_an_admin_cannot_lock_themselves_out(client, ada, admin_headers, changes):
+    """The last admin would otherwise be one request away from an API nobody can administer."""
+    patch_user(client, admin_headers, ada["userId"], roles=["admin"])
+    headers = {"Authorization": f"Bearer {login(client, 'ada@example.test')['accessToken']}"}
+
+    expect_problem(patch_user(client, headers, ada["userId"], **changes), 409, "own_admin_access")
+
+    assert client.get("/v1/users", headers=headers).status_code == 200  # still an admin, still signed in
+    kept = patch_user(client, headers, ada["userId"], roles=["admin", "customer"], isActive=True)
+    assert kept.get_json()["roles"] == ["admin", "customer"]
+
+
 @pytest.mark.parametrize("user_id", ["6f1c2b9e-0d4a-4c7e-9a51-3b2f8e7d6c5a", "not-a-uuid", "12345"])
 def test_admin_patch_of_an_unknown_user_is_404(client, admin_headers, user_id):
     body = expect_problem(patch_user(client, admin_headers, user_id, isActive=False), 404, "user_not_found")
