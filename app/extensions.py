@@ -1,5 +1,7 @@
 """Shared extension objects, created unbound and initialised by `create_app`."""
 
+import functools
+
 import marshmallow as ma
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -19,8 +21,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from webargs.flaskparser import FlaskParser
 
-from app.errors import PROBLEM_MIMETYPE, handle_http_exception
+from app.errors import PROBLEM_MIMETYPE, ApiError, handle_http_exception
 from app.rate_limits import ONE_TRIP_FIXED_WINDOW
+
+MAX_PAGE = 10_000  # the deepest page of a listing
 
 
 class ProblemSchema(ma.Schema):
@@ -88,6 +92,27 @@ class ApiBlueprint(Blueprint):
     def problem_response(self, status: int, description: str, schema: type[ProblemSchema] = ProblemSchema):
         """Document an error outcome of a view (its body is a problem+json document)."""
         return self.alt_response(status, schema=schema, description=description, content_type=PROBLEM_MIMETYPE)
+
+    def paginate(self, *args, **kwargs):
+        """flask-smorest's pagination, with a deepest page: `page` has no upper bound of its
+        own, and an offset past what the stores count in (PostgreSQL's bigint) would be a 500."""
+        paginated = super().paginate(*args, **kwargs)
+
+        def decorator(view):
+            @functools.wraps(view)
+            def within_max_page(*view_args, pagination_parameters, **view_kwargs):
+                if pagination_parameters.page > MAX_PAGE:
+                    raise ApiError(
+                        400,
+                        "validation_error",
+                        "The request has invalid fields.",
+                        errors={"page": [f"Must be at most {MAX_PAGE}; narrow the listing instead."]},
+                    )
+                return view(*view_args, pagination_parameters=pagination_parameters, **view_kwargs)
+
+            return paginated(within_max_page)
+
+        return decorator
 
 
 def _document_size_limits(doc: dict, doc_info: dict, **kwargs) -> dict:

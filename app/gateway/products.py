@@ -4,7 +4,7 @@ from flask import jsonify, url_for
 from flask.views import MethodView
 from flask_jwt_extended import get_jwt, verify_jwt_in_request
 
-from app.errors import ApiError, DomainError
+from app.errors import DomainError
 from app.extensions import ApiBlueprint
 from app.gateway.auth import BEARER, roles_required
 from app.gateway.caching import after_catalog_request, public_cache
@@ -25,7 +25,6 @@ blp = ApiBlueprint(
 blp.before_request(require_json_body)
 blp.after_request(after_catalog_request)
 
-MAX_PAGE = 10_000  # deeper than this, narrow the listing with filters
 ADMIN_ERRORS = ((401, "Missing, invalid or expired token"), (403, "Not an admin"))
 
 
@@ -63,13 +62,6 @@ class Products(MethodView):
         max 100); totals in the `X-Pagination` header.
         """
         filters, sort = query
-        if pagination_parameters.page > MAX_PAGE:
-            raise ApiError(
-                400,
-                "validation_error",
-                "The request has invalid fields.",
-                errors={"page": [f"Must be at most {MAX_PAGE}."]},
-            )
         page = products.list_products(
             filters=filters, sort=sort, page=pagination_parameters.page, page_size=pagination_parameters.page_size
         )

@@ -826,3 +826,17 @@ def test_openapi_document_describes_the_internal_service_api(service_app):
     assert "Idempotent" in reserve["description"]
     assert "Idempotent" not in spec["paths"]["/internal/cart/add_item"]["post"]["description"]
     assert "/internal/accounts/log_in" in spec["paths"]
+
+
+@pytest.mark.parametrize("path", ["/v1/products", "/v1/users", "/v1/orders", "/v1/admin/audit"])
+@pytest.mark.parametrize("page", ["10001", "2147483648", "131564076378785906688"])
+def test_a_page_past_the_deepest_of_any_listing_is_a_400_problem(client, admin_headers, path, page):
+    """Found by the API fuzzing run: a page number past what PostgreSQL's offsets hold was a 500."""
+    body = expect_problem(client.get(f"{path}?page={page}&page_size=5", headers=admin_headers), 400, "validation_error")
+    assert body["errors"] == {"page": ["Must be at most 10000; narrow the listing instead."]}
+
+
+@pytest.mark.parametrize("path", ["/v1/products", "/v1/users", "/v1/orders", "/v1/admin/audit"])
+def test_the_deepest_page_of_any_listing_is_an_empty_page(client, admin_headers, path):
+    answer = client.get(f"{path}?page=10000&page_size=100", headers=admin_headers)
+    assert (answer.status_code, answer.get_json()) == (200, [])
