@@ -37,6 +37,6 @@ def optional_expected_version() -> int | None:
     tags = request.if_match.as_set()
     if len(tags) == 1:
         tag = next(iter(tags))
-        if VERSION_TAG.fullmatch(tag):
+        if tag and VERSION_TAG.fullmatch(tag):  # werkzeug reads `""` as a tag of None
             return int(tag)
     raise ApiError(412, "precondition_failed", "If-Match must carry exactly one ETag from a previous read.")

@@ -287,6 +287,16 @@ def test_if_match_refuses_a_stale_cart_version(client, admin_headers, shopper):
     expect_problem(add(client, {**shopper, "If-Match": "garbage"}, "mug"), 412, "precondition_failed")
 
 
+@pytest.mark.parametrize("tag", ['""', 'W/""', '"1", "2"', "*", '"-1"'])
+def test_if_match_naming_no_single_version_is_a_412_problem(client, shopper, tag):
+    """`""` was a 500 (werkzeug reads it as a tag of None), found by the API fuzzing run."""
+    for write in (
+        lambda: client.delete("/v1/cart", headers={**shopper, "If-Match": tag}),
+        lambda: add(client, {**shopper, "If-Match": tag}, "mug"),
+    ):
+        expect_problem(write(), 412, "precondition_failed")
+
+
 def test_a_repeated_idempotency_key_replays_the_first_answer(client, admin_headers, shopper):
     create(client, admin_headers, "mug")
     headers = {**shopper, "Idempotency-Key": "add-mug-1"}
