@@ -18,6 +18,17 @@ CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,re
 # credentials change, and the rest of the run would see only 401s.
 ENDS_THE_SESSION = r"^/v1/(auth/(logout|logout-all|mfa/.*)|users/me/password)$"
 BUDGET = ["--phases", "examples,coverage,fuzzing", "--max-examples", "5", "--seed", "1"]
+# What no bearer token of a signed-in user opens: a login (credentials) and a refresh (a refresh token).
+NEEDS_OTHER_CREDENTIALS = {"POST /v1/auth/login", "POST /v1/auth/refresh"}
+ADMIN_ONLY = {
+    "POST /v1/products",
+    "PATCH /v1/products/{product_id}",
+    "DELETE /v1/products/{product_id}",
+    "POST /v1/products/{product_id}/stock",
+    "GET /v1/users",
+    "PATCH /v1/users/{user_id}",
+    "GET /v1/admin/audit",
+}
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +68,14 @@ def test_every_answer_to_generated_requests_is_documented_and_no_server_error(se
 
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     assert " passed" in run.stdout
+    if caller != "anonymous":  # the token opened every operation its roles open, to the end of the run
+        refused_throughout = NEEDS_OTHER_CREDENTIALS | (ADMIN_ONLY if caller == "customer" else set())
+        assert only_refused(run.stdout) == refused_throughout, run.stdout[-6000:]
+
+
+def only_refused(report: str) -> set[str]:
+    """The operations schemathesis's report lists as having answered only 401 or 403."""
+    if "Authentication failed:" not in report:
+        return set()
+    section = report.split("Authentication failed:", 1)[1].split("💡", 1)[0]
+    return {line.strip().removeprefix("- ") for line in section.splitlines() if line.strip().startswith("- ")}
