@@ -87,6 +87,8 @@ class ApiBlueprint(Blueprint):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        # flask-smorest has no public hook for this; test_the_openapi_document_describes_the_size_limits
+        # (tests/integration/test_request_limits.py) fails on an upgrade that drops the list.
         self._prepare_doc_cbks.append(_document_size_limits)
 
     def problem_response(self, status: int, description: str, schema: type[ProblemSchema] = ProblemSchema):
@@ -136,7 +138,11 @@ class DecodeOnceJWTManager(JWTManager):
     """flask-jwt-extended reads a token's claims without verifying them (to pick the key by
     them) and then decodes it again to verify it. With the default key, which depends on
     neither, the claims are decoded once: the verifying decode alone. Any failure goes through
-    the library's own path again, so that every 401 says exactly what it always said."""
+    the library's own path again, so that every 401 says exactly what it always said.
+
+    The library offers no public hook for it: this overrides its `_decode_jwt_from_config`
+    and calls its `_decode_jwt`. tests/integration/test_rate_limit_round_trips.py counts
+    PyJWT's decodes per request and fails on an upgrade that stops calling the override."""
 
     def _decode_jwt_from_config(self, encoded_token: str, csrf_value=None, allow_expired: bool = False) -> dict:
         if self._decode_key_callback is not default_decode_key_callback:
