@@ -11,5 +11,4 @@ EXTRAS=mutation source scripts/bootstrap.sh
 scripts/ensure-services.sh
 
 .venv/bin/mutmut run --max-children "${MUTATION_CHILDREN:-2}" "$@"
-.venv/bin/mutmut results
 .venv/bin/python scripts/mutation_score.py
