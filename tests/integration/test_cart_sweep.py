@@ -123,3 +123,58 @@ def test_the_sweep_forgets_idempotency_keys_past_their_lifetime(app, client, run
     with app.app_context():
         assert list(db.session.scalars(select(IdempotencyKey.key))) == ["young"]
     assert "forgot 0 expired idempotency keys" in run_sweep(runner)
+
+
+def test_one_sweep_over_several_carts_counts_each_and_leaves_the_fresh_ones_alone(
+    app, client, runner, admin_headers, token
+):
+    """Each cart is swept on its own: only its lapsed lines leave, its version moves on by one,
+    and the report adds up what every cart gave back."""
+    for product_id in ("mug", "pen", "cap"):
+        create(client, admin_headers, product_id)
+    shoppers = {
+        name: {"Authorization": f"Bearer {token('customer', subject=name)}"} for name in ("ann", "bob", "cy", "di")
+    }
+    add(client, shoppers["ann"], "mug", 2)
+    add(client, shoppers["ann"], "pen", 1)
+    add(client, shoppers["bob"], "mug", 1)
+    add(client, shoppers["cy"], "cap", 4)
+    add(client, shoppers["di"], "pen", 3)
+    owners = {name: user_id(client, headers) for name, headers in shoppers.items()}
+    lapsing = {(owners["ann"], "mug"), (owners["bob"], "mug")}
+    with app.app_context():  # ann's mug and bob's only line lapse; cy's cart is abandoned; di's is fresh
+        for cart in db.session.scalars(select(Cart)):
+            lines = cart.read_lines()
+            for line in lines:
+                if (cart.owner_id, line.product_id) in lapsing:
+                    line.reserved_until = utcnow() - timedelta(minutes=1)
+            cart.write_lines(lines)
+            if cart.owner_id == owners["cy"]:
+                cart.expires_at = utcnow() - timedelta(seconds=1)
+        db.session.commit()
+    versions = {
+        name: client.get("/v1/cart", headers=headers).get_json()["version"] for name, headers in shoppers.items()
+    }
+
+    output = run_sweep(runner)
+
+    assert "released 3 expired lines from 3 carts; expired 1 abandoned carts" in output
+    items = {
+        name: [
+            (item["productId"], item["quantity"])
+            for item in client.get("/v1/cart", headers=headers).get_json()["items"]
+        ]
+        for name, headers in shoppers.items()
+    }
+    assert items == {"ann": [("pen", 1)], "bob": [], "cy": [], "di": [("pen", 3)]}
+    after = {
+        name: client.get("/v1/cart", headers=headers).get_json()["version"]
+        for name, headers in shoppers.items()
+        if name != "cy"
+    }
+    assert after == {"ann": versions["ann"] + 1, "bob": versions["bob"] + 1, "di": versions["di"]}
+    assert (reserved(client, "mug"), reserved(client, "pen"), reserved(client, "cap")) == (0, 4, 0)
+
+
+def user_id(client, headers) -> str:
+    return client.get("/v1/users/me", headers=headers).get_json()["userId"]
