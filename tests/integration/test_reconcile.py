@@ -110,6 +110,28 @@ class TestCounters:
         assert stored("p1")["version"] == version + 1  # a fix is a write like any other (ETag)
         assert products.reconcile_inventory().fixes == ()
 
+    def test_a_fix_and_an_adjustment_record_how_they_move_the_counters(self):
+        make_product("p1", stock=10)
+        reserve(3, "a")
+        drift(+2)  # reserved 5, available 5: two units nobody holds
+        products.adjust_stock(product_id="p1", delta=4, reason="delivery")  # stock 14, available 9
+        drift(-1)  # reserved 4, available 10: one unit held twice
+
+        products.reconcile_inventory()
+
+        changes = [
+            (event["payload"]["reason"], event["payload"]["change"])
+            for pending in products.pending_events(limit=10)
+            for event in pending.events
+            if event["type"] == "product.stock_changed"
+        ]
+        assert changes == [
+            ("hold", {"stock": 0, "reserved": 3, "available": -3}),
+            ("adjustment", {"stock": 4, "reserved": 0, "available": 4}),
+            ("reconcile", {"stock": 0, "reserved": -1, "available": 1}),
+        ]
+        assert (stored()["reserved"], stored()["available"]) == (3, 11)
+
     def test_reservations_see_the_fixed_availability(self):
         make_product(stock=5)
         reserve(2, "a")
