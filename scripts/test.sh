@@ -16,4 +16,6 @@ scripts/ensure-services.sh
 .venv/bin/ruff format --check .
 .venv/bin/lint-imports
 .venv/bin/deptry .  # every import of the runtime code is a runtime dependency ([tool.deptry])
-.venv/bin/python -m pytest --durations=15 "$@"
+# One pytest worker per core (pytest-xdist), each with stores of its own (tests/conftest.py); a
+# file's tests stay on one worker, so the servers a module starts are started once.
+.venv/bin/python -m pytest -n auto --dist loadfile --durations=15 "$@"
