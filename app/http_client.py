@@ -27,6 +27,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from app import metrics
 from app.config import Settings
 from app.errors import DomainError
+from app.events.envelope import ACTOR_HEADER, current_actor
 from app.logs import REQUEST_ID_HEADER, current_request_id
 from app.ports import CALLER_HEADER, SERVICE_KEY_HEADER, Exposed, Port, exception_class
 from app.resilience import RetryBudget, new_breaker, retry_after
@@ -110,7 +111,9 @@ class ServiceClient:
 
     def _send(self, url: str, payload: dict[str, Any]) -> requests.Response:
         try:
-            headers = {REQUEST_ID_HEADER: request_id} if (request_id := current_request_id()) else None
+            headers = {ACTOR_HEADER: current_actor()}
+            if request_id := current_request_id():
+                headers[REQUEST_ID_HEADER] = request_id
             response = self.session.post(url, json=payload, headers=headers, timeout=self.timeout, verify=self.verify)
         except requests.RequestException as error:
             raise ServiceFailure(type(error).__name__) from error

@@ -36,6 +36,7 @@ from werkzeug.routing import Map, Rule
 
 from app.config import SERVICE_SCOPES
 from app.errors import ApiError, DomainError, problem
+from app.events.envelope import ACTOR_HEADER, SYSTEM
 
 logger = logging.getLogger(__name__)
 
@@ -261,6 +262,7 @@ def require_service_credentials() -> None:
     if caller not in callers:
         raise ApiError(401, "service_key_invalid", f"This X-Service-Key is not the {caller} service's.")
     g.service_caller = caller
+    g.actor = request.headers.get(ACTOR_HEADER, "")[:128] or SYSTEM  # whom the caller acts for (its events')
 
 
 def in_scope(caller: str, module: str, function: str) -> bool:

@@ -8,6 +8,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
+from flask import g
+
 from app.products import interface as products
 from tests.contract.conftest import assert_aware_utc, assert_money, raises
 
@@ -295,3 +297,15 @@ def test_is_available_and_reconcile(port_app, in_process):
     assert products.is_available() is True
     assert type(report) is products.ReconcileReport
     assert report == in_process(products.reconcile_inventory, dry_run=True)
+
+
+def test_the_event_a_call_records_names_whom_the_caller_acts_for(port_app, in_process):
+    """Across HTTP too: the caller sends its actor (X-Storefront-Actor) with every call."""
+    in_process(products.create_product, draft=draft("p-actor"))
+    with port_app.test_request_context():
+        g.actor = "user-42"  # what a verified token's subject, or the caller's own caller, makes it
+        products.adjust_stock(product_id="p-actor", delta=2, reason="delivery")
+
+    events = [event for pending in in_process(products.pending_events, limit=10) for event in pending.events]
+    changed = [event for event in events if event["type"] == "product.stock_changed"]
+    assert [(event["actor"], event["payload"]["reason"]) for event in changed] == [("user-42", "adjustment")]
