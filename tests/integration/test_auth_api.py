@@ -1315,6 +1315,18 @@ def test_a_new_password_voids_older_reset_links(client, mail_dir, ada):
     assert login(client, "ada@example.test", NEW_PASSWORD)["accessToken"]
 
 
+def test_a_new_password_voids_only_its_own_accounts_reset_links(client, mail_dir, ada):
+    register_and_verify(client, mail_dir, "bob@example.test")
+    forgot(client, "bob@example.test")
+    bobs_link = token_from(last_email(mail_dir, "bob@example.test"))
+    forgot(client, "ada@example.test")
+
+    assert reset(client, token_from(last_email(mail_dir, "ada@example.test"))).status_code == 204
+
+    assert reset(client, bobs_link, "Bobs-New-Pass-6").status_code == 204
+    assert login(client, "bob@example.test", "Bobs-New-Pass-6")["accessToken"]
+
+
 def test_a_password_reset_lifts_the_login_lock(other_app, settings, mail_dir):
     """The account's backstop (failures from any address) locks every address out; a reset
     lifts it, while an address that failed too often itself stays locked until its window ends."""
