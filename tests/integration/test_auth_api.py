@@ -679,6 +679,20 @@ def test_login_with_mfa_needs_a_fresh_code(client, ada):
     assert login(client, "ada@example.test", otp=next_step)["userId"] == ada["userId"]
 
 
+def test_a_code_used_by_one_account_leaves_the_others_codes_alone(client, mail_dir, ada):
+    """Each account remembers its own last accepted step: another's login in the same 30 s
+    does not make this account's current code look replayed."""
+    register_and_verify(client, mail_dir, "bob@example.test")
+    secrets = {who: enable_mfa(client, login(client, f"{who}@example.test")["accessToken"]) for who in ("ada", "bob")}
+    step = time.time()
+    if step % 30 > 27:  # both logins in one step
+        time.sleep(30 - step % 30 + 0.1)
+        step = time.time()
+
+    for who in ("ada", "bob"):
+        assert login(client, f"{who}@example.test", otp=pyotp.TOTP(secrets[who]).at(step))["accessToken"]
+
+
 def test_wrong_password_with_mfa_on_is_still_invalid_credentials(client, ada):
     secret = enable_mfa(client, login(client, "ada@example.test")["accessToken"])
 
