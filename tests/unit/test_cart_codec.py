@@ -17,6 +17,13 @@ from app.products.interface import Product
 CREATED = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 
 
+@pytest.fixture(autouse=True)
+def fresh_decoders():
+    """Each test builds the decoders it uses (they are cached per type): a test run in a
+    process that built them before (as mutmut's runs are) still checks the code it names."""
+    codec._decoder.cache_clear()
+
+
 def a_product(**changes) -> Product:
     fields = {
         "product_id": "mug",
