@@ -526,6 +526,7 @@ def test_logout_all_ends_every_session(client, ada, mail_dir):
         expect_problem(me(client, session["accessToken"]), 401, "token_revoked")
         expect_problem(refresh(client, session["refreshToken"]), 401, "token_revoked")
     assert me(client, bob["accessToken"]).status_code == 200
+    assert refresh(client, bob["refreshToken"]).status_code == 200  # another user's login goes on
     assert me(client, login(client, "ada@example.test")["accessToken"]).status_code == 200
 
 
