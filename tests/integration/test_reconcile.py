@@ -110,6 +110,17 @@ class TestCounters:
         assert stored("p1")["version"] == version + 1  # a fix is a write like any other (ETag)
         assert products.reconcile_inventory().fixes == ()
 
+    def test_a_fix_is_logged_for_the_operator_and_a_dry_run_logs_nothing(self, caplog):
+        make_product("p1", stock=10)
+        reserve(3, "a")
+        drift(+2)
+
+        products.reconcile_inventory(dry_run=True)
+        assert [record for record in caplog.records if record.name == reconcile.__name__] == []
+        products.reconcile_inventory()
+        warnings = [record.getMessage() for record in caplog.records if record.name == reconcile.__name__]
+        assert warnings == ["reconcile: product p1 reserved 5 -> 3"]
+
     def test_a_fix_and_an_adjustment_record_how_they_move_the_counters(self):
         make_product("p1", stock=10)
         reserve(3, "a")
