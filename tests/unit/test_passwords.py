@@ -25,3 +25,7 @@ def test_hashes_carry_the_configured_cost_and_older_ones_still_verify_then_need_
     assert passwords.needs_rehash(cheap)
     assert not passwords.needs_rehash(dearer)
     assert not passwords.verify_password(None, "correct horse battery")  # an unknown user, at the same cost
+
+
+def test_no_password_verifies_against_no_hash_not_even_the_placeholder_an_unknown_user_is_checked_against():
+    assert not passwords.verify_password(None, "storefront-unknown-user-placeholder")
