@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
+import hypothesis
 import mongoengine
 import pika
 import pytest
@@ -24,6 +25,7 @@ from app.config import load_settings
 from app.extensions import db, limiter
 from tests.mongo_server import MongoServer, free_port
 from tests.redis_server import RedisServer
+from tests.store_slots import StoreSlot, taken_slot
 
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 GATEWAY_KEY = "test-gateway-key"  # what the gateway sends to the services it calls
@@ -31,12 +33,25 @@ GATEWAY_KEY = "test-gateway-key"  # what the gateway sends to the services it ca
 CHEAP_HASHING = {"PASSWORD_HASH_TIME_COST": "1", "PASSWORD_HASH_MEMORY_KIB": "8192"}
 CART_KEY = "test-cart-key"  # what the cart service sends to the products service
 
+# Examples per property-based test (the cart model's runs): 25 in the suite, 5 under
+# scripts/mutation.sh (`--hypothesis-profile=mutation`), where each surviving mutant runs it again.
+hypothesis.settings.register_profile("suite", max_examples=25)
+hypothesis.settings.register_profile("mutation", max_examples=5)
+hypothesis.settings.load_profile("suite")
+
 
 @pytest.fixture(scope="session")
-def mongo_uri(tmp_path_factory) -> Iterator[str]:
+def store_slot() -> Iterator[StoreSlot | None]:
+    """Stores prepared by scripts/mutation.sh for this session (tests/store_slots.py), or None."""
+    with taken_slot() as slot:
+        yield slot
+
+
+@pytest.fixture(scope="session")
+def mongo_uri(tmp_path_factory, store_slot) -> Iterator[str]:
     """MONGODB_URI when set (a real MongoDB), else an nx-27017 started for this session."""
-    if os.environ.get("MONGODB_URI"):
-        yield os.environ["MONGODB_URI"]
+    if os.environ.get("MONGODB_URI") or store_slot:
+        yield os.environ.get("MONGODB_URI") or store_slot.mongo_uri
         return
     server = MongoServer(tmp_path_factory.mktemp("mongo"), free_port())
     server.start()
@@ -45,11 +60,11 @@ def mongo_uri(tmp_path_factory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
+def database_url(store_slot) -> Iterator[str]:
     """TEST_DATABASE_URL (its schema is replaced), else a database of this session's own on the
     local PostgreSQL, dropped at the end, so that concurrent test runs never meet."""
-    if os.environ.get("TEST_DATABASE_URL"):
-        yield os.environ["TEST_DATABASE_URL"]
+    if os.environ.get("TEST_DATABASE_URL") or store_slot:
+        yield os.environ.get("TEST_DATABASE_URL") or store_slot.database_url
         return
     with scratch_database(f"storefront_test_{os.getpid()}") as name:
         yield f"postgresql://postgres@127.0.0.1:5432/{name}"
@@ -149,8 +164,10 @@ def mail_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def app(settings):
+def app(settings, store_slot):
     app = create_app(settings)
+    if store_slot:  # migrated when it was prepared
+        return app
     with app.app_context():
         db.session.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
         db.session.commit()

@@ -361,8 +361,7 @@ def test_the_cart_api_follows_the_model(app, token, settings, moving_clock):
     }
     run_state_machine_as_test(
         type("Machine", (CartMachine,), attributes),
-        settings=hypothesis_settings(
-            max_examples=25,
+        settings=hypothesis_settings(  # max_examples: the profile's (tests/conftest.py)
             stateful_step_count=20,
             deadline=None,
             suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
