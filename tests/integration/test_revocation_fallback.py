@@ -10,7 +10,7 @@ import redis
 from sqlalchemy import select
 
 from app.accounts.models import User, utcnow
-from app.accounts.revocation import build_store
+from app.accounts.revocation import GENERATION_TTL, build_store
 from app.extensions import db
 from tests.redis_server import RedisServer
 
@@ -64,8 +64,25 @@ def test_a_generation_raised_during_an_outage_is_not_undone_by_a_stale_copy(app,
         assert store.state(["any"], user_id) == (False, raised)
 
         redis_server.start()
-        redis.Redis.from_url(redis_server.url).set(f"storefront:generation:{user_id}", raised - 1)  # stale copy
+        cached = redis.Redis.from_url(redis_server.url)
+        cached.set(f"storefront:generation:{user_id}", raised - 1)  # stale copy
         assert store.state(["any"], user_id) == (False, raised)
+        assert cached.get(f"storefront:generation:{user_id}") == str(raised).encode()  # the copy is right again
+
+
+def test_a_cached_generation_expires_with_the_longest_session(app, redis_server, token):
+    """Redis keeps a user's generation a week at most (a session's life), then reads it again,
+    so that the cache does not grow with every user who ever signed in."""
+    token("customer", subject="ttl-user")
+    store = build_store(redis_server.url, **BOUNDS)
+    cached = redis.Redis.from_url(redis_server.url)
+    with app.app_context():
+        user = db.session.scalar(select(User).where(User.email == "ttl-user@example.test"))
+        store.state(["any"], user.id)  # cached on the first check
+        assert 0 < cached.ttl(f"storefront:generation:{user.id}") <= GENERATION_TTL
+        store.set_generation(user.id, user.session_generation + 1)  # a logout-all
+    assert cached.get(f"storefront:generation:{user.id}") == str(user.session_generation + 1).encode()
+    assert 0 < cached.ttl(f"storefront:generation:{user.id}") <= GENERATION_TTL
 
 
 def test_once_redis_fails_checks_go_straight_to_the_database_until_the_breaker_probes(app, redis_server):
