@@ -192,6 +192,7 @@ def test_registering_a_taken_email_answers_as_for_a_new_one_and_tells_the_owner(
     taken, new = again.get_json(), first.get_json()
     assert set(taken) == set(new) == USER_FIELDS
     assert taken["userId"] != new["userId"]
+    assert uuid.UUID(taken["userId"]).version == 4  # shaped like a new account's id
     assert {key: taken[key] for key in USER_FIELDS - {"userId", "createdAt", "updatedAt"}} == {
         key: new[key] for key in USER_FIELDS - {"userId", "createdAt", "updatedAt"}
     }

@@ -35,6 +35,7 @@ def test_seeding_again_adds_only_what_is_missing(app, runner):
     with app.app_context():
         assert products.get_product(product_id="5").status == "archived"
     assert catalog_size(app) == 49
+    assert "Inserted 0 products" in runner.invoke(args=["seed", "--count", "50"]).output  # nothing missing now
 
 
 def test_reset_asks_first_and_keeps_data_when_refused(app, runner):
