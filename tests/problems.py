@@ -9,10 +9,12 @@ import requests
 PROBLEM = "application/problem+json"
 
 
-def expect_problem(response, status: int, code: str, exception: str | None = None) -> dict:
+def expect_problem(
+    response, status: int, code: str, exception: str | None = None, *, detail: str | None = None
+) -> dict:
     """Assert that `response` (from Flask's test client or from requests) is the problem `code`
     with HTTP `status`, naming the path it answers and, from the internal service API, the
-    `exception` raised; returns its body."""
+    `exception` raised, and, when given, exactly the human-readable `detail`; returns its body."""
     if isinstance(response, requests.Response):
         text, mimetype, path = response.text, response.headers["Content-Type"], urlsplit(response.url).path
         body = response.json()
@@ -24,4 +26,6 @@ def expect_problem(response, status: int, code: str, exception: str | None = Non
     assert (body["status"], body["code"], body["instance"]) == (status, code, path)
     if exception is not None:
         assert body["exception"] == exception
+    if detail is not None:
+        assert body["detail"] == detail
     return body
