@@ -129,3 +129,22 @@ def test_a_cart_with_a_malformed_line_is_refused():
 def test_only_the_known_types_are_stored():
     with pytest.raises(TypeError):
         codec.dumps(CartEntry("g", {"not": "a cart"}))  # a dict is no field type of the DTOs
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"stock": True}, "expected int, got True"),
+        ({"price": 4.0}, "expected str, got 4.0"),
+        ({"created_at": None}, "expected str, got None"),
+        ({"stock": "x" * 60}, "expected int, got '" + "x" * 39),  # at most 40 characters of the value
+        ({"tags": "blue"}, "expected an array, got 'blue'"),
+        ({"extra": 1}, "expected the fields of Product"),
+    ],
+)
+def test_a_refusal_says_what_was_expected_and_what_was_found(changes, reason):
+    """The reason goes into the log line of the cache entry that was ignored (cache.py)."""
+    stored = json.dumps({**json.loads(codec.dumps(a_product())), **changes})
+    with pytest.raises(codec.DecodeError) as refused:
+        codec.loads(Product, stored)
+    assert str(refused.value) == reason
