@@ -7,10 +7,12 @@ including the products module's exceptions raised through the cart.
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 
+from app import clock
 from app.cart import interface as cart
 from app.products import interface as products
 from tests.contract.conftest import assert_aware_utc, assert_money, raises
@@ -237,6 +239,20 @@ def test_check_out_turns_holds_into_an_order(port_app, in_process, catalog):
         cart.get_order(order_id=order.order_id, owner_id="someone-else")
     with raises(cart.CartEmpty):
         cart.check_out(owner_id=USER)
+
+
+def test_held_reservations_names_the_holds_of_lines_in_active_carts_only(port_app, in_process, catalog):
+    in_process(cart.add_item, owner_id=USER, product_id="p1", quantity=2)
+    in_process(cart.add_item, owner_id=USER, product_id="p2", quantity=1)
+    active = in_process(products.list_active_reservations, created_before=clock.now() + timedelta(minutes=1))
+    held = {hold.product_id: hold.reservation_id for hold in active}
+
+    found = cart.held_reservations(reservation_ids=[held["p2"], "no-such-hold", held["p1"]])
+
+    assert type(found) is tuple
+    assert sorted(found) == sorted([held["p1"], held["p2"]])
+    in_process(cart.check_out, owner_id=USER)  # the checked-out cart keeps its lines, its holds are sold
+    assert cart.held_reservations(reservation_ids=[held["p1"], held["p2"]]) == ()
 
 
 def test_list_orders_pages_newest_first(port_app, in_process, catalog):
