@@ -63,6 +63,18 @@ def held_by_holds(product_id: str = "p1") -> int:
     return sum(hold["qty"] for hold in stored(product_id)["holds"].values())
 
 
+def stock_changes() -> list[tuple[str, str, dict, dict]]:
+    """Each recorded product.stock_changed: (the product it names, reason, change, figures after it)."""
+    changes = []
+    for pending in products.pending_events(limit=10):
+        for event in pending.events:
+            if event["type"] == "product.stock_changed":
+                payload = event["payload"]
+                assert event["aggregateId"] == payload["productId"]
+                changes.append((payload["productId"], payload["reason"], payload["change"], payload["after"]))
+    return changes
+
+
 @pytest.mark.usefixtures("ctx")
 class TestCounters:
     def test_a_consistent_store_is_left_alone(self):
@@ -130,16 +142,11 @@ class TestCounters:
 
         products.reconcile_inventory()
 
-        changes = [
-            (event["payload"]["reason"], event["payload"]["change"])
-            for pending in products.pending_events(limit=10)
-            for event in pending.events
-            if event["type"] == "product.stock_changed"
-        ]
+        changes = [(product_id, reason, change) for product_id, reason, change, _ in stock_changes()]
         assert changes == [
-            ("hold", {"stock": 0, "reserved": 3, "available": -3}),
-            ("adjustment", {"stock": 4, "reserved": 0, "available": 4}),
-            ("reconcile", {"stock": 0, "reserved": -1, "available": 1}),
+            ("p1", "hold", {"stock": 0, "reserved": 3, "available": -3}),
+            ("p1", "adjustment", {"stock": 4, "reserved": 0, "available": 4}),
+            ("p1", "reconcile", {"stock": 0, "reserved": -1, "available": 1}),
         ]
         assert (stored()["reserved"], stored()["available"]) == (3, 11)
 
@@ -160,6 +167,12 @@ class TestCounters:
 
         assert products.reconcile_inventory().fixes == (products.ReservedFix("p1", 2, 2, 5),)
         assert stored()["available"] == 3
+        assert stock_changes()[-1] == (
+            "p1",
+            "reconcile",
+            {"stock": 0, "reserved": 0, "available": -2},  # from the stored 5, not from stock - reserved
+            {"stock": 5, "reserved": 2, "available": 3},
+        )
         with pytest.raises(products.InsufficientStock):
             reserve(4, "b")
 
@@ -170,6 +183,13 @@ class TestCounters:
 
         assert products.reconcile_inventory().fixes == (products.ReservedFix("p1", 2, 2, 5),)
         assert stored()["available"] == 3
+        # A missing `available` counted as stock - reserved (as the events' figures do): no change.
+        assert stock_changes()[-1] == (
+            "p1",
+            "reconcile",
+            {"stock": 0, "reserved": 0, "available": 0},
+            {"stock": 5, "reserved": 2, "available": 3},
+        )
 
     def test_a_product_without_holds_drops_to_zero(self):
         make_product("p1", stock=5)
