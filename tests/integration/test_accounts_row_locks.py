@@ -1,0 +1,71 @@
+"""Writes to an account lock its row (FOR UPDATE on PostgreSQL) before they read it: a change
+that meets another one in progress waits for it to commit, then works on, and answers with,
+the account as that change left it. Each test holds the row in a second connection, lets
+the call start, sees it wait for that connection, and commits."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+
+from sqlalchemy import create_engine, text
+
+from tests.integration.test_auth_api import auth, login, register_and_verify
+
+WAIT_LIMIT = 10.0  # seconds a call may take to reach the held row
+
+
+@contextmanager
+def account_held(database_url: str, user_id: str, change: str) -> Iterator[Callable[[Callable[[], object]], Future]]:
+    """Another writer's transaction that has run `change` (SQL on the users row :id) and holds
+    the row. The block gets `start(call)`: runs the call in a thread, returns once the call
+    waits for this transaction, and the call's future; the transaction commits when the block ends."""
+    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg2://", 1))
+    watcher = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    holder = engine.connect()
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        transaction = holder.begin()
+        holder.execute(text(change), {"id": user_id})
+        holder_pid = holder.execute(text("SELECT pg_backend_pid()")).scalar_one()
+
+        def start(call: Callable[[], object]) -> Future:
+            future = pool.submit(call)
+            deadline = time.monotonic() + WAIT_LIMIT
+            while not _waits_for(watcher, holder_pid):
+                assert not future.done(), f"the call did not wait for the held row: {future.result()!r}"
+                assert time.monotonic() < deadline, "the call never reached the held row"
+                time.sleep(0.005)
+            return future
+
+        yield start
+        transaction.commit()
+    finally:
+        pool.shutdown(wait=True)
+        holder.close()
+        watcher.close()
+        engine.dispose()
+
+
+def _waits_for(watcher, holder_pid: int) -> bool:
+    return bool(
+        watcher.execute(
+            text("SELECT count(*) FROM pg_stat_activity WHERE :holder = ANY(pg_blocking_pids(pid))"),
+            {"holder": holder_pid},
+        ).scalar_one()
+    )
+
+
+def test_a_profile_change_waits_for_a_concurrent_change_and_answers_with_its_result(client, mail_dir, database_url):
+    ada = register_and_verify(client, mail_dir, "ada@example.test")
+    token = login(client, "ada@example.test")["accessToken"]
+    promotion = """UPDATE users SET roles = '["admin", "customer"]' WHERE id = :id"""
+
+    with account_held(database_url, ada["userId"], promotion) as start:
+        changing = start(lambda: client.patch("/v1/users/me", json={"displayName": "Ada"}, headers=auth(token)))
+
+    changed = changing.result(timeout=WAIT_LIMIT)
+    assert changed.status_code == 200, changed.get_data(as_text=True)
+    assert (changed.get_json()["displayName"], changed.get_json()["roles"]) == ("Ada", ["admin", "customer"])
