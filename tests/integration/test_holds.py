@@ -225,6 +225,25 @@ class TestReserve:
         products.adjust_stock(product_id="p2", delta=-4, reason="breakage")
         assert [stored(p)["available"] for p in ("p1", "p2")] == [10, 6]
 
+    def test_a_stock_cut_below_the_held_units_is_refused_at_the_first_try(self, commands):
+        """The refusal's figures are read once; only a product stored before `available`
+        existed is tried again, once it has been filled in."""
+        make_product("p1", stock=10)
+        make_product("p2", stock=10)
+        reserve(4, "a", "p1")
+        reserve(4, "a", "p2")
+        collection().update_one({"product_id": "p2"}, {"$unset": {"available": ""}})
+
+        commands.names.clear()
+        with pytest.raises(products.StockBelowReserved):
+            products.adjust_stock(product_id="p1", delta=-7, reason="count")
+        assert commands.names == ["findAndModify", "find"]
+        commands.names.clear()
+        with pytest.raises(products.StockBelowReserved):
+            products.adjust_stock(product_id="p2", delta=-7, reason="count")
+        assert commands.names == ["findAndModify", "find", "update", "findAndModify", "find"]
+        assert [stored_counters(p) for p in ("p1", "p2")] == [(10, 4, 6), (10, 4, 6)]
+
     def test_a_release_on_a_product_stored_before_available_existed(self):
         make_product(stock=10)
         reserve(4, "a")
@@ -565,6 +584,23 @@ class TestActiveHolds:
         assert [(hold.reservation_id, hold.quantity) for hold in found] == [("renewed", 2)]
         everything = products.list_active_reservations(created_before=now() + timedelta(seconds=1))
         assert [hold.reservation_id for hold in everything] == ["at-the-cut", "early", "late", "renewed"]
+
+    def test_the_same_reservation_id_in_two_products_is_listed_for_each(self, now):
+        make_product("p1", stock=10)
+        make_product("p2", stock=10)
+        reserve(1, "b", "p1")
+        reserve(2, "a", "p2")
+        reserve(3, "a", "p1")
+        now.advance(timedelta(seconds=1))
+
+        listed = products.list_active_reservations(created_before=now())
+
+        assert sorted((hold.reservation_id, hold.product_id, hold.quantity) for hold in listed) == [
+            ("a", "p1", 3),
+            ("a", "p2", 2),
+            ("b", "p1", 1),
+        ]
+        assert [hold.reservation_id for hold in listed] == ["a", "a", "b"]
 
     def test_committed_and_released_holds_are_not_listed(self, now):
         make_product(stock=10)
