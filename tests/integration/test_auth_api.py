@@ -721,7 +721,7 @@ def test_wrong_codes_count_towards_the_lockout(client, ada):
 def test_disabling_mfa_needs_the_current_password(client, ada):
     token = login(client, "ada@example.test")["accessToken"]
     disable = lambda **body: client.post("/v1/auth/mfa/disable", json=body, headers=auth(token))  # noqa: E731
-    expect_problem(disable(password=PASSWORD), 409, "mfa_not_set_up")
+    expect_problem(disable(password=PASSWORD), 409, "mfa_not_set_up", detail="Two-factor authentication is not on.")
     secret = enable_mfa(client, token)
 
     wrong = expect_problem(disable(password="Wrong-Password-1"), 401, "invalid_credentials")
@@ -745,7 +745,8 @@ def test_disabling_mfa_with_the_password_and_a_code_checks_the_code(client, ada)
         "/v1/auth/mfa/disable", json={"password": PASSWORD, "otp": otp}, headers=auth(token)
     )
 
-    expect_problem(disable(wrong_codes(secret)[0]), 401, "invalid_otp")
+    wrong = disable(wrong_codes(secret)[0])
+    expect_problem(wrong, 401, "invalid_otp", detail="The code is wrong, expired or already used.")
     disabled = disable(pyotp.TOTP(secret).now())
 
     assert disabled.status_code == 200
