@@ -69,13 +69,19 @@ def test_a_token_and_a_code_cannot_enable_mfa_without_the_password(client, ada_t
 
 def test_a_token_and_a_code_cannot_disable_mfa_without_the_password(client, ada_token):
     secret = enable_mfa(client, ada_token)
-    disable = lambda **body: client.post("/v1/auth/mfa/disable", json=body, headers=auth(ada_token))  # noqa: E731
+    disable = lambda **body: client.post(  # noqa: E731
+        "/v1/auth/mfa/disable", json=body, headers=auth(ada_token), **from_ip(THIEF)
+    )
 
     missing = expect_problem(disable(otp=pyotp.TOTP(secret).now()), 400, "validation_error")
     assert list(missing["errors"]) == ["password"]
     wrong = expect_problem(disable(password=WRONG), 401, "invalid_credentials")
     assert wrong["field"] == "password"
     assert me(client, ada_token).get_json()["mfaEnabled"] is True
+    for _ in range(4):
+        expect_problem(disable(password=WRONG), 401, "invalid_credentials")
+    expect_problem(log_in(client, "ada@example.test", **from_ip(THIEF)), 429, "login_locked")  # that address only
+    expect_problem(log_in(client, "ada@example.test", **from_ip("203.0.113.10")), 401, "mfa_required")
 
 
 def test_wrong_current_passwords_lock_mfa_changes_and_the_login_from_that_address(client, ada_token):
