@@ -16,6 +16,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+from flask_jwt_extended import decode_token
 
 from app import clock
 from app.cart import service
@@ -96,10 +97,35 @@ def test_each_change_states_what_the_hold_has_now(client, admin_headers, token, 
     assert holds(calls) == [("release_reservation", "mug", 2)]
 
 
-def test_an_undone_hold_states_the_units_it_was_given(app, client, admin_headers, token, calls, monkeypatch):
+@pytest.mark.parametrize(
+    ("units", "hold_age", "undone", "reserved_after"),
+    [
+        (0, None, ("release_reservation", "mug", 5), 0),  # a new line's hold is released
+        (2, None, ("reserve_stock", "mug", 2, 5), 2),  # a live hold goes back to the line's units
+        (1, None, ("reserve_stock", "mug", 1, 5), 1),
+        ("lapsed", 5, ("release_reservation", "mug", 5), 0),  # a lapsed hold counts for nobody
+        ("lapsed", 0, ("release_reservation", "mug", 5), 0),  # lapsing this very instant
+    ],
+)
+def test_an_undone_hold_states_the_units_it_was_given(
+    app, client, admin_headers, token, calls, settings, monkeypatch, units, hold_age, undone, reserved_after
+):
+    """A cart write that fails after growing the line's hold undoes the hold: back to what the
+    line still records, or released when that counts for nobody."""
+    start = clock.now().replace(microsecond=0)
+    monkeypatch.setattr(clock, "now", lambda: start)
     create(client, admin_headers, "mug", stock=20)
-    shopper = {"Authorization": f"Bearer {token('customer', subject='hold-undo')}"}
-    owner_id = add(client, shopper, "mug", 2).get_json()["userId"]
+    access = token("customer", subject="hold-undo")
+    shopper = {"Authorization": f"Bearer {access}"}
+    with app.app_context():
+        owner_id = decode_token(access)["sub"]
+    if units == "lapsed":
+        units = 2
+        add(client, shopper, "mug", units)
+        later = start + timedelta(seconds=settings.cart_reservation_ttl + hold_age)
+        monkeypatch.setattr(clock, "now", lambda: later)
+    elif units:
+        add(client, shopper, "mug", units)
     calls.clear()
 
     def failing_write(self, cart):
@@ -107,8 +133,11 @@ def test_an_undone_hold_states_the_units_it_was_given(app, client, admin_headers
 
     monkeypatch.setattr(service.Carts, "_bump", failing_write)
     with app.app_context(), pytest.raises(RuntimeError):
-        app.extensions["carts"].add(owner_id, "mug", 3)
-    assert holds(calls) == [("reserve_stock", "mug", 5, 2), ("reserve_stock", "mug", 2, 5)]
+        app.extensions["carts"].add(owner_id, "mug", 5 - units)
+    with app.app_context():
+        assert REAL_GET(product_id="mug").reserved == reserved_after
+    grown = ("reserve_stock", "mug", 5, units if hold_age is None else None)
+    assert holds(calls) == [grown, undone]
 
 
 def test_checkout_and_emptying_name_the_product(client, admin_headers, token, calls, monkeypatch):
