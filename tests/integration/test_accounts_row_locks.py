@@ -12,7 +12,16 @@ from contextlib import contextmanager
 
 from sqlalchemy import create_engine, text
 
-from tests.integration.test_auth_api import auth, login, register_and_verify
+from tests.integration.test_auth_api import (
+    PASSWORD,
+    auth,
+    enable_mfa,
+    login,
+    patch_user,
+    register_and_verify,
+    user_row,
+)
+from tests.problems import expect_problem
 
 WAIT_LIMIT = 10.0  # seconds a call may take to reach the held row
 
@@ -69,3 +78,32 @@ def test_a_profile_change_waits_for_a_concurrent_change_and_answers_with_its_res
     changed = changing.result(timeout=WAIT_LIMIT)
     assert changed.status_code == 200, changed.get_data(as_text=True)
     assert (changed.get_json()["displayName"], changed.get_json()["roles"]) == ("Ada", ["admin", "customer"])
+
+
+def test_disabling_mfa_while_another_disable_is_in_progress_answers_that_it_is_not_on(client, mail_dir, database_url):
+    ada = register_and_verify(client, mail_dir, "ada@example.test")
+    token = login(client, "ada@example.test")["accessToken"]
+    enable_mfa(client, token)
+    other_disable = "UPDATE users SET mfa_secret = NULL, mfa_enabled_at = NULL WHERE id = :id"
+
+    with account_held(database_url, ada["userId"], other_disable) as start:
+        disabling = start(lambda: client.post("/v1/auth/mfa/disable", json={"password": PASSWORD}, headers=auth(token)))
+
+    disabled = disabling.result(timeout=WAIT_LIMIT)
+    expect_problem(disabled, 409, "mfa_not_set_up", detail="Two-factor authentication is not on.")
+
+
+def test_an_admin_change_during_a_logout_everywhere_ends_the_sessions_once_more(
+    app, client, mail_dir, database_url, admin_headers
+):
+    """Both end every session by raising the account's session generation: neither raise is lost."""
+    ada = register_and_verify(client, mail_dir, "ada@example.test")
+    log_out_everywhere = "UPDATE users SET session_generation = session_generation + 1 WHERE id = :id"
+
+    with account_held(database_url, ada["userId"], log_out_everywhere) as start:
+        promoting = start(lambda: patch_user(client, admin_headers, ada["userId"], roles=["admin"]))
+
+    promoted = promoting.result(timeout=WAIT_LIMIT)
+    assert promoted.status_code == 200, promoted.get_data(as_text=True)
+    assert promoted.get_json()["roles"] == ["admin", "customer"]
+    assert user_row(app, "ada@example.test").session_generation == 2
