@@ -497,30 +497,35 @@ def test_quantities_add_up_and_are_capped_by_stock_and_the_line_maximum(client, 
     assert items == {"mug": 6, "pen": 100}
 
 
-def test_a_merge_cut_short_by_stock_says_so(client, admin_headers, shopper, guest, monkeypatch):
-    """Another buyer takes the units the guest's hold gave back before the user's line takes them."""
+@pytest.mark.parametrize(("taken", "merged", "writes"), [(2, 5, 2), (4, 3, 1)])
+def test_a_merge_cut_short_by_stock_says_so(client, admin_headers, shopper, guest, monkeypatch, taken, merged, writes):
+    """Another buyer takes units the guest's hold gave back before the user's line takes them:
+    the line takes what is left (a second write), or, when nothing is left, is not written again."""
     guest_token, guest_headers = guest
     create(client, admin_headers, "mug", stock=7)
-    add(client, shopper, "mug", 3)
+    version = add(client, shopper, "mug", 3).get_json()["version"]
     add(client, guest_headers, "mug", 4)
     original_release = products.release_reservation
 
-    def release_then_another_buyer_takes_two(**arguments):
+    def release_then_another_buyer_takes_some(**arguments):
         released = original_release(**arguments)
         products.reserve_stock(
             product_id="mug",
-            quantity=2,
+            quantity=taken,
             reservation_id="another-buyer",
             expires_at=datetime.now(UTC) + timedelta(minutes=5),
         )
         return released
 
-    monkeypatch.setattr(products, "release_reservation", release_then_another_buyer_takes_two)
+    monkeypatch.setattr(products, "release_reservation", release_then_another_buyer_takes_some)
     result = client.post("/v1/cart/merge", json={"guestToken": guest_token}, headers=shopper).get_json()
 
-    assert result["adjustments"] == [{"productId": "mug", "requested": 7, "merged": 5, "reason": "insufficient_stock"}]
-    assert [(item["productId"], item["quantity"]) for item in result["cart"]["items"]] == [("mug", 5)]
-    assert reserved(client, "mug") == 7
+    assert result["adjustments"] == [
+        {"productId": "mug", "requested": 7, "merged": merged, "reason": "insufficient_stock"}
+    ]
+    assert [(item["productId"], item["quantity"]) for item in result["cart"]["items"]] == [("mug", merged)]
+    assert result["cart"]["version"] == version + writes
+    assert reserved(client, "mug") == merged + taken
 
 
 def test_merging_twice_changes_nothing(client, admin_headers, shopper, guest):
