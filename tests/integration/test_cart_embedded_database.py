@@ -6,9 +6,14 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
+import pytest
+from flask import Flask
 from flask_migrate import upgrade
 
 from app import clock
@@ -18,28 +23,58 @@ from app.products import interface as products
 OWNER = "22222222-2222-2222-2222-222222222222"
 
 
-def test_held_reservations_answers_with_the_committed_lines_while_a_writer_holds_the_lock(other_app, tmp_path):
-    """`flask inventory reconcile` reads while the shop serves: it neither waits for a cart
-    write nor makes one wait."""
-    database = tmp_path / "storefront.db"
+@pytest.fixture
+def database(tmp_path) -> Path:
+    return tmp_path / "storefront.db"
+
+
+@pytest.fixture
+def embedded(other_app, database) -> Flask:
     app = other_app(database_url=f"sqlite:///{database}")
-    product_id = f"lamp-{uuid.uuid4().hex[:8]}"
     with app.app_context():
         upgrade()
-        draft = products.ProductDraft(
-            sku=f"SKU-{product_id}", name="Lamp", price=Decimal("3.00"), product_id=product_id, stock=5
-        )
-        products.create_product(draft=draft)
+    return app
+
+
+def a_product(stock: int = 5) -> str:
+    product_id = f"lamp-{uuid.uuid4().hex[:8]}"
+    draft = products.ProductDraft(
+        sku=f"SKU-{product_id}", name="Lamp", price=Decimal("3.00"), product_id=product_id, stock=stock
+    )
+    products.create_product(draft=draft)
+    return product_id
+
+
+@contextmanager
+def a_writer_holding_the_lock(database: Path, change: str) -> Iterator[None]:
+    """Another request's cart write, begun as every write begins (the write lock), not committed."""
+    writer = sqlite3.connect(database, isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute(change)
+        yield
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
+def test_held_reservations_answers_with_the_committed_lines_while_a_writer_holds_the_lock(embedded, database):
+    """`flask inventory reconcile` reads while the shop serves: it neither waits for a cart
+    write nor makes one wait."""
+    with embedded.app_context():
+        product_id = a_product()
         cart.add_item(owner_id=OWNER, product_id=product_id, quantity=1)
         active = products.list_active_reservations(created_before=clock.now() + timedelta(minutes=1))
     (reservation_id,) = [hold.reservation_id for hold in active if hold.product_id == product_id]
 
-    writer = sqlite3.connect(database, isolation_level=None)
-    try:
-        writer.execute("BEGIN IMMEDIATE")  # what a cart write begins with: the write lock
-        writer.execute("UPDATE carts SET status = 'expired'")  # not committed
-        with app.app_context():
-            assert cart.held_reservations(reservation_ids=[reservation_id, "no-such-hold"]) == (reservation_id,)
-    finally:
-        writer.execute("ROLLBACK")
-        writer.close()
+    with a_writer_holding_the_lock(database, "UPDATE carts SET status = 'expired'"), embedded.app_context():
+        assert cart.held_reservations(reservation_ids=[reservation_id, "no-such-hold"]) == (reservation_id,)
+
+
+def test_an_order_is_read_while_a_writer_holds_the_lock(embedded, database):
+    with embedded.app_context():
+        cart.add_item(owner_id=OWNER, product_id=a_product(), quantity=2)
+        placed = cart.check_out(owner_id=OWNER)
+
+    with a_writer_holding_the_lock(database, "UPDATE orders SET status = 'confirmed'"), embedded.app_context():
+        assert cart.get_order(order_id=placed.order_id, owner_id=OWNER) == placed
