@@ -564,11 +564,31 @@ def test_patch_applies_changes_and_bumps_the_version(client, admin_headers):
 
 
 def test_patch_updates_what_search_finds(client, admin_headers):
-    product = create(client, admin_headers, productId="p1", name="Trail running shoe")
-    assert patch(client, admin_headers, product, name="Waterproof hiking boot").status_code == 200
+    product = create(client, admin_headers, productId="p1", name="Trail running shoe", description="Light and fast.")
+    renamed = patch(client, admin_headers, product, name="Waterproof hiking boot")
+    assert renamed.status_code == 200
 
     assert listed_ids(client, q="hiking boot") == ["p1"]
     assert listed_ids(client, q="trail") == []
+    assert listed_ids(client, q="boot fast") == ["p1"]  # the description's words stay searchable
+
+    described = patch(client, admin_headers, renamed.get_json(), description="Warm and dry.")
+    assert described.status_code == 200
+    assert listed_ids(client, q="hiking dry") == ["p1"]
+    assert listed_ids(client, q="fast") == []
+
+
+def test_patch_normalises_the_category_as_create_does(client, admin_headers):
+    product = create(client, admin_headers, productId="p1", category="Shoes")
+
+    same = patch(client, admin_headers, product, category=" SHOES ")
+    assert (same.status_code, same.headers["ETag"], same.get_json()["category"]) == (200, '"1"', "shoes")
+
+    moved = patch(client, admin_headers, product, category=" Trail Shoes")
+    assert (moved.status_code, moved.headers["ETag"]) == (200, '"2"')
+    assert moved.get_json()["category"] == fetch(client, "p1")["category"] == "trail shoes"
+    assert listed_ids(client, category="Trail Shoes") == ["p1"]
+    assert listed_ids(client, category="shoes") == []
 
 
 def test_patch_that_changes_nothing_keeps_the_version(client, admin_headers):
