@@ -1259,6 +1259,36 @@ def test_revocation_in_redis(other_app, redis_url, redis_client, mail_dir):
     assert me(client, login(client, address)["accessToken"]).status_code == 200
 
 
+def test_admin_changes_keep_the_generation_cached_in_redis_current(
+    other_app, redis_url, redis_client, mail_dir, admin_headers
+):
+    """A change that ends the sessions publishes the new generation at once; one that does not
+    leaves the cached generation as it was, and the tokens working."""
+    store, cleanup = redis_client
+    client = other_app(redis_url=redis_url).test_client()
+    run = uuid.uuid4()
+    address, ip = f"redis-{run.hex[:12]}@example.test", f"10.67.{run.bytes[0]}.{run.bytes[1]}"
+    client.environ_base["REMOTE_ADDR"] = ip
+    admin_id = claims_of(admin_headers["Authorization"].removeprefix("Bearer "))["sub"]
+    cleanup.extend([f"*{address}*", f"*{ip}*", f"storefront:generation:{admin_id}"])
+    user = register_and_verify(client, mail_dir, address)
+    generation_key = f"storefront:generation:{user['userId']}"
+    cleanup.append(generation_key)
+    session = login(client, address)
+    assert me(client, session["accessToken"]).status_code == 200
+    assert int(store.get(generation_key)) == 0
+
+    assert patch_user(client, admin_headers, user["userId"], isActive=True).status_code == 200
+
+    assert int(store.get(generation_key)) == 0
+    assert me(client, session["accessToken"]).status_code == 200
+
+    assert patch_user(client, admin_headers, user["userId"], roles=["admin"]).status_code == 200
+
+    assert int(store.get(generation_key)) == 1
+    expect_problem(me(client, session["accessToken"]), 401, "token_revoked")
+
+
 def test_short_access_ttl_and_a_lock_that_lifts_by_itself(other_app, settings, mail_dir):
     auth_settings = dataclasses.replace(settings.auth, access_ttl=30, login_max_failures=2, login_lock_seconds=2)
     client = other_app(auth=auth_settings).test_client()
