@@ -339,6 +339,17 @@ def test_unverified_account_gets_403_only_with_the_right_password(client):
     expect_problem(log_in(client, "ada@example.test", "Wrong-Password-1"), 401, "invalid_credentials")
 
 
+def test_a_right_password_refused_for_an_unverified_address_is_not_counted_as_a_guess(client):
+    """It neither counts towards the lock nor takes back a guess counted before it."""
+    register(client, "ada@example.test")
+    for _ in range(4):
+        expect_problem(log_in(client, "ada@example.test", "Wrong-Password-1"), 401, "invalid_credentials")
+    expect_problem(log_in(client, "ada@example.test"), 403, "email_not_verified")
+    expect_problem(log_in(client, "ada@example.test", "Wrong-Password-1"), 401, "invalid_credentials")  # the 5th
+
+    expect_problem(log_in(client, "ada@example.test"), 429, "login_locked")
+
+
 def test_wrong_password_and_unknown_email_get_the_same_answer(client, ada):
     wrong_password = log_in(client, "ada@example.test", "Wrong-Password-1")
     unknown_email = log_in(client, "nobody@example.test", PASSWORD)
