@@ -3,8 +3,9 @@
 Score = killed (a test failed, or the mutant ran out of time) / every mutant checked, less the
 ones `tests/mutation_equivalents.txt` lists as equivalent (no test could tell them from the
 original: each line is a mutant name, then `#` and why). A mutant no selected test reaches
-("no tests") counts as not killed. Prints the counts, the score, the survivors by file and
-the name of every survivor not listed as equivalent (`mutmut show <name>` shows one).
+("no tests") counts as not killed, and so does one `tests/mutation_survivors.txt` lists (a
+known survivor, with why no test kills it yet). Prints the counts, the score, the survivors
+by file and the name of every survivor listed in neither file (`mutmut show <name>` shows one).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 EQUIVALENTS = Path("tests/mutation_equivalents.txt")  # run from the checkout's root, as mutmut is
+KNOWN_SURVIVORS = Path("tests/mutation_survivors.txt")
 KILLED = {"killed", "timeout"}
 UNCHECKED = {"not checked", "skipped", "check was interrupted by user"}
 
@@ -27,9 +29,7 @@ def main() -> int:
         check=True,
     ).stdout
     statuses = dict(line.strip().rsplit(": ", 1) for line in listed.splitlines() if ": " in line)
-    equivalent = {
-        line.split("#", 1)[0].strip() for line in EQUIVALENTS.read_text().splitlines() if line.split("#", 1)[0].strip()
-    }
+    equivalent, known = names_in(EQUIVALENTS), names_in(KNOWN_SURVIVORS)
     counts = Counter(statuses.values())
     checked = {name: status for name, status in statuses.items() if status not in UNCHECKED}
     judged = {name: status for name, status in checked.items() if name not in equivalent}
@@ -43,9 +43,16 @@ def main() -> int:
     by_file = Counter(name.split(".x", 1)[0] for name in survivors)
     for module, count in by_file.most_common():
         print(f"  {count:4d} survive in {module}")
+    print(f"known survivors (listed with why): {len(known & set(survivors))}")
     for name in survivors:
-        print(f"survived: {name} ({statuses[name]})")
+        if name not in known:
+            print(f"survived: {name} ({statuses[name]})")
     return 0
+
+
+def names_in(listing: Path) -> set[str]:
+    """The mutant names of a listing: one per line, before its `#` and reason."""
+    return {line.split("#", 1)[0].strip() for line in listing.read_text().splitlines()} - {""}
 
 
 if __name__ == "__main__":
