@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select, update
 
+from app import clock
 from app.cart.models import CartLine, IdempotencyKey
 from app.extensions import db
 from app.products import interface as products
@@ -450,6 +451,24 @@ def test_orders_are_private_and_admins_see_all(client, admin_headers, shopper, t
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # and nothing for the log (SQLAlchemy warns when asked for no key)
         expect_problem(client.get("/v1/orders/not-a-uuid", headers=shopper), 404, "order_not_found")
+
+
+def test_orders_placed_at_one_instant_page_in_a_stable_order(client, admin_headers, shopper, monkeypatch):
+    """Newest first, and orders of one instant by id: no page repeats an order or skips one."""
+    instant = clock.now()
+    monkeypatch.setattr(clock, "now", lambda: instant)
+    create(client, admin_headers, "mug")
+    placed = []
+    for number in range(5):
+        add(client, shopper, "mug")
+        placed.append(checkout(client, shopper, f"tie-{number}").get_json()["orderId"])
+
+    pages = [
+        client.get("/v1/orders", query_string={"page": page, "page_size": 2}, headers=shopper).get_json()
+        for page in (1, 2, 3)
+    ]
+
+    assert [order["orderId"] for page in pages for order in page] == sorted(placed)
 
 
 # --- guest carts merged on login ---------------------------------------------------------------
