@@ -78,3 +78,12 @@ def test_an_order_is_read_while_a_writer_holds_the_lock(embedded, database):
 
     with a_writer_holding_the_lock(database, "UPDATE orders SET status = 'confirmed'"), embedded.app_context():
         assert cart.get_order(order_id=placed.order_id, owner_id=OWNER) == placed
+
+
+def test_orders_are_listed_while_a_writer_holds_the_lock(embedded, database):
+    with embedded.app_context():
+        cart.add_item(owner_id=OWNER, product_id=a_product(), quantity=2)
+        placed = cart.check_out(owner_id=OWNER)
+
+    with a_writer_holding_the_lock(database, "DELETE FROM orders"), embedded.app_context():
+        assert cart.list_orders(owner_id=OWNER) == cart.OrderPage(items=(placed,), total=1)
