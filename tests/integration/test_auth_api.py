@@ -905,6 +905,22 @@ def test_admin_lists_users_page_by_page(client, mail_dir, admin_headers):
     assert "password" not in first.get_data(as_text=True).lower()
 
 
+def test_pages_of_users_registered_at_the_same_moment_hold_each_user_once(app, client, admin_headers):
+    names = [f"user{n}@example.test" for n in range(9)]
+    for name in names:
+        register(client, name)
+    with app.app_context():
+        db.session.execute(update(User).values(created_at=utcnow()))  # one moment for all
+        db.session.commit()
+
+    pages = [
+        client.get("/v1/users", query_string={"page": page, "page_size": 2}, headers=admin_headers).get_json()
+        for page in range(1, 6)
+    ]
+
+    assert sorted(user["email"] for page in pages for user in page) == sorted([*names, "admin-1@example.test"])
+
+
 def test_only_admins_list_users(client, customer_headers):
     expect_problem(client.get("/v1/users", headers=customer_headers), 403, "forbidden")
     expect_problem(client.get("/v1/users"), 401, "token_missing")
