@@ -16,6 +16,7 @@ import jwt as pyjwt
 import pytest
 from flask_jwt_extended import create_access_token, create_refresh_token
 
+from app.products import catalog
 from app.products import interface as products
 from tests.problems import expect_problem
 
@@ -523,6 +524,26 @@ def test_patch_with_a_stale_etag_is_412(client, admin_headers):
     assert fetch(client, "p1")["name"] == "First rename"
 
 
+def test_patch_losing_to_a_change_made_after_its_version_check_is_412(client, admin_headers, app, monkeypatch):
+    """A stock delivery lands between the If-Match check and the write: the write does not
+    apply, and the answer names the version there is now."""
+    product = create(client, admin_headers, productId="p1", name="Original", stock=5)
+    write = catalog.find_one_and_update_raising_on_duplicate
+
+    def a_delivery_lands_first(*args, **kwargs):
+        products.adjust_stock(product_id="p1", delta=4, reason="delivery")
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(catalog, "find_one_and_update_raising_on_duplicate", a_delivery_lands_first)
+    response = patch(client, admin_headers, product, name="Renamed")
+
+    body = expect_problem(
+        response, 412, "precondition_failed", detail="Product 'p1' has changed (now version 2); fetch it again."
+    )
+    assert body["currentVersion"] == 2
+    assert (fetch(client, "p1")["name"], fetch(client, "p1")["stock"]) == ("Original", 9)
+
+
 @pytest.mark.parametrize(
     "if_match",
     [
@@ -623,7 +644,10 @@ def test_patch_to_a_taken_sku_is_409(client, admin_headers):
     create(client, admin_headers, productId="p1", sku="TAKEN-1")
     product = create(client, admin_headers, productId="p2", sku="MINE-2")
 
-    expect_problem(patch(client, admin_headers, product, sku="taken-1"), 409, "sku_taken")
+    body = expect_problem(
+        patch(client, admin_headers, product, sku="taken-1"), 409, "sku_taken", detail="SKU 'TAKEN-1' is already taken."
+    )
+    assert body["sku"] == "TAKEN-1"
     assert fetch(client, "p2")["sku"] == "MINE-2"
 
 
@@ -722,7 +746,7 @@ def test_stock_cannot_drop_below_the_reserved_units(client, admin_headers, app):
     reserve_units(app, "p1", 3)
 
     refused = adjust_stock(client, admin_headers, "p1", delta=-3, reason="lost")
-    body = expect_problem(refused, 409, "stock_below_reserved")
+    body = expect_problem(refused, 409, "stock_below_reserved", detail="Stock cannot drop by 3: 5 on hand, 3 reserved.")
     assert (body["stock"], body["reserved"]) == (5, 3)
 
     allowed = adjust_stock(client, admin_headers, "p1", delta=-2, reason="lost")
