@@ -13,10 +13,12 @@ from contextlib import contextmanager
 from sqlalchemy import create_engine, text
 
 from tests.integration.test_auth_api import (
+    NEW_PASSWORD,
     PASSWORD,
     auth,
     enable_mfa,
     login,
+    me,
     patch_user,
     register_and_verify,
     user_row,
@@ -107,3 +109,18 @@ def test_an_admin_change_during_a_logout_everywhere_ends_the_sessions_once_more(
     assert promoted.status_code == 200, promoted.get_data(as_text=True)
     assert promoted.get_json()["roles"] == ["admin", "customer"]
     assert user_row(app, "ada@example.test").session_generation == 2
+
+
+def test_a_password_change_during_a_logout_everywhere_ends_the_sessions_once_more(app, client, mail_dir, database_url):
+    ada = register_and_verify(client, mail_dir, "ada@example.test")
+    token = login(client, "ada@example.test")["accessToken"]
+    log_out_everywhere = "UPDATE users SET session_generation = session_generation + 1 WHERE id = :id"
+    body = {"currentPassword": PASSWORD, "newPassword": NEW_PASSWORD}
+
+    with account_held(database_url, ada["userId"], log_out_everywhere) as start:
+        changing = start(lambda: client.post("/v1/users/me/password", json=body, headers=auth(token)))
+
+    changed = changing.result(timeout=WAIT_LIMIT)
+    assert changed.status_code == 200, changed.get_data(as_text=True)
+    assert user_row(app, "ada@example.test").session_generation == 2
+    assert me(client, changed.get_json()["accessToken"]).status_code == 200
