@@ -1,9 +1,16 @@
 """An archived product is the admins' business: anyone else reads 404 product_not_found, as for
 an unknown product, and never sees its stock; the listing shows active products only."""
 
+from decimal import Decimal
+
 import pytest
 
+from app.products import interface as products
+from tests.integration import test_holds
 from tests.problems import PROBLEM
+
+ctx = test_holds.ctx
+commands = test_holds.commands  # MongoDB commands counted
 
 
 @pytest.fixture
@@ -73,3 +80,18 @@ def test_the_openapi_document_says_who_gets_404(client):
     spec = client.get("/api/openapi.json").get_json()
     described = spec["paths"]["/v1/products/{product_id}"]["get"]["responses"]["404"]["description"]
     assert "archived" in described
+
+
+def test_archiving_is_one_command_and_archiving_again_one_read_more(commands):
+    products.create_product(
+        draft=products.ProductDraft(product_id="old-1", sku="OLD-0001", name="Retired mug", price=Decimal("7.50"))
+    )
+
+    commands.names.clear()
+    archived = products.archive_product(product_id="old-1")
+    assert commands.names == ["findAndModify"]  # the answer is the product the update returned
+    assert (archived.status, archived.version) == ("archived", 2)
+
+    commands.names.clear()
+    assert products.archive_product(product_id="old-1") == archived
+    assert commands.names == ["findAndModify", "find"]  # matched nothing: the product is read as it is
