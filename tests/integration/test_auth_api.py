@@ -1283,7 +1283,15 @@ def test_revocation_in_redis(other_app, redis_url, redis_client, mail_dir):
     assert client.post("/v1/auth/logout-all", headers=auth(other["accessToken"])).status_code == 204
     assert int(store.get(generation_key)) == 1
     expect_problem(me(client, other["accessToken"]), 401, "token_revoked")
-    assert me(client, login(client, address)["accessToken"]).status_code == 200
+    newest = login(client, address)
+    assert me(client, newest["accessToken"]).status_code == 200
+    # so does a password change, at once, for every instance that reads Redis
+    body = {"currentPassword": PASSWORD, "newPassword": NEW_PASSWORD}
+    changed = client.post("/v1/users/me/password", json=body, headers=auth(newest["accessToken"]))
+    assert changed.status_code == 200, changed.get_data(as_text=True)
+    assert int(store.get(generation_key)) == 2
+    expect_problem(me(client, newest["accessToken"]), 401, "token_revoked")
+    assert me(client, changed.get_json()["accessToken"]).status_code == 200
 
 
 def test_admin_changes_keep_the_generation_cached_in_redis_current(
