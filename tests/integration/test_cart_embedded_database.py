@@ -18,6 +18,7 @@ from flask_migrate import upgrade
 
 from app import clock
 from app.cart import interface as cart
+from app.cart import sweep as sweeping
 from app.products import interface as products
 
 OWNER = "22222222-2222-2222-2222-222222222222"
@@ -87,3 +88,18 @@ def test_orders_are_listed_while_a_writer_holds_the_lock(embedded, database):
 
     with a_writer_holding_the_lock(database, "DELETE FROM orders"), embedded.app_context():
         assert cart.list_orders(owner_id=OWNER) == cart.OrderPage(items=(placed,), total=1)
+
+
+def test_the_sweep_lists_the_carts_to_visit_while_a_writer_holds_the_lock(embedded, database, monkeypatch):
+    with embedded.app_context():
+        cart.add_item(owner_id=OWNER, product_id=a_product(), quantity=1)
+    listed = sweeping._carts_to_visit
+
+    def listed_while_a_writer_holds_the_lock(now):
+        with a_writer_holding_the_lock(database, "UPDATE carts SET status = 'expired'"):
+            return listed(now)
+
+    monkeypatch.setattr(sweeping, "_carts_to_visit", listed_while_a_writer_holds_the_lock)
+    with embedded.app_context():
+        report = sweeping.sweep(now=clock.now() + timedelta(days=365))  # the cart is abandoned by then
+    assert report == sweeping.SweepReport(lines_released=1, carts_swept=1, carts_expired=1, keys_forgotten=0)
