@@ -3,6 +3,8 @@ check made on every request nor lets a logout made during the outage be forgotte
 
 from __future__ import annotations
 
+import logging
+import re
 from datetime import timedelta
 
 import pytest
@@ -97,3 +99,56 @@ def test_once_redis_fails_checks_go_straight_to_the_database_until_the_breaker_p
         assert store.state(["jti-1"], None) == (True, None)
         assert store.state(["jti-2"], None) == (False, None)
     assert asked == []
+
+
+def test_a_revocation_missed_during_an_outage_reaches_other_instances_with_the_next_write(app, redis_server, caplog):
+    store, other = build_store(redis_server.url, **BOUNDS), build_store(redis_server.url, **BOUNDS)
+    with app.app_context(), caplog.at_level(logging.WARNING, logger="app.accounts.revocation"):
+        redis_server.stop()
+        store.revoke("jti-during", in_five_minutes())
+        redis_server.start()
+        store.revoke("jti-after", in_five_minutes())  # this instance's next Redis call: a write
+
+        assert other.state(["jti-during"], None) == (True, None)  # another instance reads only Redis
+    (warning,) = [record.getMessage() for record in caplog.records if record.name == "app.accounts.revocation"]
+    assert re.fullmatch(
+        r"Redis unavailable, revocation kept in the database until it answers: "
+        r"Error \d+ connecting to [\w.]+:\d+\. Connection refused\.",
+        warning,
+    )
+
+
+def test_a_generation_missed_during_an_outage_never_overwrites_a_newer_one(app, redis_server, token):
+    """The missed write is replayed by dropping Redis's copy: another instance may have raised
+    the generation since Redis came back, and a lower one would let ended sessions in again."""
+    token("customer", subject="generation-user")
+    store, other = build_store(redis_server.url, **BOUNDS), build_store(redis_server.url, **BOUNDS)
+    with app.app_context():
+        user = db.session.scalar(select(User).where(User.email == "generation-user@example.test"))
+        user_id = user.id
+        redis_server.stop()
+        user.session_generation += 1  # a logout-all while Redis is down
+        db.session.commit()
+        store.set_generation(user_id, user.session_generation)
+        redis_server.start()
+        user.session_generation += 1  # another, at another instance, once Redis is back
+        db.session.commit()
+        other.set_generation(user_id, user.session_generation)
+        newest = user.session_generation
+
+        assert store.state(["any"], user_id) == (False, newest)  # this instance replays what it missed
+        assert other.state(["any"], user_id) == (False, newest)
+
+
+@pytest.mark.parametrize("lifetime", [10.5, 0.5])
+def test_a_revoked_id_is_kept_in_redis_as_long_as_its_token_lives_and_at_most_a_second_longer(
+    app, redis_server, lifetime
+):
+    store = build_store(redis_server.url, **BOUNDS)
+    expires_at = utcnow() + timedelta(seconds=lifetime)
+    with app.app_context():
+        store.revoke("jti-1", expires_at)
+
+    kept = redis.Redis.from_url(redis_server.url).pttl("storefront:revoked:jti-1")
+    token_left = (expires_at - utcnow()).total_seconds() * 1000
+    assert token_left <= kept <= token_left + 1000 + 50  # 50 ms for the calls in between
