@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
@@ -45,6 +45,82 @@ def app_environment(mongo_uri: str, database_url: str, **settings: str) -> dict[
     }
 
 
+@dataclass
+class Gunicorn:
+    """A gunicorn serving wsgi:app on a loopback port, started with `start_all` and ended with
+    `stop_all` (or both by `gunicorn()`); stopped, it can be started again on the same port.
+
+    With TEST_CONFIG, the access log line of each request starts with the worker's pid. With
+    REPOSITORY_CONFIG, the repository's own hooks and JSON access lines. `client_tls`: the server
+    requires mutual TLS (SERVICE_TLS_* in `environment`); the start-up checks present this client
+    certificate, and the URL is https."""
+
+    environment: dict[str, str]
+    log: Path
+    workers: int = 1
+    port: int = field(default_factory=free_port)
+    threads: int = 1
+    client_tls: ClientTls | None = None
+    config: str = TEST_CONFIG
+    process: subprocess.Popen | None = field(default=None, init=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.client_tls else 'http'}://127.0.0.1:{self.port}"
+
+    def launch(self) -> None:
+        """Starts the process; it serves once `wait_until_serving` returns."""
+        command = [
+            *(sys.executable, "-m", "gunicorn", "--config", self.config, "--no-control-socket"),
+            *("--bind", f"127.0.0.1:{self.port}"),
+            *("--workers", str(self.workers), "--access-logfile", "-", "--access-logformat", "%(p)s %(s)s %(r)s"),
+            *(("--threads", str(self.threads)) if self.threads > 1 else ()),
+            "wsgi:app",
+        ]
+        with self.log.open("a") as log_file:
+            self.process = subprocess.Popen(
+                command, cwd=REPO, env=self.environment, stdout=log_file, stderr=subprocess.STDOUT
+            )
+
+    def wait_until_serving(self) -> None:
+        session = requests.Session()
+        session.headers["Connection"] = "close"  # a new connection per check, so that every worker gets some
+        if self.client_tls:
+            session.cert, session.verify = (self.client_tls.cert, self.client_tls.key), self.client_tls.ca
+            session.trust_env = False  # else REQUESTS_CA_BUNDLE would replace session.verify
+        _wait_until_serving(self.url, self.process, self.log, session)
+        if self.workers > 1 and self.config == TEST_CONFIG:  # one worker that answered is every worker
+            _wait_until_every_worker_answers(self.url, self.log, self.workers, session)
+
+
+def start_all(*servers: Gunicorn) -> None:
+    """Starts every server at once, then waits for each in the order given, so that a server is
+    first asked for its health (which asks the services it calls) once those before it serve.
+    When one fails to start, all are stopped."""
+    try:
+        for server in servers:
+            server.launch()
+        for server in servers:
+            server.wait_until_serving()
+    except BaseException:
+        stop_all(*servers)
+        raise
+
+
+def stop_all(*servers: Gunicorn) -> None:
+    """SIGTERM to every server at once, then waits for all: each takes over a second to stop."""
+    terminate(*(server.process for server in servers if server.process is not None), timeout=20)
+
+
+@contextmanager
+def serving(*servers: Gunicorn) -> Iterator[None]:
+    start_all(*servers)
+    try:
+        yield
+    finally:
+        stop_all(*servers)
+
+
 @contextmanager
 def gunicorn(
     environment: dict[str, str],
@@ -56,44 +132,24 @@ def gunicorn(
     client_tls: ClientTls | None = None,
     config: str = TEST_CONFIG,
 ) -> Iterator[str]:
-    """Yields the base URL; with TEST_CONFIG, the access log line of each request starts with the
-    worker's pid. With REPOSITORY_CONFIG, the repository's own hooks and JSON access lines.
+    """One `Gunicorn` serving while the block runs; yields its base URL."""
+    server = Gunicorn(environment, log, workers, port or free_port(), threads, client_tls, config)
+    with serving(server):
+        yield server.url
 
-    `client_tls`: the server requires mutual TLS (SERVICE_TLS_* in `environment`); the start-up
-    checks present this client certificate, and the URL is https."""
-    port = port or free_port()
-    command = [
-        *(sys.executable, "-m", "gunicorn", "--config", config, "--no-control-socket"),
-        *("--bind", f"127.0.0.1:{port}"),
-        *("--workers", str(workers), "--access-logfile", "-", "--access-logformat", "%(p)s %(s)s %(r)s"),
-        *(("--threads", str(threads)) if threads > 1 else ()),
-        "wsgi:app",
-    ]
-    with log.open("a") as log_file:
-        server = subprocess.Popen(command, cwd=REPO, env=environment, stdout=log_file, stderr=subprocess.STDOUT)
-        url = f"{'https' if client_tls else 'http'}://127.0.0.1:{port}"
-        session = requests.Session()
-        session.headers["Connection"] = "close"  # a new connection per check, so that every worker gets some
-        if client_tls:
-            session.cert, session.verify = (client_tls.cert, client_tls.key), client_tls.ca
-            session.trust_env = False  # else REQUESTS_CA_BUNDLE would replace session.verify
+
+def terminate(*processes: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM to each process, then waits for all; SIGKILL to any that has not ended within
+    `timeout` seconds."""
+    for process in processes:
+        process.terminate()  # nothing, for one that has ended
+    deadline = time.monotonic() + timeout
+    for process in processes:
         try:
-            _wait_until_serving(url, server, log, session)
-            if workers > 1 and config == TEST_CONFIG:  # one worker that answered is every worker
-                _wait_until_every_worker_answers(url, log, workers, session)
-            yield url
-        finally:
-            terminate(server, timeout=20)
-
-
-def terminate(process: subprocess.Popen, timeout: float = 10) -> None:
-    """SIGTERM, then SIGKILL when the process has not ended within `timeout` seconds."""
-    process.terminate()
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=timeout)
+            process.wait(timeout=max(deadline - time.monotonic(), 0))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=timeout)
 
 
 def run_flask(args: list[str], environment: dict[str, str]) -> subprocess.CompletedProcess:

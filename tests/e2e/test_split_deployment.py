@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,9 +19,8 @@ import pytest
 import requests
 
 from app.gateway.health import MAX_AGE_SECONDS as HEALTH_MAX_AGE
-from tests.e2e.gunicorn_server import TEST_CONFIG, gunicorn, run_flask
+from tests.e2e.gunicorn_server import TEST_CONFIG, Gunicorn, run_flask, start_all, stop_all
 from tests.integration.test_auth_api import PASSWORD, last_email, token_from
-from tests.mongo_server import free_port
 from tests.tls import CertificateAuthority
 
 GATEWAY_KEY = "split-test-gateway-key-0123456789"  # the gateway's, to the products and cart services
@@ -35,60 +34,59 @@ class SplitDeployment:
     tls: CertificateAuthority | None = None  # mutual TLS between the services, each with its certificate
     config: str = TEST_CONFIG  # gunicorn's, for each process
     workers: int = 2
-    stack: ExitStack = field(default_factory=ExitStack)
-    products_port: int = field(default_factory=free_port)
-    products_service: ExitStack | None = None
-    cart_url: str = ""
-    gateway_url: str = ""
+    products: Gunicorn = field(init=False)
+    cart: Gunicorn = field(init=False)
+    gateway: Gunicorn = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.products = self._server(
+            "products", {"APP_MODULES": "products", "SERVICE_CALLER_KEYS": f"gateway={GATEWAY_KEY},cart={CART_KEY}"}
+        )
+        self.cart = self._server(
+            "cart",
+            {
+                "APP_MODULES": "cart",
+                "PRODUCTS_SERVICE_URL": self.products_url,
+                "SERVICE_API_KEY": CART_KEY,
+                "SERVICE_CALLER_KEYS": f"gateway={GATEWAY_KEY}",
+            },
+        )
+        self.gateway = self._server(
+            "gateway",
+            {
+                "APP_MODULES": "gateway,accounts",
+                "PRODUCTS_SERVICE_URL": self.products_url,
+                "CART_SERVICE_URL": self.cart_url,
+                "SERVICE_API_KEY": GATEWAY_KEY,
+            },
+        )
 
     @property
     def products_url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.products_port}"
+        return self.products.url
+
+    @property
+    def cart_url(self) -> str:
+        return self.cart.url
+
+    @property
+    def gateway_url(self) -> str:
+        return self.gateway.url
 
     def start(self) -> None:
-        self.start_products_service()
-        self.cart_url = self.stack.enter_context(
-            self._serve(
-                "cart",
-                {
-                    "APP_MODULES": "cart",
-                    "PRODUCTS_SERVICE_URL": self.products_url,
-                    "SERVICE_API_KEY": CART_KEY,
-                    "SERVICE_CALLER_KEYS": f"gateway={GATEWAY_KEY}",
-                },
-            )
-        )
-        self.gateway_url = self.stack.enter_context(
-            self._serve(
-                "gateway",
-                {
-                    "APP_MODULES": "gateway,accounts",
-                    "PRODUCTS_SERVICE_URL": self.products_url,
-                    "CART_SERVICE_URL": self.cart_url,
-                    "SERVICE_API_KEY": GATEWAY_KEY,
-                },
-            )
-        )
+        """The three processes boot together; each is asked for its health once those it calls serve."""
+        start_all(self.products, self.cart, self.gateway)
 
     def start_products_service(self) -> None:
-        self.products_service = ExitStack()
-        self.products_service.enter_context(
-            self._serve(
-                "products",
-                {"APP_MODULES": "products", "SERVICE_CALLER_KEYS": f"gateway={GATEWAY_KEY},cart={CART_KEY}"},
-                self.products_port,
-            )
-        )
+        start_all(self.products)  # on its port of before
 
     def kill_products_service(self) -> None:
-        self.products_service.close()
+        stop_all(self.products)
 
     def stop(self) -> None:
-        self.stack.close()
-        if self.products_service is not None:
-            self.products_service.close()
+        stop_all(self.products, self.cart, self.gateway)
 
-    def _serve(self, name: str, extra: dict[str, str], port: int | None = None):
+    def _server(self, name: str, extra: dict[str, str]) -> Gunicorn:
         environment = {**self.base_environment, **extra}
         client_tls = None
         if self.tls:
@@ -96,9 +94,7 @@ class SplitDeployment:
             if name != "gateway":  # a service: its listener requires a client certificate
                 client_tls = self.tls.issue("test-client")
         log = self.workdir / f"{name}.log"
-        return gunicorn(
-            environment, log, workers=self.workers, threads=4, port=port, client_tls=client_tls, config=self.config
-        )
+        return Gunicorn(environment, log, workers=self.workers, threads=4, client_tls=client_tls, config=self.config)
 
 
 @contextmanager
