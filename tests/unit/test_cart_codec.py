@@ -85,6 +85,13 @@ def test_the_cached_dtos_round_trip_exactly(kind, value):
     assert hash(back) == hash(value)  # the cart render memo keys on the DTO
 
 
+def test_the_stored_form_is_compact_utf8():
+    """Less to send to Redis and keep there: no spaces, characters as UTF-8 rather than escapes."""
+    stored = codec.dumps(a_product())
+    assert stored == json.dumps(json.loads(stored), separators=(",", ":"), ensure_ascii=False).encode()
+    assert "Mug ☕ «grand»".encode() in stored
+
+
 def test_money_and_times_are_stored_as_strings():
     stored = json.loads(codec.dumps(a_product()))
     assert stored["price"] == "4.00"
@@ -127,8 +134,9 @@ def test_a_cart_with_a_malformed_line_is_refused():
 
 
 def test_only_the_known_types_are_stored():
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError) as refused:
         codec.dumps(CartEntry("g", {"not": "a cart"}))  # a dict is no field type of the DTOs
+    assert str(refused.value) == "the cart cache cannot store a dict"
 
 
 @pytest.mark.parametrize(
@@ -148,3 +156,9 @@ def test_a_refusal_says_what_was_expected_and_what_was_found(changes, reason):
     with pytest.raises(codec.DecodeError) as refused:
         codec.loads(Product, stored)
     assert str(refused.value) == reason
+
+
+def test_bytes_that_are_no_json_are_refused_saying_why():
+    with pytest.raises(codec.DecodeError) as refused:
+        codec.loads(Product, b"not json")
+    assert str(refused.value) == "not a Product: Expecting value: line 1 column 1 (char 0)"
