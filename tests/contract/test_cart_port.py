@@ -188,8 +188,14 @@ def test_idempotency_keys_claim_complete_replay_and_refuse_another_body(port_app
     assert cart.claim_idempotency_key(owner_id=owner, key="k1", request_hash="h1") is None
     with raises(cart.IdempotencyKeyInUse):
         cart.claim_idempotency_key(owner_id=owner, key="k1", request_hash="h1")
+    running = [(guest(), "k1"), (owner, "k2")]  # another owner's k1, another key of this owner
+    for other_owner, other_key in running:
+        assert cart.claim_idempotency_key(owner_id=other_owner, key=other_key, request_hash="h1") is None
     stored = cart.StoredResponse(status=201, body={"totalPrice": "5.00", "items": [{"quantity": 2}]}, etag='"3"')
     assert cart.complete_idempotency_key(owner_id=owner, key="k1", response=stored) is None
+    for other_owner, other_key in running:  # completing one key completes no other
+        with raises(cart.IdempotencyKeyInUse):
+            cart.claim_idempotency_key(owner_id=other_owner, key=other_key, request_hash="h1")
 
     replayed = cart.claim_idempotency_key(owner_id=owner, key="k1", request_hash="h1")
 
