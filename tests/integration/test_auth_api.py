@@ -30,7 +30,7 @@ from sqlalchemy import select, update
 
 from app.accounts import interface as accounts
 from app.accounts.mail import MailDeliveryFailed
-from app.accounts.models import OneTimeToken, User, utcnow
+from app.accounts.models import OneTimeToken, RevokedToken, User, utcnow
 from app.extensions import db
 from tests.conftest import TEST_SECRET
 from tests.problems import expect_problem
@@ -456,8 +456,29 @@ def test_refresh_rotates_and_a_replayed_token_revokes_the_whole_login(client, ad
     assert claims_of(pair["refreshToken"])["fam"] == claims_of(session["refreshToken"])["fam"]
     assert me(client, pair["accessToken"]).status_code == 200
 
-    expect_problem(refresh(client, session["refreshToken"]), 401, "refresh_token_reused")
+    reused = refresh(client, session["refreshToken"])
+    detail = "This refresh token was already used; every session of this login is revoked."
+    expect_problem(reused, 401, "refresh_token_reused", detail=detail)
     expect_problem(refresh(client, pair["refreshToken"]), 401, "token_revoked")
+
+
+def test_a_replayed_login_stays_ended_once_its_access_tokens_have_expired(app, client, ada):
+    """The revocation of the login's access tokens is forgotten once they have expired; its
+    refresh tokens, which live longer, stay revoked."""
+    session = login(client, "ada@example.test")
+    pair = refresh(client, session["refreshToken"]).get_json()
+    expect_problem(refresh(client, session["refreshToken"]), 401, "refresh_token_reused")
+    with app.app_context():  # as if the access tokens had expired ...
+        db.session.execute(update(RevokedToken).values(expires_at=utcnow() - timedelta(seconds=1)))
+        db.session.commit()
+    other = login(client, "ada@example.test")
+    assert client.post("/v1/auth/logout", headers=auth(other["accessToken"])).status_code == 204  # ... and forgotten
+    with app.app_context():
+        assert db.session.get(RevokedToken, f"family:{claims_of(pair['refreshToken'])['fam']}") is None
+
+    expired_login = refresh(client, pair["refreshToken"])
+
+    expect_problem(expired_login, 401, "token_revoked", detail="This refresh token has been revoked; log in again.")
 
 
 def test_a_replay_does_not_end_other_logins(client, ada):
