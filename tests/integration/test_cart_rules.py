@@ -207,13 +207,16 @@ def test_a_changed_price_answers_409_updates_the_lines_and_the_next_checkout_pay
 def test_an_archived_product_answers_409_and_leaves_the_cart_with_its_hold(client, admin_headers, shopper):
     create(client, admin_headers, "mug", stock=5)
     create(client, admin_headers, "pen", stock=5)
+    add(client, shopper, "pen", 1)  # first: the lines after an archived one are repriced all the same
     add(client, shopper, "mug", 2)
-    add(client, shopper, "pen", 1)
+    patch_product(client, admin_headers, "pen", {"price": "3.00"})
+    patch_product(client, admin_headers, "mug", {"price": "4.00"})
     assert client.delete("/v1/products/pen", headers=admin_headers).status_code == 204
 
     body = expect_problem(checkout(client, shopper, key="c-1"), 409, "product_unavailable")
     assert body["products"] == ["pen"]
-    assert [item["productId"] for item in cart_of(client, shopper)["items"]] == ["mug"]
+    assert body["priceChanges"] == [{"productId": "mug", "oldPrice": "10.00", "newPrice": "4.00"}]  # not the pen's
+    assert [(item["productId"], item["price"]) for item in cart_of(client, shopper)["items"]] == [("mug", "4.00")]
     archived = client.get("/v1/products/pen", headers=admin_headers)  # only admins see an archived product
     assert archived.get_json()["reserved"] == 0
     order = checkout(client, shopper, key="c-2")
