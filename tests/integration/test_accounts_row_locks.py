@@ -124,3 +124,20 @@ def test_a_password_change_during_a_logout_everywhere_ends_the_sessions_once_mor
     assert changed.status_code == 200, changed.get_data(as_text=True)
     assert user_row(app, "ada@example.test").session_generation == 2
     assert me(client, changed.get_json()["accessToken"]).status_code == 200
+
+
+def test_a_refresh_during_a_logout_everywhere_is_refused_once_that_commits(client, mail_dir, database_url):
+    """The refresh token is spent after the logout's revocation of it commits: the session it
+    belonged to has ended, and no new pair is issued."""
+    ada = register_and_verify(client, mail_dir, "ada@example.test")
+    session = login(client, "ada@example.test")
+    log_out_everywhere = (
+        "UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = :id;"
+        " UPDATE users SET session_generation = session_generation + 1 WHERE id = :id"
+    )
+
+    with account_held(database_url, ada["userId"], log_out_everywhere) as start:
+        refreshing = start(lambda: client.post("/v1/auth/refresh", headers=auth(session["refreshToken"])))
+
+    refused = refreshing.result(timeout=WAIT_LIMIT)
+    expect_problem(refused, 401, "token_revoked", detail="This session has ended; log in again.")
