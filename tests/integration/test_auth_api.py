@@ -24,13 +24,13 @@ import jwt as pyjwt
 import pyotp
 import pytest
 import redis
-from flask_jwt_extended import create_access_token
+from flask_jwt_extended import create_access_token, decode_token
 from flask_migrate import upgrade
 from sqlalchemy import select, update
 
 from app.accounts import interface as accounts
 from app.accounts.mail import MailDeliveryFailed
-from app.accounts.models import OneTimeToken, RevokedToken, User, utcnow
+from app.accounts.models import OneTimeToken, RefreshToken, RevokedToken, User, utcnow
 from app.extensions import db
 from tests.conftest import TEST_SECRET
 from tests.problems import expect_problem
@@ -540,6 +540,22 @@ def test_logout_after_a_refresh_ends_the_rotated_tokens_too(client, ada):
     assert client.post("/v1/auth/logout", headers=auth(pair["accessToken"])).status_code == 204
 
     expect_problem(refresh(client, pair["refreshToken"]), 401, "token_revoked")
+
+
+def test_a_retried_logout_keeps_the_moment_the_login_ended(app, client, ada):
+    """The port may send log_out again (it is idempotent): the second call changes nothing."""
+    session = login(client, "ada@example.test")
+    family = claims_of(session["refreshToken"])["fam"]
+    ended_at = select(RefreshToken.revoked_at).where(RefreshToken.family_id == family)
+    with app.app_context():
+        claims = accounts.TokenClaims.of(decode_token(session["accessToken"]))
+        accounts.log_out(access_claims=claims)
+        ended = db.session.scalars(ended_at).all()
+
+        accounts.log_out(access_claims=claims)
+
+        assert db.session.scalars(ended_at).all() == ended
+    assert None not in ended
 
 
 def test_logout_needs_a_token(client):
