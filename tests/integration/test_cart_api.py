@@ -389,6 +389,36 @@ def test_checkout_twice_with_one_key_places_one_order(client, admin_headers, sho
     assert len(client.get("/v1/orders", headers=shopper).get_json()) == 1
 
 
+def test_a_checkout_that_failed_after_selling_some_lines_completes_when_retried(
+    client, admin_headers, shopper, monkeypatch
+):
+    """Selling a hold is idempotent: the retry finds the mug sold already and sells the pen, once each."""
+    create(client, admin_headers, "mug", stock=10)
+    create(client, admin_headers, "pen", stock=10)
+    add(client, shopper, "mug", 2)
+    add(client, shopper, "pen", 1)
+    sell = products.commit_reservation
+
+    def store_fails_at_the_pen(**arguments):
+        if arguments["product_id"] == "pen":
+            raise products.ProductsUnavailable("The products store is unavailable; try again shortly.")
+        return sell(**arguments)
+
+    monkeypatch.setattr(products, "commit_reservation", store_fails_at_the_pen)
+    expect_problem(checkout(client, shopper, "sell-once"), 503, "dependency_unavailable")
+    monkeypatch.setattr(products, "commit_reservation", sell)
+
+    order = checkout(client, shopper, "sell-once")
+
+    assert order.status_code == 201, order.get_data(as_text=True)
+    assert [(item["productId"], item["quantity"]) for item in order.get_json()["items"]] == [("mug", 2), ("pen", 1)]
+    stock = {product_id: client.get(f"/v1/products/{product_id}").get_json() for product_id in ("mug", "pen")}
+    assert {product_id: (body["stock"], body["reserved"]) for product_id, body in stock.items()} == {
+        "mug": (8, 0),
+        "pen": (9, 0),
+    }
+
+
 def test_checkout_needs_an_idempotency_key(client, admin_headers, shopper):
     create(client, admin_headers, "mug")
     add(client, shopper, "mug")
@@ -418,7 +448,12 @@ def test_a_lost_hold_whose_stock_was_sold_fails_the_checkout_before_any_stock_mo
         release_hold("pen")  # as the sweeper does when a hold expires
     rival = {"Authorization": f"Bearer {token('customer', subject='rival')}"}
     assert add(client, rival, "pen", 1).status_code == 201  # the last pen goes to another buyer
-    body = expect_problem(checkout(client, shopper), 409, "reservation_expired")
+    body = expect_problem(
+        checkout(client, shopper),
+        409,
+        "reservation_expired",
+        detail="The hold on 'pen' has expired and its stock was sold; change the line's quantity.",
+    )
     assert (body["productId"], body["available"]) == ("pen", 0)
     mug = client.get("/v1/products/mug").get_json()
     assert (mug["stock"], mug["reserved"]) == (10, 2)
