@@ -3,10 +3,11 @@
 `production_install()` yields a fresh virtualenv holding `pip install -c requirements.lock -e .`
 (no extras) and, at a fixed path next to it, the files the Dockerfile's COPY lines put in the
 image, taken from a clean copy of the tree (tracked files and untracked files git does not
-ignore: the tree as it will be committed). The virtualenv is cached, keyed by the hash of
-requirements.lock, pyproject.toml and the Python version, in
-`$STOREFRONT_PROD_VENV_CACHE` (default `~/.cache/storefront-prod-venv/<hash>/`); the source
-copy is laid anew on every use, at the same path, because the editable install points at it.
+ignore: the tree as it will be committed). The virtualenv is cached, keyed by the hash of what
+the install is made of (requirements.lock, the parts of pyproject.toml an install with no extras
+reads, the Python version), in `$STOREFRONT_PROD_VENV_CACHE` (default
+`~/.cache/storefront-prod-venv/<hash>/`); the source copy is laid anew on every use, at the same
+path, because the editable install points at it.
 A file lock keeps two test runs from sharing the directory at once.
 """
 
@@ -14,12 +15,14 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -63,10 +66,22 @@ def cache_root() -> Path:
 
 def cache_key() -> str:
     digest = hashlib.sha256()
-    for name in ("requirements.lock", "pyproject.toml"):
-        digest.update((REPO / name).read_bytes())
+    digest.update((REPO / "requirements.lock").read_bytes())
+    install_settings = what_the_install_reads(tomllib.loads((REPO / "pyproject.toml").read_text()))
+    digest.update(json.dumps(install_settings, sort_keys=True, default=str).encode())
     digest.update(f"python {sys.version_info[0]}.{sys.version_info[1]}".encode())
     return digest.hexdigest()[:16]
+
+
+def what_the_install_reads(pyproject: dict) -> dict:
+    """The tables of pyproject.toml that `pip install -c requirements.lock -e .` builds from: the
+    build system, the project but for its extras (the image installs none) and setuptools' own.
+    A change to another tool's settings, or to an extra, leaves the install as it was."""
+    return {
+        "build-system": pyproject.get("build-system"),
+        "project": {key: value for key, value in pyproject["project"].items() if key != "optional-dependencies"},
+        "setuptools": pyproject.get("tool", {}).get("setuptools"),
+    }
 
 
 def clean_tree_files() -> list[str]:
