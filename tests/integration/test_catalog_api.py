@@ -18,7 +18,11 @@ from flask_jwt_extended import create_access_token, create_refresh_token
 
 from app.products import catalog
 from app.products import interface as products
+from tests.integration import test_holds
 from tests.problems import expect_problem
+
+ctx = test_holds.ctx
+commands = test_holds.commands  # MongoDB commands counted
 
 OTHER_SECRET = "another-secret-that-is-also-long-enough-for-hs256-987654321"
 MISSING = object()
@@ -314,6 +318,29 @@ def test_list_pages_with_the_x_pagination_header(client, admin_headers):
     assert pagination(second)["previous_page"] == 1
     every_id = [item["productId"] for item in first.get_json() + second.get_json()]
     assert sorted(every_id) == ["p1", "p2", "p3"]
+
+
+@pytest.mark.parametrize(
+    ("params", "total", "commands_sent"),
+    [
+        pytest.param({"page_size": 3}, 3, ["find"], id="one-full-page"),
+        pytest.param({"page_size": 2}, 3, ["find", "aggregate"], id="a-next-page-counted"),
+        pytest.param({"page_size": 2, "page": 2}, 3, ["find"], id="the-last-page"),
+        pytest.param({"page_size": 2, "page": 3}, 3, ["find", "aggregate"], id="past-the-end-counted"),
+        pytest.param({"category": "garden"}, 0, ["find"], id="nothing-matches"),
+    ],
+)
+def test_list_counts_the_total_only_when_its_page_cannot_tell_it(
+    client, admin_headers, commands, params, total, commands_sent
+):
+    for product_id in ("p1", "p2", "p3"):
+        create(client, admin_headers, productId=product_id)
+
+    commands.names.clear()
+    response = listing(client, **params)
+
+    assert pagination(response)["total"] == total
+    assert commands.names == commands_sent
 
 
 def test_list_default_page_size_is_20(client, admin_headers):

@@ -1,5 +1,6 @@
 """The micro-cache of anonymous catalog reads (CATALOG_CACHE_TTL)."""
 
+import json
 from decimal import Decimal
 
 import pytest
@@ -73,3 +74,26 @@ def test_errors_are_not_cached(cached_client):
         draft = products.ProductDraft(product_id="p2", sku="MUG-2", name="Mug", price=Decimal("1.00"))
         products.create_product(draft=draft)
     assert cached_client.get("/v1/products/p2").status_code == 200
+
+
+def test_a_listing_total_is_counted_once_per_query_for_the_ttl(cached_client, admin_headers):
+    """The count behind X-Pagination is kept with the cached pages, one per query: another page
+    of the same query (or an authorised read of it) reuses it, another query counts its own."""
+    with cached_client.application.app_context():
+        for number, category in enumerate(["mugs", "mugs", "cups", "cups", "cups"], start=2):
+            draft = products.ProductDraft(
+                product_id=f"p{number}", sku=f"MUG-{number}", name="Mug", price=Decimal("5.00"), category=category
+            )
+            products.create_product(draft=draft)
+
+    def total(headers=None, **params) -> int:
+        response = cached_client.get("/v1/products", query_string={"page_size": 1, **params}, headers=headers)
+        assert response.status_code == 200
+        return json.loads(response.headers["X-Pagination"])["total"]
+
+    assert (total(category="mugs"), total(category="cups")) == (2, 3)
+    with cached_client.application.app_context():  # another worker adds one: this one does not know
+        draft = products.ProductDraft(product_id="p9", sku="MUG-9", name="Mug", price=Decimal("5.00"), category="cups")
+        products.create_product(draft=draft)
+    assert total(category="cups", page=2) == 3
+    assert total(admin_headers, category="cups") == 3
