@@ -258,9 +258,10 @@ def test_products_service_killed_mid_run_then_back(deployment, admin_headers, to
     assert [(item["productId"], item["quantity"], item["available"]) for item in cart.json()["items"]] == [
         ("mug", 2, None)
     ]
+    last_failure = time.monotonic()  # no breaker opened after this
 
     deployment.start_products_service()
-    time.sleep(1.1)  # BREAKER_RESET_SECONDS: the next call is the breaker's probe
+    time.sleep(max(last_failure + 1.1 - time.monotonic(), 0))  # BREAKER_RESET_SECONDS: the next call is the probe
     assert add().status_code == 201
     cart = requests.get(f"{url}/v1/cart", headers=buyer, timeout=30).json()
     assert [(item["quantity"], item["available"]) for item in cart["items"]] == [(3, 1)]
@@ -277,6 +278,7 @@ def test_redis_stopped_gateway_degrades_and_keeps_serving(deployment, private_re
     create_product(url, admin_headers, "mug", stock=4)
     buyer = {"Authorization": f"Bearer {token('customer', subject='split-redis-buyer')}"}
     assert requests.get(f"{url}/v1/health", timeout=10).json()["dependencies"]["redis"]["status"] == "ok"
+    last_report = time.monotonic()  # the gateway's health reports from before the stop were made before this
 
     private_redis.stop()
 
@@ -286,7 +288,7 @@ def test_redis_stopped_gateway_degrades_and_keeps_serving(deployment, private_re
     )
     assert added.status_code == 201, added.text
     assert requests.get(f"{url}/v1/cart", headers=buyer, timeout=10).status_code == 200
-    time.sleep(HEALTH_MAX_AGE)  # the report from before the stop has aged out
+    time.sleep(max(last_report + HEALTH_MAX_AGE - time.monotonic(), 0))  # they have aged out
     health = requests.get(f"{url}/v1/health", timeout=10)
     assert health.status_code == 200  # still serving: degraded, not down
     assert health.json()["status"] == "degraded"
