@@ -412,6 +412,7 @@ def searchable(client, admin_headers) -> None:
         pytest.param("fast", {"trail"}, id="description-only"),
         pytest.param("running mug", set(), id="words-from-different-products"),
         pytest.param("boot", set(), id="no-match"),
+        pytest.param("-- !?", set(), id="no-words-no-match"),
     ],
 )
 def test_list_searches_names_and_descriptions(client, q, expected):
