@@ -288,15 +288,16 @@ class TestReleaseAndCommit:
         assert counters() == stored_counters() == (6, 0, 6)
         assert stored()["holds"] == {}
         assert stored()["sold"] == {"r1": {"qty": 4, "at": to_epoch_ms(now())}}
+        assert products.get_product(product_id="p1").version == 3  # made, held, sold
         changes = [
-            (event["payload"]["reason"], event["payload"]["change"])
+            (event["payload"]["reason"], event["payload"]["change"], event["payload"]["reservationIds"])
             for pending in products.pending_events()
             for event in pending.events
             if event["type"] == "product.stock_changed"
         ]
         assert changes == [
-            ("hold", {"stock": 0, "reserved": 4, "available": -4}),
-            ("sale", {"stock": -4, "reserved": -4, "available": 0}),  # recorded once
+            ("hold", {"stock": 0, "reserved": 4, "available": -4}, ["r1"]),
+            ("sale", {"stock": -4, "reserved": -4, "available": 0}, ["r1"]),  # recorded once
         ]
 
     def test_a_committed_reservation_cannot_be_held_again(self):
