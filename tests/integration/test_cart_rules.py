@@ -108,6 +108,27 @@ def test_a_lapsed_hold_released_by_another_buyer_is_held_again(app, client, admi
     assert (reserved(client, "mug"), client.get("/v1/products/mug").get_json()["available"]) == (5, 0)
 
 
+def test_a_merge_into_a_line_whose_lapsed_hold_another_buyer_took_holds_what_is_left(
+    app, client, admin_headers, shopper, rival, later
+):
+    """The user's line holds nothing any more: it grows from 0, by what the guest's units free."""
+    ttl = app.extensions["carts"].reservation_ttl.total_seconds()
+    create(client, admin_headers, "mug", stock=5)
+    add(client, shopper, "mug", 3)
+    later(ttl + LAPSED)
+    assert add(client, rival, "mug", 4).status_code == 201  # the lapsed units are released for the rival
+    guest_token = client.post("/v1/auth/guest").get_json()["accessToken"]
+    assert add(client, {"Authorization": f"Bearer {guest_token}"}, "mug", 1).status_code == 201  # the last one
+
+    merged = client.post("/v1/cart/merge", json={"guestToken": guest_token}, headers=shopper)
+
+    assert merged.status_code == 200, merged.get_data(as_text=True)
+    result = merged.get_json()
+    assert result["adjustments"] == [{"productId": "mug", "requested": 4, "merged": 1, "reason": "insufficient_stock"}]
+    assert [(item["productId"], item["quantity"]) for item in result["cart"]["items"]] == [("mug", 1)]
+    assert (reserved(client, "mug"), client.get("/v1/products/mug").get_json()["available"]) == (5, 0)
+
+
 def test_checkout_of_a_lapsed_line_holds_it_again_and_sells_it(app, client, admin_headers, shopper, later):
     ttl = app.extensions["carts"].reservation_ttl.total_seconds()
     create(client, admin_headers, "mug", stock=5)
