@@ -209,10 +209,27 @@ def test_idempotency_keys_claim_complete_replay_and_refuse_another_body(port_app
 def test_a_released_idempotency_key_can_be_claimed_again(port_app):
     owner = guest()
     assert cart.claim_idempotency_key(owner_id=owner, key="k1", request_hash="h1") is None
+    running = [(guest(), "k1"), (owner, "k2")]  # another owner's k1, another key of this owner
+    for other_owner, other_key in running:
+        assert cart.claim_idempotency_key(owner_id=other_owner, key=other_key, request_hash="h1") is None
 
     assert cart.release_idempotency_key(owner_id=owner, key="k1") is None
 
     assert cart.claim_idempotency_key(owner_id=owner, key="k1", request_hash="h2") is None
+    for other_owner, other_key in running:  # releasing one key releases no other
+        with raises(cart.IdempotencyKeyInUse):
+            cart.claim_idempotency_key(owner_id=other_owner, key=other_key, request_hash="h1")
+
+
+def test_releasing_a_completed_idempotency_key_keeps_its_answer(port_app):
+    owner = guest()
+    stored = cart.StoredResponse(status=201, body={"items": []}, etag='"1"')
+    assert cart.claim_idempotency_key(owner_id=owner, key="k1", request_hash="h1") is None
+    cart.complete_idempotency_key(owner_id=owner, key="k1", response=stored)
+
+    assert cart.release_idempotency_key(owner_id=owner, key="k1") is None
+
+    assert cart.claim_idempotency_key(owner_id=owner, key="k1", request_hash="h1") == stored
 
 
 def test_check_out_turns_holds_into_an_order(port_app, in_process, catalog):
