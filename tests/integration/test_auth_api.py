@@ -403,7 +403,7 @@ def test_repeated_failures_lock_the_account_even_for_the_right_password(client, 
         expect_problem(log_in(client, "ada@example.test", "Wrong-Password-1"), 401, "invalid_credentials")
 
     locked = log_in(client, "ada@example.test")
-    expect_problem(locked, 429, "login_locked")
+    expect_problem(locked, 429, "login_locked", detail="Too many failed logins; try again later.")
     assert 0 < int(locked.headers["Retry-After"]) <= 900
     expect_problem(log_in(client, "Ada@Example.test"), 429, "login_locked")  # the account, not its spelling
 
@@ -699,9 +699,10 @@ def test_enabling_mfa_needs_a_setup_and_a_right_code(client, ada):
         "/v1/auth/mfa/enable", json={"otp": otp, "password": PASSWORD}, headers=auth(token)
     )
 
-    expect_problem(enable("123456"), 409, "mfa_not_set_up")
+    expect_problem(enable("123456"), 409, "mfa_not_set_up", detail="Call POST /v1/auth/mfa/setup first.")
     secret = client.post("/v1/auth/mfa/setup", json={"password": PASSWORD}, headers=auth(token)).get_json()["secret"]
-    expect_problem(enable(wrong_codes(secret)[0]), 401, "invalid_otp")
+    wrong = enable(wrong_codes(secret)[0])
+    expect_problem(wrong, 401, "invalid_otp", detail="The code is wrong, expired or already used.")
     assert me(client, token).get_json()["mfaEnabled"] is False
     problem = expect_problem(enable("12ab56"), 400, "validation_error")
     assert list(problem["errors"]) == ["otp"]
@@ -711,20 +712,23 @@ def test_enabling_mfa_needs_a_setup_and_a_right_code(client, ada):
     assert enabled.status_code == 200
     assert enabled.get_json()["mfaEnabled"] is True
     assert me(client, token).get_json()["mfaEnabled"] is True
-    expect_problem(enable(pyotp.TOTP(secret).now()), 409, "mfa_already_enabled")
+    again = enable(pyotp.TOTP(secret).now())
+    expect_problem(again, 409, "mfa_already_enabled", detail="Two-factor authentication is already on.")
     setup_again = client.post("/v1/auth/mfa/setup", json={"password": PASSWORD}, headers=auth(token))
-    expect_problem(setup_again, 409, "mfa_already_enabled")
+    detail = "Two-factor authentication is already on; disable it first."
+    expect_problem(setup_again, 409, "mfa_already_enabled", detail=detail)
 
 
 def test_login_with_mfa_needs_a_fresh_code(client, ada):
     secret = enable_mfa(client, login(client, "ada@example.test")["accessToken"])
     totp = pyotp.TOTP(secret)
 
-    expect_problem(log_in(client, "ada@example.test"), 401, "mfa_required")
+    without = log_in(client, "ada@example.test")
+    expect_problem(without, 401, "mfa_required", detail="Send the code from your authenticator app as `otp`.")
     code = totp.now()
     assert login(client, "ada@example.test", otp=code)["userId"] == ada["userId"]
     reused = client.post("/v1/auth/login", json={"email": "ada@example.test", "password": PASSWORD, "otp": code})
-    expect_problem(reused, 401, "invalid_otp")
+    expect_problem(reused, 401, "invalid_otp", detail="The code is wrong, expired or already used.")
     next_step = totp.at(time.time() + 30)
     assert login(client, "ada@example.test", otp=next_step)["userId"] == ada["userId"]
 

@@ -46,7 +46,9 @@ def change(client, token, current: str | None):
 def test_a_token_alone_cannot_set_up_mfa(client, ada_token):
     missing = expect_problem(setup(client, ada_token), 400, "validation_error")
     assert list(missing["errors"]) == ["password"]
-    wrong = expect_problem(setup(client, ada_token, password=WRONG), 401, "invalid_credentials")
+    wrong = expect_problem(
+        setup(client, ada_token, password=WRONG), 401, "invalid_credentials", detail="The current password is wrong."
+    )
     assert wrong["field"] == "password"
 
     assert setup(client, ada_token, password=PASSWORD).status_code == 200
