@@ -56,7 +56,9 @@ def test_a_token_alone_cannot_set_up_mfa(client, ada_token):
 
 def test_a_token_and_a_code_cannot_enable_mfa_without_the_password(client, ada_token):
     secret = setup(client, ada_token, password=PASSWORD).get_json()["secret"]
-    enable = lambda **body: client.post("/v1/auth/mfa/enable", json=body, headers=auth(ada_token))  # noqa: E731
+    enable = lambda **body: client.post(  # noqa: E731
+        "/v1/auth/mfa/enable", json=body, headers=auth(ada_token), **from_ip(THIEF)
+    )
     if time.time() % 30 > 28:
         time.sleep(2.1)
 
@@ -67,6 +69,10 @@ def test_a_token_and_a_code_cannot_enable_mfa_without_the_password(client, ada_t
     assert me(client, ada_token).get_json()["mfaEnabled"] is False
 
     assert enable(otp=pyotp.TOTP(secret).now(), password=PASSWORD).get_json()["mfaEnabled"] is True
+    for _ in range(5):  # a right password started the address's count again
+        expect_problem(enable(otp=pyotp.TOTP(secret).now(), password=WRONG), 401, "invalid_credentials")
+    expect_problem(log_in(client, "ada@example.test", **from_ip(THIEF)), 429, "login_locked")  # that address only
+    expect_problem(log_in(client, "ada@example.test", **from_ip("203.0.113.10")), 401, "mfa_required")
 
 
 def test_a_token_and_a_code_cannot_disable_mfa_without_the_password(client, ada_token):
