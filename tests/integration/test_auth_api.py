@@ -613,11 +613,14 @@ def test_reset_password_changes_it_and_ends_every_session(client, ada, mail_dir)
 
 def test_reset_proves_the_address_of_an_unverified_account(client, mail_dir):
     register(client, "ada@example.test")
+    verification_link = token_from(last_email(mail_dir, "ada@example.test"))
     forgot(client, "ada@example.test")
 
     assert reset(client, token_from(last_email(mail_dir, "ada@example.test"))).status_code == 204
 
     assert login(client, "ada@example.test", NEW_PASSWORD)["accessToken"]
+    verified = client.post("/v1/auth/verify-email", json={"token": verification_link})  # voids reset links only
+    assert (verified.status_code, verified.get_json()["emailVerified"]) == (200, True)
 
 
 def test_expired_reset_token_is_refused(client, app, ada, mail_dir):
@@ -1425,7 +1428,7 @@ def test_a_replayed_refresh_token_revokes_the_logins_access_tokens_too(client, a
     expect_problem(me(client, second["accessToken"]), 401, "token_revoked")
 
 
-def test_a_new_password_voids_older_reset_links(client, mail_dir, ada):
+def test_a_new_password_voids_older_reset_links(app, client, mail_dir, ada):
     forgot(client, "ada@example.test")
     older_link = token_from(last_email(mail_dir, "ada@example.test"))
     forgot(client, "ada@example.test")
@@ -1435,7 +1438,14 @@ def test_a_new_password_voids_older_reset_links(client, mail_dir, ada):
     assert reset(client, newer_link).status_code == 204
 
     expect_problem(reset(client, older_link, "Yet-Another-Pass-5"), 400, "invalid_token")
-    assert login(client, "ada@example.test", NEW_PASSWORD)["accessToken"]
+    session = login(client, "ada@example.test", NEW_PASSWORD)
+    spent = select(OneTimeToken.token_hash, OneTimeToken.used_at).order_by(OneTimeToken.token_hash)
+    with app.app_context():
+        used_or_voided = db.session.execute(spent).all()
+    body = {"currentPassword": NEW_PASSWORD, "newPassword": "Yet-Another-Pass-5"}
+    assert client.post("/v1/users/me/password", json=body, headers=auth(session["accessToken"])).status_code == 200
+    with app.app_context():  # a later new password keeps when each link was used or voided
+        assert db.session.execute(spent).all() == used_or_voided
 
 
 def test_a_new_password_voids_only_its_own_accounts_reset_links(client, mail_dir, ada):
