@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -10,7 +11,7 @@ import pytest
 from sqlalchemy import select, update
 
 from app import clock
-from app.cart.models import CartLine, IdempotencyKey
+from app.cart.models import Cart, CartLine, IdempotencyKey
 from app.extensions import db
 from app.products import interface as products
 from tests.integration.test_auth_api import PASSWORD, register_and_verify
@@ -585,15 +586,47 @@ def test_a_merge_cut_short_by_stock_says_so(client, admin_headers, shopper, gues
     assert reserved(client, "mug") == merged + taken
 
 
-def test_merging_twice_changes_nothing(client, admin_headers, shopper, guest):
+def test_a_line_short_of_stock_keeps_its_units_and_takes_all_there_is(
+    client, admin_headers, shopper, guest, monkeypatch
+):
+    """The user's 3 mugs grow by the 2 free ones; the guest's 4, once released, go to another
+    buyer at once: the line ends with 5 of the 7 asked for."""
+    guest_token, guest_headers = guest
+    create(client, admin_headers, "mug", stock=9)
+    add(client, shopper, "mug", 3)
+    add(client, guest_headers, "mug", 4)
+    original_release = products.release_reservation
+
+    def release_then_another_buyer_takes_all(**arguments):
+        released = original_release(**arguments)
+        products.reserve_stock(
+            product_id="mug",
+            quantity=released.product.available,
+            reservation_id="another-buyer",
+            expires_at=clock.now() + timedelta(minutes=5),
+        )
+        return released
+
+    monkeypatch.setattr(products, "release_reservation", release_then_another_buyer_takes_all)
+    result = client.post("/v1/cart/merge", json={"guestToken": guest_token}, headers=shopper).get_json()
+
+    assert result["adjustments"] == [{"productId": "mug", "requested": 7, "merged": 5, "reason": "insufficient_stock"}]
+    assert [(item["productId"], item["quantity"]) for item in result["cart"]["items"]] == [("mug", 5)]
+    assert reserved(client, "mug") == 9
+
+
+def test_merging_twice_changes_nothing(app, client, admin_headers, shopper, guest):
     guest_token, guest_headers = guest
     create(client, admin_headers, "mug", stock=10)
     add(client, guest_headers, "mug", 2)
+    guest_cart = client.get("/v1/cart", headers=guest_headers).get_json()["shoppingCartId"]
     first = client.post("/v1/cart/merge", headers={**shopper, "X-Guest-Token": guest_token}).get_json()
     again = client.post("/v1/cart/merge", headers={**shopper, "X-Guest-Token": guest_token}).get_json()
     assert first["mergedLines"] == 1
     assert (again["mergedLines"], again["cart"]["items"]) == (0, first["cart"]["items"])
     assert reserved(client, "mug") == 2
+    with app.app_context():
+        assert db.session.get(Cart, uuid.UUID(guest_cart)).status == "merged"
 
 
 @pytest.mark.parametrize("token_kind", ["missing", "garbage", "user"])
