@@ -2,7 +2,7 @@
 # Mutation testing of the domain code with mutmut ([tool.mutmut] in pyproject.toml says which
 # files and which tests). Each mutant runs, in a process of its own, only the unit, integration
 # and contract tests that reach the function it changed, against the same real servers as
-# scripts/test.sh. Takes about NN on 2 cores; an interrupted run resumes where it stopped.
+# scripts/test.sh. Takes about 2 hours on 2 cores; an interrupted run resumes where it stopped.
 # Prints the score and every surviving mutant; `.venv/bin/mutmut show <name>` shows one.
 # Extra arguments go to `mutmut run` (mutant names or globs, e.g. 'app.accounts.*').
 set -euo pipefail
