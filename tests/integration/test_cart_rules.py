@@ -195,6 +195,41 @@ def test_merging_respects_the_cart_limits(other_app, admin_headers, token):
     assert [reserved(client, product_id) for product_id in ("a1", "a2", "a3")] == [2, 4, 0]
 
 
+@pytest.mark.parametrize(("units", "merged"), [(6, 0), (5, 1)])
+def test_a_guest_line_takes_only_the_units_left_in_the_cart(other_app, admin_headers, token, units, merged):
+    """A full cart takes no new line; one unit of room takes one unit."""
+    app = other_app(cart_max_units=6)
+    client = app.test_client()
+    user = {"Authorization": f"Bearer {token('customer', subject='merger')}"}
+    guest_token = client.post("/v1/auth/guest").get_json()["accessToken"]
+    for product_id in ("a1", "a2"):
+        create(client, admin_headers, product_id)
+    add(client, user, "a1", units)
+    add(client, {"Authorization": f"Bearer {guest_token}"}, "a2", 2)
+
+    body = client.post("/v1/cart/merge", json={"guestToken": guest_token}, headers=user).get_json()
+
+    assert body["adjustments"] == [{"productId": "a2", "requested": 2, "merged": merged, "reason": "unit_limit"}]
+    lines = {item["productId"]: item["quantity"] for item in body["cart"]["items"]}
+    assert lines == ({"a1": units, "a2": merged} if merged else {"a1": units})
+    assert (reserved(client, "a1"), reserved(client, "a2")) == (units, merged)
+
+
+def test_a_guest_line_in_another_currency_stays_out_of_the_cart(client, admin_headers, shopper):
+    create(client, admin_headers, "mug", stock=5)
+    yen = {"productId": "tea", "sku": "SKU-TEA", "name": "Tea", "price": "1500", "currency": "JPY", "stock": 5}
+    assert client.post("/v1/products", json=yen, headers=admin_headers).status_code == 201
+    add(client, shopper, "mug")
+    guest_token = client.post("/v1/auth/guest").get_json()["accessToken"]
+    add(client, {"Authorization": f"Bearer {guest_token}"}, "tea", 2)
+
+    body = client.post("/v1/cart/merge", json={"guestToken": guest_token}, headers=shopper).get_json()
+
+    assert body["adjustments"] == [{"productId": "tea", "requested": 2, "merged": 0, "reason": "currency_mismatch"}]
+    assert [(item["productId"], item["quantity"]) for item in body["cart"]["items"]] == [("mug", 1)]
+    assert (body["cart"]["currency"], reserved(client, "tea")) == ("USD", 0)
+
+
 def test_guest_sessions_have_a_limit_of_their_own(other_app):
     client = other_app(auth_rate_limit="2 per minute", guest_rate_limit="4 per minute").test_client()
     answers = [client.post("/v1/auth/guest").status_code for _ in range(5)]
