@@ -205,10 +205,10 @@ class TestReserve:
             reserve(1, product_id="missing", held=0)
         make_product()
         products.archive_product(product_id="p1")
-        with pytest.raises(products.ProductNotFound):
-            reserve(1)
-        with pytest.raises(products.ProductNotFound):
-            reserve(1, held=0)
+        for held in (None, 0):
+            with pytest.raises(products.ProductNotFound) as raised:
+                reserve(1, held=held)
+            assert (raised.value.detail, raised.value.product_id) == ("No product with productId 'p1'.", "p1")
         assert stored()["holds"] == {}
 
     def test_a_product_stored_before_available_existed_is_filled_in(self):
@@ -624,7 +624,38 @@ class TestActiveHolds:
         assert [hold.reservation_id for hold in products.list_active_reservations(created_before=now())] == ["c"]
 
 
+class ChangedFirst:
+    """The products collection, where another writer grows hold r1 by a unit just before each
+    conditional update of this process: every one of them finds the hold changed."""
+
+    def __init__(self, collection) -> None:
+        self.collection = collection
+
+    def __getattr__(self, name: str):
+        return getattr(self.collection, name)
+
+    def find_one_and_update(self, *args, **kwargs):
+        self.collection.update_one(
+            {"product_id": "p1"}, {"$inc": {"holds.r1.qty": 1, "reserved": 1, "available": -1, "version": 1}}
+        )
+        return self.collection.find_one_and_update(*args, **kwargs)
+
+
 class TestConcurrency:
+    @pytest.mark.parametrize("change", [lambda: reserve(1, held=2), lambda: commit()], ids=["reserve", "commit"])
+    def test_a_hold_that_keeps_changing_answers_busy(self, ctx, monkeypatch, change):
+        make_product(stock=100)
+        reserve(2)
+        changing = ChangedFirst(collection())
+        monkeypatch.setattr(holds, "products", lambda: changing)
+
+        with pytest.raises(products.ReservationBusy) as raised:
+            change()
+
+        assert raised.value.detail == "Product 'p1' is changing too fast; try again."
+        assert held_units() == {"r1": 2 + holds.ATTEMPTS}  # left as the other writer made it
+        assert stored()["sold"] == {}
+
     def test_two_hundred_parallel_reservations_never_oversell(self, app):
         """20 threads x 10 single-unit reservations against 150 in stock: exactly 150 succeed."""
 
