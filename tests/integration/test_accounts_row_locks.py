@@ -9,18 +9,23 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
+import pyotp
 from sqlalchemy import create_engine, text
 
+from app.accounts import interface as accounts
 from tests.integration.test_auth_api import (
     NEW_PASSWORD,
     PASSWORD,
     auth,
     enable_mfa,
+    last_email,
     login,
     me,
     patch_user,
     register_and_verify,
+    token_from,
     user_row,
 )
 from tests.problems import expect_problem
@@ -29,17 +34,20 @@ WAIT_LIMIT = 10.0  # seconds a call may take to reach the held row
 
 
 @contextmanager
-def account_held(database_url: str, user_id: str, change: str) -> Iterator[Callable[[Callable[[], object]], Future]]:
-    """Another writer's transaction that has run `change` (SQL on the users row :id) and holds
-    the row. The block gets `start(call)`: runs the call in a thread, returns once the call
-    waits for this transaction, and the call's future; the transaction commits when the block ends."""
+def account_held(
+    database_url: str, user_id: str, change: str, **values: object
+) -> Iterator[Callable[[Callable[[], object]], Future]]:
+    """Another writer's transaction that has run `change` (SQL on the users row :id, with
+    `values` bound too) and holds the row. The block gets `start(call)`: runs the call in a
+    thread, returns once the call waits for this transaction, and the call's future; the
+    transaction commits when the block ends."""
     engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg2://", 1))
     watcher = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
     holder = engine.connect()
     pool = ThreadPoolExecutor(max_workers=1)
     try:
         transaction = holder.begin()
-        holder.execute(text(change), {"id": user_id})
+        holder.execute(text(change), {"id": user_id, **values})
         holder_pid = holder.execute(text("SELECT pg_backend_pid()")).scalar_one()
 
         def start(call: Callable[[], object]) -> Future:
@@ -54,10 +62,14 @@ def account_held(database_url: str, user_id: str, change: str) -> Iterator[Calla
         yield start
         transaction.commit()
     finally:
+        holder.close()  # rolled back, unless committed: a call still waiting goes on
         pool.shutdown(wait=True)
-        holder.close()
         watcher.close()
         engine.dispose()
+
+
+def log_in_with_code(client, code: str):
+    return client.post("/v1/auth/login", json={"email": "ada@example.test", "password": PASSWORD, "otp": code})
 
 
 def _waits_for(watcher, holder_pid: int) -> bool:
@@ -141,3 +153,77 @@ def test_a_refresh_during_a_logout_everywhere_is_refused_once_that_commits(clien
 
     refused = refreshing.result(timeout=WAIT_LIMIT)
     expect_problem(refused, 401, "token_revoked", detail="This session has ended; log in again.")
+
+
+def test_enabling_mfa_while_another_enable_is_in_progress_answers_that_it_is_already_on(client, mail_dir, database_url):
+    ada = register_and_verify(client, mail_dir, "ada@example.test")
+    token = login(client, "ada@example.test")["accessToken"]
+    secret = client.post("/v1/auth/mfa/setup", json={"password": PASSWORD}, headers=auth(token)).get_json()["secret"]
+    other_enable = "UPDATE users SET mfa_enabled_at = now() WHERE id = :id"
+    body = {"otp": pyotp.TOTP(secret).now(), "password": PASSWORD}
+
+    with account_held(database_url, ada["userId"], other_enable) as start:
+        enabling = start(lambda: client.post("/v1/auth/mfa/enable", json=body, headers=auth(token)))
+
+    refused = enabling.result(timeout=WAIT_LIMIT)
+    expect_problem(refused, 409, "mfa_already_enabled", detail="Two-factor authentication is already on.")
+
+
+def test_an_mfa_setup_while_an_enable_is_in_progress_leaves_the_enabled_secret(app, client, mail_dir, database_url):
+    ada = register_and_verify(client, mail_dir, "ada@example.test")
+    token = login(client, "ada@example.test")["accessToken"]
+    secret = client.post("/v1/auth/mfa/setup", json={"password": PASSWORD}, headers=auth(token)).get_json()["secret"]
+    enable_in_progress = "UPDATE users SET mfa_enabled_at = now() WHERE id = :id"
+
+    with account_held(database_url, ada["userId"], enable_in_progress) as start:
+        setting_up = start(lambda: client.post("/v1/auth/mfa/setup", json={"password": PASSWORD}, headers=auth(token)))
+
+    refused = setting_up.result(timeout=WAIT_LIMIT)
+    detail = "Two-factor authentication is already on; disable it first."
+    expect_problem(refused, 409, "mfa_already_enabled", detail=detail)
+    assert user_row(app, "ada@example.test").mfa_secret == secret
+
+
+def test_a_password_reset_during_a_logout_everywhere_ends_the_sessions_once_more(app, client, mail_dir, database_url):
+    ada = register_and_verify(client, mail_dir, "ada@example.test")
+    client.post("/v1/auth/password/forgot", json={"email": "ada@example.test"})
+    link = token_from(last_email(mail_dir, "ada@example.test"))
+    log_out_everywhere = "UPDATE users SET session_generation = session_generation + 1 WHERE id = :id"
+    body = {"token": link, "newPassword": NEW_PASSWORD}
+
+    with account_held(database_url, ada["userId"], log_out_everywhere) as start:
+        resetting = start(lambda: client.post("/v1/auth/password/reset", json=body))
+
+    assert resetting.result(timeout=WAIT_LIMIT).status_code == 204
+    assert user_row(app, "ada@example.test").session_generation == 2
+
+
+def test_create_admin_during_a_deactivation_leaves_the_account_active(app, client, mail_dir, database_url):
+    """`flask create-admin` promises an active administrator, whatever it waited for."""
+    ada = register_and_verify(client, mail_dir, "ada@example.test")
+    deactivation = "UPDATE users SET is_active = false, session_generation = session_generation + 1 WHERE id = :id"
+
+    def create_admin():
+        with app.app_context():
+            return accounts.create_admin(email="ada@example.test", password=NEW_PASSWORD)
+
+    with account_held(database_url, ada["userId"], deactivation) as start:
+        creating = start(create_admin)
+
+    admin = creating.result(timeout=WAIT_LIMIT)
+    assert (admin.is_active, admin.roles) == (True, ("admin", "customer"))
+    assert user_row(app, "ada@example.test").is_active is True
+
+
+def test_a_code_claimed_by_a_login_in_progress_is_refused_once_that_commits(client, mail_dir, database_url):
+    ada = register_and_verify(client, mail_dir, "ada@example.test")
+    totp = pyotp.TOTP(enable_mfa(client, login(client, "ada@example.test")["accessToken"]))
+    now = time.time()
+    code, step = totp.at(now), totp.timecode(datetime.fromtimestamp(now, UTC))
+    other_login = "UPDATE users SET mfa_last_step = :step WHERE id = :id"
+
+    with account_held(database_url, ada["userId"], other_login, step=step) as start:
+        logging_in = start(lambda: log_in_with_code(client, code))
+
+    refused = logging_in.result(timeout=WAIT_LIMIT)
+    expect_problem(refused, 401, "invalid_otp", detail="The code is wrong, expired or already used.")
