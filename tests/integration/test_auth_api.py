@@ -1336,6 +1336,11 @@ def test_revocation_in_redis(other_app, redis_url, redis_client, mail_dir):
     assert int(store.get(generation_key)) == 2
     expect_problem(me(client, newest["accessToken"]), 401, "token_revoked")
     assert me(client, changed.get_json()["accessToken"]).status_code == 200
+    # and so does a password reset
+    forgot(client, address)
+    assert reset(client, token_from(last_email(mail_dir, address)), "Reset-Password-3").status_code == 204
+    assert int(store.get(generation_key)) == 3
+    expect_problem(me(client, changed.get_json()["accessToken"]), 401, "token_revoked")
 
 
 def test_admin_changes_keep_the_generation_cached_in_redis_current(
