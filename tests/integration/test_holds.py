@@ -465,6 +465,28 @@ class TestLapsedHolds:
         assert (taken.product.reserved, taken.product.available) == (7, 3)
         assert held_units() == {"live": 2, "c": 5}
         assert stored_counters() == (10, 7, 3)
+        [expiry_event] = [
+            event["payload"]
+            for pending in products.pending_events()
+            for event in pending.events
+            if event["type"] == "product.stock_changed" and event["payload"]["reason"] == "expiry"
+        ]
+        assert expiry_event["change"] == {"stock": 0, "reserved": -7, "available": 7}
+        assert sorted(expiry_event["reservationIds"]) == ["a", "b"]
+
+    def test_a_hold_at_the_very_end_of_its_grace_is_not_released(self, now):
+        make_product(stock=10)
+        reserve(4, "old", expires_at=expiry(1))
+        reserve(6, "live", expires_at=expiry(60))
+
+        now.advance(timedelta(minutes=1) + LAPSE_GRACE)
+        with pytest.raises(products.InsufficientStock):
+            reserve(1, "c")
+        assert held_units() == {"old": 4, "live": 6}
+
+        now.advance(timedelta(milliseconds=1))
+        assert reserve(1, "c").quantity == 1
+        assert held_units() == {"live": 6, "c": 1}
 
     def test_a_reservation_with_enough_units_leaves_lapsed_holds_alone(self, now):
         make_product(stock=10)
