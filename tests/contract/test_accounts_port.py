@@ -161,6 +161,19 @@ def test_refresh_spends_a_refresh_token_once(port_app, in_process, verified):
     assert accounts.is_token_revoked(claims=accounts.TokenClaims.of(decode_token(second.access_token))) is True
 
 
+def test_the_refresh_tokens_of_ended_sessions_stay_revoked(port_app, in_process, verified):
+    user, address = verified
+    session = in_process(accounts.log_in, attempt=attempt(address))
+    refresh_claims = accounts.TokenClaims.of(decode_token(session.refresh_token))
+
+    accounts.end_all_sessions(user_id=user.user_id)
+
+    for _ in range(2):  # the same answer when asked again
+        with raises(accounts.SessionRevoked) as refused:
+            accounts.refresh_session(refresh_claims=refresh_claims)
+        assert refused.value.detail == "This refresh token has been revoked; log in again."
+
+
 def test_is_token_revoked_after_log_out(port_app, in_process, verified):
     _user, address = verified
     session = in_process(accounts.log_in, attempt=attempt(address))

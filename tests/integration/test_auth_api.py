@@ -542,8 +542,9 @@ def test_logout_after_a_refresh_ends_the_rotated_tokens_too(client, ada):
     expect_problem(refresh(client, pair["refreshToken"]), 401, "token_revoked")
 
 
-def test_a_retried_logout_keeps_the_moment_the_login_ended(app, client, ada):
-    """The port may send log_out again (it is idempotent): the second call changes nothing."""
+def test_a_retried_logout_and_a_later_logout_everywhere_keep_the_moment_the_login_ended(app, client, ada):
+    """The port may send log_out again (it is idempotent): the second call changes nothing;
+    nor does ending every session later, for a login already ended."""
     session = login(client, "ada@example.test")
     family = claims_of(session["refreshToken"])["fam"]
     ended_at = select(RefreshToken.revoked_at).where(RefreshToken.family_id == family)
@@ -553,6 +554,7 @@ def test_a_retried_logout_keeps_the_moment_the_login_ended(app, client, ada):
         ended = db.session.scalars(ended_at).all()
 
         accounts.log_out(access_claims=claims)
+        accounts.end_all_sessions(user_id=ada["userId"])
 
         assert db.session.scalars(ended_at).all() == ended
     assert None not in ended
