@@ -465,6 +465,7 @@ class TestLapsedHolds:
         assert (taken.product.reserved, taken.product.available) == (7, 3)
         assert held_units() == {"live": 2, "c": 5}
         assert stored_counters() == (10, 7, 3)
+        assert taken.product.version == 6  # made, 3 holds, the lapsed ones released, the new hold
         [expiry_event] = [
             event["payload"]
             for pending in products.pending_events()
