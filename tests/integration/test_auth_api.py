@@ -1394,6 +1394,22 @@ def test_short_access_ttl_and_a_lock_that_lifts_by_itself(other_app, settings, m
     assert log_in(client, "ada@example.test").status_code == 200
 
 
+def test_a_lock_asks_for_a_retry_no_later_than_it_lifts(other_app, settings, mail_dir):
+    """What the port answers (before the gateway's rate limiter rewrites the header): the
+    seconds left, rounded up, and at least 1."""
+    auth_settings = dataclasses.replace(settings.auth, login_max_failures=1, login_lock_seconds=1)
+    app = other_app(auth=auth_settings)
+    register_and_verify(app.test_client(), mail_dir, "ada@example.test")
+    wrong = accounts.LoginAttempt(email="ada@example.test", password="Wrong-Password-1", client_ip="10.0.9.1")
+    with app.app_context():
+        with pytest.raises(accounts.InvalidCredentials):
+            accounts.log_in(attempt=wrong)
+        with pytest.raises(accounts.LoginLocked) as locked:
+            accounts.log_in(attempt=wrong)
+
+    assert locked.value.headers == {"Retry-After": "1"}
+
+
 def test_auth_rate_limit(other_app):
     client = other_app(auth_rate_limit="3 per minute").test_client()
     body = {"email": "nobody@example.test", "password": PASSWORD}
