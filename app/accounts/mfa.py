@@ -18,10 +18,10 @@ def otpauth_uri(secret: str, email: str) -> str:
     return pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=ISSUER)
 
 
-def matching_step(secret: str, code: str, *, after_step: int, now: float | None = None) -> int | None:
+def matching_step(secret: str, code: str, *, after_step: int) -> int | None:
     """The time step `code` belongs to, if it is valid and newer than `after_step`."""
     totp = pyotp.TOTP(secret)
-    current = totp.timecode(int(now if now is not None else time.time()))
+    current = totp.timecode(int(time.time()))
     code = code.strip()
     for step in range(current - DRIFT_STEPS, current + DRIFT_STEPS + 1):
         if step > after_step and pyotp.utils.strings_equal(totp.generate_otp(step), code):
