@@ -738,6 +738,21 @@ def test_login_with_mfa_needs_a_fresh_code(client, ada):
     assert login(client, "ada@example.test", otp=next_step)["userId"] == ada["userId"]
 
 
+def test_a_code_more_than_one_step_ahead_is_refused(client, ada):
+    """One step (30 s) of clock drift is allowed, no more."""
+    totp = pyotp.TOTP(enable_mfa(client, login(client, "ada@example.test")["accessToken"]))
+    if time.time() % 30 > 28:  # the server in this step too
+        time.sleep(30 - time.time() % 30 + 0.1)
+    now = time.time()
+
+    too_far = client.post(
+        "/v1/auth/login", json={"email": "ada@example.test", "password": PASSWORD, "otp": totp.at(now + 60)}
+    )
+
+    expect_problem(too_far, 401, "invalid_otp")
+    assert login(client, "ada@example.test", otp=totp.at(now + 30))["userId"] == ada["userId"]
+
+
 def test_a_code_used_by_one_account_leaves_the_others_codes_alone(client, mail_dir, ada):
     """Each account remembers its own last accepted step: another's login in the same 30 s
     does not make this account's current code look replayed."""
