@@ -29,6 +29,7 @@ from flask_migrate import upgrade
 from sqlalchemy import select, update
 
 from app.accounts import interface as accounts
+from app.accounts import passwords
 from app.accounts.mail import MailDeliveryFailed
 from app.accounts.models import OneTimeToken, RefreshToken, RevokedToken, User, utcnow
 from app.extensions import db
@@ -751,6 +752,24 @@ def test_a_code_more_than_one_step_ahead_is_refused(client, ada):
 
     expect_problem(too_far, 401, "invalid_otp")
     assert login(client, "ada@example.test", otp=totp.at(now + 30))["userId"] == ada["userId"]
+
+
+def test_no_code_is_accepted_once_mfa_was_turned_off_during_the_login(app, client, ada, monkeypatch):
+    """The code is checked against the secret the account has then: with none, none is right."""
+    secret = enable_mfa(client, login(client, "ada@example.test")["accessToken"])
+    verify = passwords.verify_password
+
+    def verify_while_mfa_is_turned_off(password_hash, password):
+        right = verify(password_hash, password)
+        with app.app_context():
+            db.session.execute(update(User).values(mfa_secret=None, mfa_enabled_at=None))
+            db.session.commit()
+        return right
+
+    monkeypatch.setattr(passwords, "verify_password", verify_while_mfa_is_turned_off)
+    body = {"email": "ada@example.test", "password": PASSWORD, "otp": wrong_codes(secret)[0]}
+
+    expect_problem(client.post("/v1/auth/login", json=body), 401, "invalid_otp")
 
 
 def test_a_code_used_by_one_account_leaves_the_others_codes_alone(client, mail_dir, ada):
