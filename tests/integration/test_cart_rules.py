@@ -195,9 +195,9 @@ def test_merging_respects_the_cart_limits(other_app, admin_headers, token):
     assert [reserved(client, product_id) for product_id in ("a1", "a2", "a3")] == [2, 4, 0]
 
 
-@pytest.mark.parametrize(("units", "merged"), [(6, 0), (5, 1)])
+@pytest.mark.parametrize(("units", "merged"), [(6, 0), (5, 1), (4, 2)])
 def test_a_guest_line_takes_only_the_units_left_in_the_cart(other_app, admin_headers, token, units, merged):
-    """A full cart takes no new line; one unit of room takes one unit."""
+    """A full cart takes no new line; one unit of room takes one unit; two take the guest's two whole."""
     app = other_app(cart_max_units=6)
     client = app.test_client()
     user = {"Authorization": f"Bearer {token('customer', subject='merger')}"}
@@ -209,10 +209,51 @@ def test_a_guest_line_takes_only_the_units_left_in_the_cart(other_app, admin_hea
 
     body = client.post("/v1/cart/merge", json={"guestToken": guest_token}, headers=user).get_json()
 
-    assert body["adjustments"] == [{"productId": "a2", "requested": 2, "merged": merged, "reason": "unit_limit"}]
+    cut = [{"productId": "a2", "requested": 2, "merged": merged, "reason": "unit_limit"}] if merged < 2 else []
+    assert body["adjustments"] == cut
     lines = {item["productId"]: item["quantity"] for item in body["cart"]["items"]}
     assert lines == ({"a1": units, "a2": merged} if merged else {"a1": units})
     assert (reserved(client, "a1"), reserved(client, "a2")) == (units, merged)
+
+
+def merge_limited(other_app, admin_headers, token, user_lines, guest_lines, **limits):
+    """The merge answer and the user's lines after it, for carts of these lines under these limits."""
+    app = other_app(**limits)
+    client = app.test_client()
+    user = {"Authorization": f"Bearer {token('customer', subject='merger')}"}
+    guest_token = client.post("/v1/auth/guest").get_json()["accessToken"]
+    guest = {"Authorization": f"Bearer {guest_token}"}
+    for product_id in {**user_lines, **guest_lines}:
+        create(client, admin_headers, product_id)
+    for headers, lines in ((user, user_lines), (guest, guest_lines)):
+        for product_id, quantity in lines.items():
+            assert add(client, headers, product_id, quantity).status_code == 201
+    merged = client.post("/v1/cart/merge", json={"guestToken": guest_token}, headers=user)
+    assert merged.status_code == 200, merged.get_data(as_text=True)
+    body = merged.get_json()
+    lines = {item["productId"]: item["quantity"] for item in body["cart"]["items"]}
+    return body, lines, {product_id: reserved(client, product_id) for product_id in {**user_lines, **guest_lines}}
+
+
+def test_a_guest_line_adds_up_with_the_users_to_the_units_left(other_app, admin_headers, token):
+    body, lines, held = merge_limited(other_app, admin_headers, token, {"a1": 4}, {"a1": 3}, cart_max_units=6)
+    assert body["adjustments"] == [{"productId": "a1", "requested": 7, "merged": 6, "reason": "unit_limit"}]
+    assert (lines, held) == ({"a1": 6}, {"a1": 6})
+
+
+def test_a_full_cart_keeps_its_line_as_it_was(other_app, admin_headers, token):
+    body, lines, held = merge_limited(other_app, admin_headers, token, {"a1": 6}, {"a1": 2}, cart_max_units=6)
+    [adjustment] = body["adjustments"]
+    assert (adjustment["productId"], adjustment["merged"], adjustment["reason"]) == ("a1", 6, "unit_limit")
+    assert (lines, held) == ({"a1": 6}, {"a1": 6})
+
+
+def test_the_guest_lines_after_a_refused_one_are_merged(other_app, admin_headers, token):
+    body, lines, held = merge_limited(
+        other_app, admin_headers, token, {"a1": 1, "a2": 1}, {"a3": 1, "a1": 2}, cart_max_lines=2
+    )
+    assert body["adjustments"] == [{"productId": "a3", "requested": 1, "merged": 0, "reason": "line_limit"}]
+    assert (lines, held) == ({"a1": 3, "a2": 1}, {"a1": 3, "a2": 1, "a3": 0})
 
 
 def test_a_guest_line_in_another_currency_stays_out_of_the_cart(client, admin_headers, shopper):
@@ -228,6 +269,19 @@ def test_a_guest_line_in_another_currency_stays_out_of_the_cart(client, admin_he
     assert body["adjustments"] == [{"productId": "tea", "requested": 2, "merged": 0, "reason": "currency_mismatch"}]
     assert [(item["productId"], item["quantity"]) for item in body["cart"]["items"]] == [("mug", 1)]
     assert (body["cart"]["currency"], reserved(client, "tea")) == ("USD", 0)
+
+
+def test_an_empty_cart_takes_the_currency_of_the_guest_cart_merged_into_it(client, admin_headers, shopper):
+    yen = {"productId": "tea", "sku": "SKU-TEA", "name": "Tea", "price": "1500", "currency": "JPY", "stock": 5}
+    assert client.post("/v1/products", json=yen, headers=admin_headers).status_code == 201
+    guest_token = client.post("/v1/auth/guest").get_json()["accessToken"]
+    add(client, {"Authorization": f"Bearer {guest_token}"}, "tea", 2)
+
+    body = client.post("/v1/cart/merge", json={"guestToken": guest_token}, headers=shopper).get_json()
+
+    assert (body["mergedLines"], body["adjustments"]) == (1, [])
+    assert (body["cart"]["currency"], body["cart"]["totalPrice"]) == ("JPY", "3000.00")
+    assert cart_of(client, shopper)["currency"] == "JPY"
 
 
 def test_guest_sessions_have_a_limit_of_their_own(other_app):
