@@ -542,17 +542,20 @@ def test_quantities_add_up_and_are_capped_by_stock_and_the_line_maximum(client, 
     guest_token, guest_headers = guest
     create(client, admin_headers, "mug", stock=6)
     create(client, admin_headers, "pen", stock=500)
+    create(client, admin_headers, "cup", stock=50)
     add(client, shopper, "mug", 3)
     add(client, guest_headers, "mug", 3)
     add(client, shopper, "pen", 70)
     add(client, guest_headers, "pen", 50)
+    add(client, shopper, "cup", 1)
+    add(client, guest_headers, "cup", 2)
     result = client.post("/v1/cart/merge", json={"guestToken": guest_token}, headers=shopper).get_json()
     adjustments = {item["productId"]: item for item in result["adjustments"]}
     assert adjustments["pen"] == {"productId": "pen", "requested": 120, "merged": 100, "reason": "quantity_limit"}
     assert "mug" not in adjustments  # the guest's own 3 mugs count as the user's once released
-    assert (reserved(client, "mug"), reserved(client, "pen")) == (6, 100)
+    assert (reserved(client, "mug"), reserved(client, "pen"), reserved(client, "cup")) == (6, 100, 3)
     items = {item["productId"]: item["quantity"] for item in result["cart"]["items"]}
-    assert items == {"mug": 6, "pen": 100}
+    assert items == {"mug": 6, "pen": 100, "cup": 3}  # plenty of stock: the sum, no more
 
 
 @pytest.mark.parametrize(("taken", "merged", "writes"), [(2, 5, 2), (4, 3, 1)])
