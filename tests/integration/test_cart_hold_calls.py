@@ -158,3 +158,23 @@ def test_checkout_and_emptying_name_the_product(client, admin_headers, token, ca
     placed = client.post("/v1/cart/checkout", headers={**shopper, "Idempotency-Key": "hold-names"})
     assert placed.status_code == 201, placed.get_data(as_text=True)
     assert holds(calls) == [("reserve_stock", "mug", 2, 2), ("commit_reservation", "mug", 2)]
+
+
+def test_a_guest_line_cut_to_the_room_left_states_the_units_it_held(
+    other_app, admin_headers, token, calls, monkeypatch
+):
+    monkeypatch.setattr(products, "get_product", REAL_GET)  # the merge answers with the cart's products
+    monkeypatch.setattr(products, "get_products", REAL_GET_MANY)
+    client = other_app(cart_max_units=3).test_client()
+    create(client, admin_headers, "mug", stock=20)
+    create(client, admin_headers, "pen", stock=20)
+    user = {"Authorization": f"Bearer {token('customer', subject='hold-merge')}"}
+    guest_token = client.post("/v1/auth/guest").get_json()["accessToken"]
+    add(client, user, "pen", 1)
+    add(client, {"Authorization": f"Bearer {guest_token}"}, "mug", 3)
+    calls.clear()
+
+    merged = client.post("/v1/cart/merge", json={"guestToken": guest_token}, headers=user)
+
+    assert merged.status_code == 200, merged.get_data(as_text=True)
+    assert holds(calls) == [("reserve_stock", "mug", 2, 3)]  # the moved line's hold, cut from 3 to 2
