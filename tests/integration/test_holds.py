@@ -216,6 +216,7 @@ class TestReserve:
         gives it its value (stock - reserved) and then applies as usual."""
         make_product("p1", stock=10)
         make_product("p2", stock=10)
+        make_product("p3", stock=10)
         reserve(2, "a")
         collection().update_many({}, {"$unset": {"available": ""}})
 
@@ -223,7 +224,8 @@ class TestReserve:
         assert stored_counters() == (10, 5, 5)
         release("a")
         products.adjust_stock(product_id="p2", delta=-4, reason="breakage")
-        assert [stored(p)["available"] for p in ("p1", "p2")] == [10, 6]
+        assert reserve(10, "all", "p3").quantity == 10  # every unit there is
+        assert [stored(p)["available"] for p in ("p1", "p2", "p3")] == [10, 6, 0]
 
     def test_a_stock_cut_below_the_held_units_is_refused_at_the_first_try(self, commands):
         """The refusal's figures are read once; only a product stored before `available`

@@ -160,6 +160,17 @@ class TestCounters:
         assert reserve(3, "b").quantity == 3
         assert (stored()["reserved"], stored()["available"]) == (5, 0)
 
+    def test_a_drifted_low_available_refuses_holds_until_fixed(self):
+        """Holds trust the stored `available`: one drifted below stock - reserved refuses them
+        (not a retry loop ending busy) until reconcile puts it right."""
+        make_product(stock=5)
+        collection().update_one({"product_id": "p1"}, {"$set": {"available": 1}})  # a hand edit
+
+        with pytest.raises(products.InsufficientStock):
+            reserve(3, "b")
+        products.reconcile_inventory()
+        assert reserve(3, "b").quantity == 3
+
     def test_a_drifted_available_alone_is_fixed(self):
         make_product(stock=5)
         reserve(2, "a")
