@@ -303,7 +303,12 @@ def test_a_changed_price_answers_409_updates_the_lines_and_the_next_checkout_pay
     patch_product(client, admin_headers, "mug", {"price": "100.00"})
     assert client.put("/v1/cart/products/mug", json={"quantity": 100}, headers=shopper).status_code == 200
 
-    body = expect_problem(checkout(client, shopper, key="c-1"), 409, "price_changed")
+    body = expect_problem(
+        checkout(client, shopper, key="c-1"),
+        409,
+        "price_changed",
+        detail="Some prices have changed; the cart now shows them. Check out again to pay these prices.",
+    )
     assert body["priceChanges"] == [{"productId": "mug", "oldPrice": "0.01", "newPrice": "100.00"}]
     cart = cart_of(client, shopper)
     assert (cart["items"][0]["price"], cart["totalPrice"]) == ("100.00", "10000.00")
@@ -323,7 +328,12 @@ def test_an_archived_product_answers_409_and_leaves_the_cart_with_its_hold(clien
     patch_product(client, admin_headers, "mug", {"price": "4.00"})
     assert client.delete("/v1/products/pen", headers=admin_headers).status_code == 204
 
-    body = expect_problem(checkout(client, shopper, key="c-1"), 409, "product_unavailable")
+    body = expect_problem(
+        checkout(client, shopper, key="c-1"),
+        409,
+        "product_unavailable",
+        detail="Some products are no longer on sale and left the cart; check the cart and try again.",
+    )
     assert body["products"] == ["pen"]
     assert body["priceChanges"] == [{"productId": "mug", "oldPrice": "10.00", "newPrice": "4.00"}]  # not the pen's
     assert [(item["productId"], item["price"]) for item in cart_of(client, shopper)["items"]] == [("mug", "4.00")]
@@ -380,6 +390,9 @@ def test_a_removal_stands_when_the_products_store_fails_to_take_the_units_back(
     removed = client.delete("/v1/cart/products/mug?all=true", headers=shopper)
     assert removed.status_code == 200, removed.get_data(as_text=True)
     assert removed.get_json()["items"] == []
-    assert "they stay held until the hold lapses" in caplog.text
+    assert [record.getMessage() for record in caplog.records if record.name == "app.cart.holds"] == [
+        "giving back held units failed; they stay held until the hold lapses:"
+        " The products store is unavailable; try again shortly."
+    ]
     monkeypatch.undo()
     assert reserved(client, "mug") == 2  # over-held, never sold twice
