@@ -360,7 +360,7 @@ def checkout(client, headers, key: str = "checkout-1"):
     return client.post("/v1/cart/checkout", headers={**headers, "Idempotency-Key": key})
 
 
-def test_checkout_turns_holds_into_sales_and_places_an_order(client, admin_headers, shopper):
+def test_checkout_turns_holds_into_sales_and_places_an_order(app, client, admin_headers, shopper):
     create(client, admin_headers, "mug", price="2.50", stock=10)
     create(client, admin_headers, "pen", price="1.25", stock=10)
     add(client, shopper, "mug", 2)
@@ -378,6 +378,8 @@ def test_checkout_turns_holds_into_sales_and_places_an_order(client, admin_heade
     fresh = client.get("/v1/cart", headers=shopper).get_json()
     assert fresh["items"] == []
     assert fresh["shoppingCartId"] != order["shoppingCartId"]
+    with app.app_context():
+        assert db.session.get(Cart, uuid.UUID(order["shoppingCartId"])).status == "checked_out"
 
 
 def test_checkout_twice_with_one_key_places_one_order(client, admin_headers, shopper):
@@ -428,7 +430,7 @@ def test_checkout_needs_an_idempotency_key(client, admin_headers, shopper):
 
 
 def test_an_empty_cart_cannot_be_checked_out(client, shopper):
-    expect_problem(checkout(client, shopper), 409, "cart_empty")
+    expect_problem(checkout(client, shopper), 409, "cart_empty", detail="The cart is empty.")
 
 
 def test_guests_sign_up_before_checking_out(client, admin_headers):
