@@ -186,8 +186,9 @@ def test_idempotency_keys_claim_complete_replay_and_refuse_another_body(port_app
     owner = guest()
 
     assert cart.claim_idempotency_key(owner_id=owner, key="k1", request_hash="h1") is None
-    with raises(cart.IdempotencyKeyInUse):
+    with raises(cart.IdempotencyKeyInUse) as in_use:
         cart.claim_idempotency_key(owner_id=owner, key="k1", request_hash="h1")
+    assert in_use.value.detail == "A request with this Idempotency-Key is still running; retry shortly."
     running = [(guest(), "k1"), (owner, "k2")]  # another owner's k1, another key of this owner
     for other_owner, other_key in running:
         assert cart.claim_idempotency_key(owner_id=other_owner, key=other_key, request_hash="h1") is None
@@ -201,8 +202,9 @@ def test_idempotency_keys_claim_complete_replay_and_refuse_another_body(port_app
 
     assert replayed == stored
     assert type(replayed) is cart.StoredResponse
-    with raises(cart.IdempotencyKeyReused):
+    with raises(cart.IdempotencyKeyReused) as reused:
         cart.claim_idempotency_key(owner_id=owner, key="k1", request_hash="h2")
+    assert reused.value.detail == "This Idempotency-Key was used for a different request; use a new key."
     assert cart.claim_idempotency_key(owner_id=guest(), key="k1", request_hash="h2") is None  # per owner
 
 
