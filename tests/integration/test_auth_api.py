@@ -29,7 +29,7 @@ from flask_migrate import upgrade
 from sqlalchemy import select, update
 
 from app.accounts import interface as accounts
-from app.accounts import passwords
+from app.accounts import one_time_tokens, passwords
 from app.accounts.mail import MailDeliveryFailed
 from app.accounts.models import OneTimeToken, RefreshToken, RevokedToken, User, utcnow
 from app.extensions import db
@@ -265,6 +265,18 @@ def test_verification_token_works_once(client, mail_dir):
     assert verified.get_json()["email"] == "ada@example.test"
     assert verified.headers["Cache-Control"] == "no-store"
 
+    again = client.post("/v1/auth/verify-email", json={"token": token})
+    detail = "This link is invalid, expired or already used; ask for a new one."
+    expect_problem(again, 400, "invalid_token", detail=detail)
+
+
+def test_a_link_expires_at_its_expiry_moment(client, app, mail_dir, monkeypatch):
+    register(client, "ada@example.test")
+    token = token_from(last_email(mail_dir, "ada@example.test"))
+    with app.app_context():
+        expires_at = db.session.scalar(select(OneTimeToken.expires_at))
+    monkeypatch.setattr(one_time_tokens, "utcnow", lambda: expires_at)  # that very moment
+
     expect_problem(client.post("/v1/auth/verify-email", json={"token": token}), 400, "invalid_token")
 
 
@@ -355,7 +367,7 @@ def test_wrong_password_and_unknown_email_get_the_same_answer(client, ada):
     wrong_password = log_in(client, "ada@example.test", "Wrong-Password-1")
     unknown_email = log_in(client, "nobody@example.test", PASSWORD)
 
-    first = expect_problem(wrong_password, 401, "invalid_credentials")
+    first = expect_problem(wrong_password, 401, "invalid_credentials", detail="Wrong email or password.")
     second = expect_problem(unknown_email, 401, "invalid_credentials")
     first.pop("instance")
     second.pop("instance")
@@ -1533,6 +1545,21 @@ def test_a_password_reset_lifts_the_login_lock(other_app, settings, mail_dir):
 
     assert log_in(client, "ada@example.test", NEW_PASSWORD, **from_ip("10.0.0.3")).status_code == 200
     expect_problem(log_in(client, "ada@example.test", NEW_PASSWORD, **from_ip("10.0.0.1")), 429, "login_locked")
+
+
+def test_the_owners_logins_neither_use_up_nor_enlarge_the_accounts_backstop(other_app, settings, mail_dir):
+    """Each attempt counts towards the backstop before its password is checked; a right one is
+    taken off again, exactly."""
+    auth_settings = dataclasses.replace(settings.auth, login_account_max_failures=3)
+    client = other_app(auth=auth_settings).test_client()
+    register_and_verify(client, mail_dir, "ada@example.test")
+    for _ in range(3):
+        assert log_in(client, "ada@example.test", **from_ip("10.0.3.1")).status_code == 200
+    for address in ("10.0.3.2", "10.0.3.3", "10.0.3.4"):
+        wrong = log_in(client, "ada@example.test", "Wrong-Password-1", **from_ip(address))
+        expect_problem(wrong, 401, "invalid_credentials")
+
+    expect_problem(log_in(client, "ada@example.test", **from_ip("10.0.3.1")), 429, "login_locked")
 
 
 # --- concurrent writes to one account ------------------------------------------------------
