@@ -375,7 +375,7 @@ def test_wrong_password_and_unknown_email_get_the_same_answer(client, ada):
     assert "errors" not in first
 
 
-def test_login_returns_a_session_with_a_well_formed_access_token(client, ada):
+def test_login_returns_a_session_with_a_well_formed_access_token(app, client, ada):
     session = login(client, "ada@example.test")
 
     assert set(session) == SESSION_FIELDS
@@ -388,6 +388,9 @@ def test_login_returns_a_session_with_a_well_formed_access_token(client, ada):
     refresh_claims = claims_of(session["refreshToken"])
     assert refresh_claims["type"] == "refresh"
     assert refresh_claims["sub"] == ada["userId"]
+    with app.app_context():  # its record expires with it
+        stored = db.session.get(RefreshToken, refresh_claims["jti"])
+        assert abs(stored.expires_at.timestamp() - refresh_claims["exp"]) < 1
     assert me(client, session["accessToken"]).get_json()["userId"] == ada["userId"]
 
 
@@ -764,6 +767,34 @@ def test_a_code_more_than_one_step_ahead_is_refused(client, ada):
 
     expect_problem(too_far, 401, "invalid_otp")
     assert login(client, "ada@example.test", otp=totp.at(now + 30))["userId"] == ada["userId"]
+
+
+def change_password_during_the_check(app, monkeypatch, new_password: str) -> None:
+    """While the next login checks its password, the account's password becomes `new_password`."""
+    verify, changes = passwords.verify_password, [passwords.hash_password(new_password)]
+
+    def verify_while_the_password_changes(password_hash, password):
+        right = verify(password_hash, password)
+        if changes:
+            with app.app_context():
+                db.session.execute(update(User).values(password_hash=changes.pop()))
+                db.session.commit()
+        return right
+
+    monkeypatch.setattr(passwords, "verify_password", verify_while_the_password_changes)
+
+
+def test_a_login_with_a_password_changed_meanwhile_is_refused(app, client, ada, monkeypatch):
+    change_password_during_the_check(app, monkeypatch, NEW_PASSWORD)
+
+    expect_problem(log_in(client, "ada@example.test"), 401, "invalid_credentials", detail="Wrong email or password.")
+
+
+def test_a_login_with_a_password_hashed_anew_meanwhile_goes_on(app, client, ada, monkeypatch):
+    """The same password hashed again (another login rehashing it at a new cost) is still right."""
+    change_password_during_the_check(app, monkeypatch, PASSWORD)
+
+    assert log_in(client, "ada@example.test").status_code == 200
 
 
 def test_no_code_is_accepted_once_mfa_was_turned_off_during_the_login(app, client, ada, monkeypatch):
