@@ -227,3 +227,30 @@ def test_a_code_claimed_by_a_login_in_progress_is_refused_once_that_commits(clie
 
     refused = logging_in.result(timeout=WAIT_LIMIT)
     expect_problem(refused, 401, "invalid_otp", detail="The code is wrong, expired or already used.")
+
+
+def test_a_login_during_a_deactivation_is_refused_once_that_commits(client, mail_dir, database_url):
+    ada = register_and_verify(client, mail_dir, "ada@example.test")
+    deactivation = "UPDATE users SET is_active = false, session_generation = session_generation + 1 WHERE id = :id"
+
+    with account_held(database_url, ada["userId"], deactivation) as start:
+        logging_in = start(
+            lambda: client.post("/v1/auth/login", json={"email": "ada@example.test", "password": PASSWORD})
+        )
+
+    expect_problem(logging_in.result(timeout=WAIT_LIMIT), 403, "account_disabled")
+
+
+def test_a_verification_during_a_reset_keeps_when_the_address_was_first_proved(app, client, mail_dir, database_url):
+    client.post("/v1/auth/register", json={"email": "ada@example.test", "password": PASSWORD})
+    link = token_from(last_email(mail_dir, "ada@example.test"))
+    user_id = str(user_row(app, "ada@example.test").id)
+    proved_at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    reset_proving_the_address = "UPDATE users SET email_verified_at = :at WHERE id = :id"
+
+    with account_held(database_url, user_id, reset_proving_the_address, at=proved_at) as start:
+        verifying = start(lambda: client.post("/v1/auth/verify-email", json={"token": link}))
+
+    verified = verifying.result(timeout=WAIT_LIMIT)
+    assert (verified.status_code, verified.get_json()["emailVerified"]) == (200, True)
+    assert user_row(app, "ada@example.test").email_verified_at == proved_at
