@@ -103,3 +103,13 @@ def test_a_token_is_checked_while_a_writer_holds_the_lock_with_redis_in_front(ot
         for key in cached.scan_iter(match="*root@example.test*"):
             cached.delete(key)
         cached.close()
+
+
+def test_a_wrong_password_at_the_login_is_answered_while_a_writer_holds_the_lock(embedded, database):
+    with embedded.app_context():
+        accounts.create_admin(email="root@example.test", password=PASSWORD)
+    wrong = accounts.LoginAttempt(email="root@example.test", password="Wrong-Password-1", client_ip=ANYWHERE)
+
+    writing = a_writer_holding_the_lock(database, "UPDATE users SET display_name = 'Root'")
+    with writing, embedded.app_context(), pytest.raises(accounts.InvalidCredentials):
+        accounts.log_in(attempt=wrong)
