@@ -11,6 +11,8 @@ import dataclasses
 import email
 import email.policy
 import json
+import logging
+import re
 import threading
 import time
 import uuid
@@ -24,6 +26,7 @@ import jwt as pyjwt
 import pyotp
 import pytest
 import redis
+from argon2 import PasswordHasher
 from flask_jwt_extended import create_access_token, decode_token
 from flask_migrate import upgrade
 from sqlalchemy import select, update
@@ -180,6 +183,7 @@ def test_register_creates_an_unverified_customer_and_emails_a_link(client, mail_
     assert message["Subject"] == "Confirm your email address"
     token = token_from(message)
     assert f"{settings.auth.public_base_url}/verify-email?token={token}" in message.get_content()
+    assert re.fullmatch(r"[\w-]{43}", token)  # 256 random bits, URL-safe
 
 
 def test_registering_a_taken_email_answers_as_for_a_new_one_and_tells_the_owner(client, mail_dir):
@@ -348,7 +352,8 @@ def test_resend_validates_the_email(client):
 def test_unverified_account_gets_403_only_with_the_right_password(client):
     register(client, "ada@example.test")
 
-    expect_problem(log_in(client, "ada@example.test"), 403, "email_not_verified")
+    detail = "Confirm your email address first (POST /v1/auth/verify-email/resend)."
+    expect_problem(log_in(client, "ada@example.test"), 403, "email_not_verified", detail=detail)
     expect_problem(log_in(client, "ada@example.test", "Wrong-Password-1"), 401, "invalid_credentials")
 
 
@@ -451,7 +456,7 @@ def test_failures_at_other_accounts_do_not_lock_an_account(client, ada):
 def test_disabled_account_cannot_log_in(client, ada, admin_headers):
     assert patch_user(client, admin_headers, ada["userId"], isActive=False).status_code == 200
 
-    expect_problem(log_in(client, "ada@example.test"), 403, "account_disabled")
+    expect_problem(log_in(client, "ada@example.test"), 403, "account_disabled", detail="This account is disabled.")
     expect_problem(log_in(client, "ada@example.test", "Wrong-Password-1"), 401, "invalid_credentials")
 
 
@@ -682,17 +687,21 @@ def test_reset_validates_the_body(client, body, field):
     assert field in problem["errors"]
 
 
-def test_a_mail_outage_neither_fails_the_request_nor_reveals_the_account(app, client, ada, monkeypatch):
+def test_a_mail_outage_neither_fails_the_request_nor_reveals_the_account(app, client, ada, monkeypatch, caplog):
     class BrokenMailer:
         def send(self, message):
             raise MailDeliveryFailed("the relay is down")
 
     monkeypatch.setattr(app.extensions["accounts"], "mailer", BrokenMailer())
 
-    known, unknown = forgot(client, "ada@example.test"), forgot(client, "nobody@example.test")
+    with caplog.at_level(logging.ERROR, logger="app.accounts.service"):
+        known, unknown = forgot(client, "ada@example.test"), forgot(client, "nobody@example.test")
 
     assert (known.status_code, unknown.status_code) == (202, 202)
     assert known.get_data() == unknown.get_data()
+    (logged,) = [record for record in caplog.records if record.name == "app.accounts.service"]
+    assert logged.getMessage() == "could not send 'Reset your password' to ada@example.test"
+    assert str(logged.exc_info[1]) == "the relay is down"
 
 
 # --- two-factor authentication -------------------------------------------------------------
@@ -794,6 +803,36 @@ def test_a_login_with_a_password_hashed_anew_meanwhile_goes_on(app, client, ada,
     """The same password hashed again (another login rehashing it at a new cost) is still right."""
     change_password_during_the_check(app, monkeypatch, PASSWORD)
 
+    assert log_in(client, "ada@example.test").status_code == 200
+
+
+def test_a_login_without_a_code_is_refused_once_mfa_was_turned_on_during_it(app, client, ada, monkeypatch):
+    verify = passwords.verify_password
+
+    def verify_while_mfa_is_turned_on(password_hash, password):
+        right = verify(password_hash, password)
+        with app.app_context():
+            db.session.execute(update(User).values(mfa_secret=pyotp.random_base32(), mfa_enabled_at=utcnow()))
+            db.session.commit()
+        return right
+
+    monkeypatch.setattr(passwords, "verify_password", verify_while_mfa_is_turned_on)
+
+    detail = "Send the code from your authenticator app as `otp`."
+    expect_problem(log_in(client, "ada@example.test"), 401, "mfa_required", detail=detail)
+
+
+def test_a_password_hashed_at_another_cost_is_hashed_anew_at_the_login(app, client, ada):
+    older = PasswordHasher(time_cost=2, memory_cost=8192).hash(PASSWORD)
+    with app.app_context():
+        db.session.execute(update(User).values(password_hash=older))
+        db.session.commit()
+
+    assert log_in(client, "ada@example.test").status_code == 200
+
+    renewed = user_row(app, "ada@example.test").password_hash
+    assert renewed != older
+    assert not passwords.needs_rehash(renewed)
     assert log_in(client, "ada@example.test").status_code == 200
 
 
