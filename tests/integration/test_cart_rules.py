@@ -151,7 +151,9 @@ def test_a_cart_holds_at_most_cart_max_lines_products(other_app, admin_headers, 
         create(client, admin_headers, product_id)
     assert add(client, shopper, "a1").status_code == 201
     assert add(client, shopper, "a2").status_code == 201
-    body = expect_problem(add(client, shopper, "a3"), 409, "cart_line_limit_exceeded")
+    body = expect_problem(
+        add(client, shopper, "a3"), 409, "cart_line_limit_exceeded", detail="A cart holds at most 2 different products."
+    )
     assert body["maximum"] == 2
     assert reserved(client, "a3") == 0
     assert add(client, shopper, "a2").status_code == 201  # a line already there may still grow
@@ -349,7 +351,12 @@ def test_one_cart_has_one_currency(client, admin_headers, shopper):
     yen = {"productId": "tea", "sku": "SKU-TEA", "name": "Tea", "price": "1500", "currency": "JPY", "stock": 5}
     assert client.post("/v1/products", json=yen, headers=admin_headers).status_code == 201
     add(client, shopper, "mug")
-    body = expect_problem(add(client, shopper, "tea"), 409, "currency_mismatch")
+    body = expect_problem(
+        add(client, shopper, "tea"),
+        409,
+        "currency_mismatch",
+        detail="This cart is in USD; product 'tea' is priced in JPY.",
+    )
     assert (body["cartCurrency"], body["productCurrency"], body["productId"]) == ("USD", "JPY", "tea")
     assert reserved(client, "tea") == 0
     assert [item["productId"] for item in cart_of(client, shopper)["items"]] == ["mug"]
