@@ -21,7 +21,8 @@ WAIT_LIMIT = 10.0  # seconds a call may take to reach the held row
 def cart_held(database_url: str, cart_id: str, change: str) -> Iterator[Callable[[Callable[[], object]], Future]]:
     """Another writer's transaction that has run `change` (SQL on the carts row :id) and holds
     the row. The block gets `start(call)`: runs the call in a thread, returns once the call
-    waits for this transaction, and the call's future; the transaction commits when the block ends."""
+    waits for this transaction, and the call's future; the transaction commits when the block ends.
+    `start(call, waits=False)` returns once the call has answered (while the row is still held)."""
     engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg2://", 1))
     watcher = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
     holder = engine.connect()
@@ -31,8 +32,11 @@ def cart_held(database_url: str, cart_id: str, change: str) -> Iterator[Callable
         holder.execute(text(change), {"id": cart_id})
         holder_pid = holder.execute(text("SELECT pg_backend_pid()")).scalar_one()
 
-        def start(call: Callable[[], object]) -> Future:
+        def start(call: Callable[[], object], *, waits: bool = True) -> Future:
             future = pool.submit(call)
+            if not waits:
+                future.result(timeout=WAIT_LIMIT)  # TimeoutError: it waited for the held row
+                return future
             deadline = time.monotonic() + WAIT_LIMIT
             while not _waits_for(watcher, holder_pid):
                 assert not future.done(), f"the call did not wait for the held row: {future.result()!r}"
@@ -76,3 +80,19 @@ def test_a_merge_waits_for_a_write_to_the_guest_cart_and_merges_what_it_left(
     merged = merging.result(timeout=WAIT_LIMIT)
     assert merged.status_code == 200, merged.get_data(as_text=True)
     assert (merged.get_json()["mergedLines"], merged.get_json()["cart"]["items"]) == (0, [])
+
+
+def test_a_read_answers_the_cart_as_committed_without_waiting_for_a_write_in_progress(
+    client, admin_headers, token, database_url
+):
+    create(client, admin_headers, "mug", stock=10)
+    user = {"Authorization": f"Bearer {token('customer', subject='reader')}"}
+    added = add(client, user, "mug", 2).get_json()
+    another_write = "UPDATE carts SET version = version + 1 WHERE id = :id"
+
+    with cart_held(database_url, added["shoppingCartId"], another_write) as start:
+        reading = start(lambda: client.get("/v1/cart", headers=user), waits=False)
+
+    read = reading.result()
+    assert read.status_code == 200, read.get_data(as_text=True)
+    assert (read.get_json()["version"], read.get_json()["items"][0]["quantity"]) == (added["version"], 2)
