@@ -103,3 +103,12 @@ def test_the_sweep_lists_the_carts_to_visit_while_a_writer_holds_the_lock(embedd
     with embedded.app_context():
         report = sweeping.sweep(now=clock.now() + timedelta(days=365))  # the cart is abandoned by then
     assert report == sweeping.SweepReport(lines_released=1, carts_swept=1, carts_expired=1, keys_forgotten=0)
+
+
+def test_a_cart_is_read_while_a_writer_holds_the_lock(embedded, database):
+    with embedded.app_context():
+        added = cart.add_item(owner_id=OWNER, product_id=a_product(), quantity=2)
+
+    with a_writer_holding_the_lock(database, "UPDATE carts SET version = version + 1"), embedded.app_context():
+        read = cart.get_cart(owner_id=OWNER)
+    assert (read.version, [item.quantity for item in read.items]) == (added.version, [2])
