@@ -166,14 +166,36 @@ def test_a_cart_holds_at_most_cart_max_units(other_app, admin_headers, token):
     create(client, admin_headers, "a1")
     create(client, admin_headers, "a2")
     add(client, shopper, "a1", 3)
-    body = expect_problem(add(client, shopper, "a2", 3), 409, "cart_unit_limit_exceeded")
+    body = expect_problem(
+        add(client, shopper, "a2", 3), 409, "cart_unit_limit_exceeded", detail="A cart holds at most 5 units in all."
+    )
     assert (body["maximum"], body["productId"]) == (5, "a2")
     expect_problem(
         client.put("/v1/cart/products/a1", json={"quantity": 6}, headers=shopper), 409, "cart_unit_limit_exceeded"
     )
     assert add(client, shopper, "a2", 2).status_code == 201
-    assert (reserved(client, "a1"), reserved(client, "a2")) == (3, 2)
+    create(client, admin_headers, "a3")
+    expect_problem(add(client, shopper, "a3", 1), 409, "cart_unit_limit_exceeded")  # a full cart: not one more
+    assert (reserved(client, "a1"), reserved(client, "a2"), reserved(client, "a3")) == (3, 2, 0)
     assert client.put("/v1/cart/products/a1", json={"quantity": 1}, headers=shopper).status_code == 200
+
+
+def test_a_cart_over_a_lowered_unit_limit_may_keep_or_shrink_its_lines_not_grow_them(
+    client, other_app, admin_headers, shopper
+):
+    create(client, admin_headers, "a1")
+    create(client, admin_headers, "a2")
+    add(client, shopper, "a1", 3)
+    add(client, shopper, "a2", 3)
+    lowered = other_app(cart_max_units=4).test_client()  # CART_MAX_UNITS lowered to 4: the cart holds 6
+
+    def set_a1(quantity: int):
+        return lowered.put("/v1/cart/products/a1", json={"quantity": quantity}, headers=shopper)
+
+    assert set_a1(3).status_code == 200  # as it is
+    assert set_a1(2).status_code == 200
+    expect_problem(set_a1(3), 409, "cart_unit_limit_exceeded")
+    assert [item["quantity"] for item in cart_of(client, shopper)["items"]] == [2, 3]
 
 
 def test_merging_respects_the_cart_limits(other_app, admin_headers, token):
@@ -329,6 +351,8 @@ def test_an_archived_product_answers_409_and_leaves_the_cart_with_its_hold(clien
     patch_product(client, admin_headers, "pen", {"price": "3.00"})
     patch_product(client, admin_headers, "mug", {"price": "4.00"})
     assert client.delete("/v1/products/pen", headers=admin_headers).status_code == 204
+    shown = {item["productId"]: item["available"] for item in cart_of(client, shopper)["items"]}
+    assert shown == {"pen": 0, "mug": 3}  # an archived product is not for sale, whatever its stock
 
     body = expect_problem(
         checkout(client, shopper, key="c-1"),
