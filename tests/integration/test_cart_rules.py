@@ -79,6 +79,20 @@ def test_a_lapsed_hold_stops_counting_and_another_buyer_takes_its_units(
     assert cart_of(client, shopper)["items"][0]["reservationExpired"] is True
 
 
+def test_a_line_shows_its_hold_expired_from_the_very_instant_it_ends(app, client, admin_headers, shopper, monkeypatch):
+    ttl = app.extensions["carts"].reservation_ttl
+    instant = clock.now()
+    monkeypatch.setattr(clock, "now", lambda: instant)
+    create(client, admin_headers, "mug", stock=5)
+    add(client, shopper, "mug", 1)
+
+    def expired_at(moment) -> bool:
+        monkeypatch.setattr(clock, "now", lambda: moment)
+        return cart_of(client, shopper)["items"][0]["reservationExpired"]
+
+    assert [expired_at(instant + ttl - timedelta(microseconds=1)), expired_at(instant + ttl)] == [False, True]
+
+
 def test_the_next_write_holds_a_lapsed_line_again_when_stock_allows(app, client, admin_headers, shopper, later):
     ttl = app.extensions["carts"].reservation_ttl.total_seconds()
     create(client, admin_headers, "mug", stock=5)
