@@ -421,6 +421,24 @@ def test_documented_problems_admit_and_describe_their_extensions(client):
     assert {"reservationExpired", "reservedUntil"} <= set(item)
 
 
+def test_setting_a_live_line_to_its_own_quantity_stands_when_the_products_store_fails(
+    client, admin_headers, shopper, monkeypatch
+):
+    """Not a growth: the line is written first, the hold renewed after; a failed renewal only logs."""
+    create(client, admin_headers, "mug", stock=5)
+    version = add(client, shopper, "mug", 2).get_json()["version"]
+
+    def store_down(*args, **kwargs):
+        raise pymongo.errors.AutoReconnect("connection refused")
+
+    monkeypatch.setattr(holds, "_change", store_down)
+    kept = client.put("/v1/cart/products/mug", json={"quantity": 2}, headers=shopper)
+    assert kept.status_code == 200, kept.get_data(as_text=True)
+    assert (kept.get_json()["version"], kept.get_json()["items"][0]["quantity"]) == (version + 1, 2)
+    monkeypatch.undo()
+    assert reserved(client, "mug") == 2
+
+
 def test_a_removal_stands_when_the_products_store_fails_to_take_the_units_back(
     client, admin_headers, shopper, monkeypatch, caplog
 ):
