@@ -6,15 +6,12 @@ the call start, sees it wait for that connection, and commits."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pyotp
-from sqlalchemy import create_engine, text
 
 from app.accounts import interface as accounts
+from tests.held_locks import WAIT_LIMIT, row_held
 from tests.integration.test_auth_api import (
     NEW_PASSWORD,
     PASSWORD,
@@ -30,55 +27,9 @@ from tests.integration.test_auth_api import (
 )
 from tests.problems import expect_problem
 
-WAIT_LIMIT = 10.0  # seconds a call may take to reach the held row
-
-
-@contextmanager
-def account_held(
-    database_url: str, user_id: str, change: str, **values: object
-) -> Iterator[Callable[[Callable[[], object]], Future]]:
-    """Another writer's transaction that has run `change` (SQL on the users row :id, with
-    `values` bound too) and holds the row. The block gets `start(call)`: runs the call in a
-    thread, returns once the call waits for this transaction, and the call's future; the
-    transaction commits when the block ends."""
-    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg2://", 1))
-    watcher = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-    holder = engine.connect()
-    pool = ThreadPoolExecutor(max_workers=1)
-    try:
-        transaction = holder.begin()
-        holder.execute(text(change), {"id": user_id, **values})
-        holder_pid = holder.execute(text("SELECT pg_backend_pid()")).scalar_one()
-
-        def start(call: Callable[[], object]) -> Future:
-            future = pool.submit(call)
-            deadline = time.monotonic() + WAIT_LIMIT
-            while not _waits_for(watcher, holder_pid):
-                assert not future.done(), f"the call did not wait for the held row: {future.result()!r}"
-                assert time.monotonic() < deadline, "the call never reached the held row"
-                time.sleep(0.005)
-            return future
-
-        yield start
-        transaction.commit()
-    finally:
-        holder.close()  # rolled back, unless committed: a call still waiting goes on
-        pool.shutdown(wait=True)
-        watcher.close()
-        engine.dispose()
-
 
 def log_in_with_code(client, code: str):
     return client.post("/v1/auth/login", json={"email": "ada@example.test", "password": PASSWORD, "otp": code})
-
-
-def _waits_for(watcher, holder_pid: int) -> bool:
-    return bool(
-        watcher.execute(
-            text("SELECT count(*) FROM pg_stat_activity WHERE :holder = ANY(pg_blocking_pids(pid))"),
-            {"holder": holder_pid},
-        ).scalar_one()
-    )
 
 
 def test_a_profile_change_waits_for_a_concurrent_change_and_answers_with_its_result(client, mail_dir, database_url):
@@ -86,7 +37,7 @@ def test_a_profile_change_waits_for_a_concurrent_change_and_answers_with_its_res
     token = login(client, "ada@example.test")["accessToken"]
     promotion = """UPDATE users SET roles = '["admin", "customer"]' WHERE id = :id"""
 
-    with account_held(database_url, ada["userId"], promotion) as start:
+    with row_held(database_url, ada["userId"], promotion) as start:
         changing = start(lambda: client.patch("/v1/users/me", json={"displayName": "Ada"}, headers=auth(token)))
 
     changed = changing.result(timeout=WAIT_LIMIT)
@@ -100,7 +51,7 @@ def test_disabling_mfa_while_another_disable_is_in_progress_answers_that_it_is_n
     enable_mfa(client, token)
     other_disable = "UPDATE users SET mfa_secret = NULL, mfa_enabled_at = NULL WHERE id = :id"
 
-    with account_held(database_url, ada["userId"], other_disable) as start:
+    with row_held(database_url, ada["userId"], other_disable) as start:
         disabling = start(lambda: client.post("/v1/auth/mfa/disable", json={"password": PASSWORD}, headers=auth(token)))
 
     disabled = disabling.result(timeout=WAIT_LIMIT)
@@ -114,7 +65,7 @@ def test_an_admin_change_during_a_logout_everywhere_ends_the_sessions_once_more(
     ada = register_and_verify(client, mail_dir, "ada@example.test")
     log_out_everywhere = "UPDATE users SET session_generation = session_generation + 1 WHERE id = :id"
 
-    with account_held(database_url, ada["userId"], log_out_everywhere) as start:
+    with row_held(database_url, ada["userId"], log_out_everywhere) as start:
         promoting = start(lambda: patch_user(client, admin_headers, ada["userId"], roles=["admin"]))
 
     promoted = promoting.result(timeout=WAIT_LIMIT)
@@ -129,7 +80,7 @@ def test_a_password_change_during_a_logout_everywhere_ends_the_sessions_once_mor
     log_out_everywhere = "UPDATE users SET session_generation = session_generation + 1 WHERE id = :id"
     body = {"currentPassword": PASSWORD, "newPassword": NEW_PASSWORD}
 
-    with account_held(database_url, ada["userId"], log_out_everywhere) as start:
+    with row_held(database_url, ada["userId"], log_out_everywhere) as start:
         changing = start(lambda: client.post("/v1/users/me/password", json=body, headers=auth(token)))
 
     changed = changing.result(timeout=WAIT_LIMIT)
@@ -148,7 +99,7 @@ def test_a_refresh_during_a_logout_everywhere_is_refused_once_that_commits(clien
         " UPDATE users SET session_generation = session_generation + 1 WHERE id = :id"
     )
 
-    with account_held(database_url, ada["userId"], log_out_everywhere) as start:
+    with row_held(database_url, ada["userId"], log_out_everywhere) as start:
         refreshing = start(lambda: client.post("/v1/auth/refresh", headers=auth(session["refreshToken"])))
 
     refused = refreshing.result(timeout=WAIT_LIMIT)
@@ -162,7 +113,7 @@ def test_enabling_mfa_while_another_enable_is_in_progress_answers_that_it_is_alr
     other_enable = "UPDATE users SET mfa_enabled_at = now() WHERE id = :id"
     body = {"otp": pyotp.TOTP(secret).now(), "password": PASSWORD}
 
-    with account_held(database_url, ada["userId"], other_enable) as start:
+    with row_held(database_url, ada["userId"], other_enable) as start:
         enabling = start(lambda: client.post("/v1/auth/mfa/enable", json=body, headers=auth(token)))
 
     refused = enabling.result(timeout=WAIT_LIMIT)
@@ -175,7 +126,7 @@ def test_an_mfa_setup_while_an_enable_is_in_progress_leaves_the_enabled_secret(a
     secret = client.post("/v1/auth/mfa/setup", json={"password": PASSWORD}, headers=auth(token)).get_json()["secret"]
     enable_in_progress = "UPDATE users SET mfa_enabled_at = now() WHERE id = :id"
 
-    with account_held(database_url, ada["userId"], enable_in_progress) as start:
+    with row_held(database_url, ada["userId"], enable_in_progress) as start:
         setting_up = start(lambda: client.post("/v1/auth/mfa/setup", json={"password": PASSWORD}, headers=auth(token)))
 
     refused = setting_up.result(timeout=WAIT_LIMIT)
@@ -191,7 +142,7 @@ def test_a_password_reset_during_a_logout_everywhere_ends_the_sessions_once_more
     log_out_everywhere = "UPDATE users SET session_generation = session_generation + 1 WHERE id = :id"
     body = {"token": link, "newPassword": NEW_PASSWORD}
 
-    with account_held(database_url, ada["userId"], log_out_everywhere) as start:
+    with row_held(database_url, ada["userId"], log_out_everywhere) as start:
         resetting = start(lambda: client.post("/v1/auth/password/reset", json=body))
 
     assert resetting.result(timeout=WAIT_LIMIT).status_code == 204
@@ -207,7 +158,7 @@ def test_create_admin_during_a_deactivation_leaves_the_account_active(app, clien
         with app.app_context():
             return accounts.create_admin(email="ada@example.test", password=NEW_PASSWORD)
 
-    with account_held(database_url, ada["userId"], deactivation) as start:
+    with row_held(database_url, ada["userId"], deactivation) as start:
         creating = start(create_admin)
 
     admin = creating.result(timeout=WAIT_LIMIT)
@@ -222,7 +173,7 @@ def test_a_code_claimed_by_a_login_in_progress_is_refused_once_that_commits(clie
     code, step = totp.at(now), totp.timecode(datetime.fromtimestamp(now, UTC))
     other_login = "UPDATE users SET mfa_last_step = :step WHERE id = :id"
 
-    with account_held(database_url, ada["userId"], other_login, step=step) as start:
+    with row_held(database_url, ada["userId"], other_login, step=step) as start:
         logging_in = start(lambda: log_in_with_code(client, code))
 
     refused = logging_in.result(timeout=WAIT_LIMIT)
@@ -233,7 +184,7 @@ def test_a_login_during_a_deactivation_is_refused_once_that_commits(client, mail
     ada = register_and_verify(client, mail_dir, "ada@example.test")
     deactivation = "UPDATE users SET is_active = false, session_generation = session_generation + 1 WHERE id = :id"
 
-    with account_held(database_url, ada["userId"], deactivation) as start:
+    with row_held(database_url, ada["userId"], deactivation) as start:
         logging_in = start(
             lambda: client.post("/v1/auth/login", json={"email": "ada@example.test", "password": PASSWORD})
         )
@@ -248,7 +199,7 @@ def test_a_verification_during_a_reset_keeps_when_the_address_was_first_proved(a
     proved_at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     reset_proving_the_address = "UPDATE users SET email_verified_at = :at WHERE id = :id"
 
-    with account_held(database_url, user_id, reset_proving_the_address, at=proved_at) as start:
+    with row_held(database_url, user_id, reset_proving_the_address, at=proved_at) as start:
         verifying = start(lambda: client.post("/v1/auth/verify-email", json={"token": link}))
 
     verified = verifying.result(timeout=WAIT_LIMIT)

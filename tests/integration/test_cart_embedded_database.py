@@ -4,37 +4,17 @@ committed while a write is in progress instead of queueing behind it."""
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
-
-import pytest
-from flask import Flask
-from flask_migrate import upgrade
 
 from app import clock
 from app.cart import interface as cart
 from app.cart import sweep as sweeping
 from app.products import interface as products
+from tests.held_locks import a_writer_holding_the_lock
 
 OWNER = "22222222-2222-2222-2222-222222222222"
-
-
-@pytest.fixture
-def database(tmp_path) -> Path:
-    return tmp_path / "storefront.db"
-
-
-@pytest.fixture
-def embedded(other_app, database) -> Flask:
-    app = other_app(database_url=f"sqlite:///{database}")
-    with app.app_context():
-        upgrade()
-    return app
 
 
 def a_product(stock: int = 5) -> str:
@@ -44,19 +24,6 @@ def a_product(stock: int = 5) -> str:
     )
     products.create_product(draft=draft)
     return product_id
-
-
-@contextmanager
-def a_writer_holding_the_lock(database: Path, change: str) -> Iterator[None]:
-    """Another request's cart write, begun as every write begins (the write lock), not committed."""
-    writer = sqlite3.connect(database, isolation_level=None)
-    try:
-        writer.execute("BEGIN IMMEDIATE")
-        writer.execute(change)
-        yield
-    finally:
-        writer.execute("ROLLBACK")
-        writer.close()
 
 
 def test_held_reservations_answers_with_the_committed_lines_while_a_writer_holds_the_lock(embedded, database):
