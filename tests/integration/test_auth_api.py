@@ -204,6 +204,7 @@ def test_registering_a_taken_email_answers_as_for_a_new_one_and_tells_the_owner(
     verification, exists = emails_to(mail_dir, "ada@example.test")
     assert verification["Subject"] == "Confirm your email address"
     assert exists["Subject"] == "You already have a Storefront account"
+    assert "use your password at http://localhost:3000." in exists.get_content()  # PUBLIC_BASE_URL
     assert "POST /v1/auth/password/forgot" in exists.get_content()
     assert "token" not in exists.get_content().lower()  # no link that would act on the account
     # the account is unchanged: its password is the first one, and its link still verifies it
@@ -229,6 +230,12 @@ def test_register_enforces_the_password_policy(client, mail_dir, password, messa
     assert body["errors"] == {"password": [message]}
     assert emails_to(mail_dir, "longlocalpart@example.test") == []
     assert register(client, "longlocalpart@example.test").status_code == 201  # nothing was kept
+
+
+def test_a_weak_password_is_refused_with_the_policys_detail(client):
+    refused = register(client, "ada@example.test", "Short-1")
+
+    expect_problem(refused, 400, "validation_error", detail="The password does not meet the policy.")
 
 
 @pytest.mark.parametrize(

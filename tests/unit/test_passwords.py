@@ -29,3 +29,11 @@ def test_hashes_carry_the_configured_cost_and_older_ones_still_verify_then_need_
 
 def test_no_password_verifies_against_no_hash_not_even_the_placeholder_an_unknown_user_is_checked_against():
     assert not passwords.verify_password(None, "storefront-unknown-user-placeholder")
+
+
+def test_the_policy_takes_passwords_of_exactly_the_shortest_and_the_longest_length():
+    shortest, longest = "Kx7#" + "q" * (passwords.MIN_LENGTH - 4), "Kx7#" + "q" * (passwords.MAX_LENGTH - 4)
+
+    assert passwords.policy_problems(shortest, "ada@example.test") == []
+    assert passwords.policy_problems(longest, "ada@example.test") == []
+    assert passwords.policy_problems(longest + "q", "ada@example.test") == ["Use at most 256 characters."]
