@@ -205,3 +205,19 @@ def test_a_verification_during_a_reset_keeps_when_the_address_was_first_proved(a
     verified = verifying.result(timeout=WAIT_LIMIT)
     assert (verified.status_code, verified.get_json()["emailVerified"]) == (200, True)
     assert user_row(app, "ada@example.test").email_verified_at == proved_at
+
+
+def test_reads_of_an_account_do_not_wait_for_a_write_in_progress(client, mail_dir, database_url):
+    """Only writes lock the row: the profile and a forgotten-password request answer at once,
+    the profile as committed."""
+    ada = register_and_verify(client, mail_dir, "ada@example.test")
+    token = login(client, "ada@example.test")["accessToken"]
+
+    with row_held(database_url, ada["userId"], "UPDATE users SET display_name = 'Held' WHERE id = :id") as start:
+        profile = start(lambda: client.get("/v1/users/me", headers=auth(token)), waits=False).result()
+        forgot = start(
+            lambda: client.post("/v1/auth/password/forgot", json={"email": "ada@example.test"}), waits=False
+        ).result()
+
+    assert (profile.status_code, profile.get_json()["displayName"]) == (200, ada["displayName"])
+    assert forgot.status_code == 202, forgot.get_data(as_text=True)
