@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
@@ -560,6 +561,24 @@ def test_quantities_add_up_and_are_capped_by_stock_and_the_line_maximum(client, 
     assert items == {"mug": 6, "pen": 100, "cup": 3}  # plenty of stock: the sum, no more
 
 
+def another_buyer_takes_after_each_release(monkeypatch, units: Callable[[products.StockReservation], int]) -> None:
+    """Each hold given back is followed at once by another buyer holding `units(released)` mugs,
+    before the caller can take them."""
+    original_release = products.release_reservation
+
+    def release_then_another_buyer_takes(**arguments):
+        released = original_release(**arguments)
+        products.reserve_stock(
+            product_id="mug",
+            quantity=units(released),
+            reservation_id="another-buyer",
+            expires_at=clock.now() + timedelta(minutes=5),
+        )
+        return released
+
+    monkeypatch.setattr(products, "release_reservation", release_then_another_buyer_takes)
+
+
 @pytest.mark.parametrize(("taken", "merged", "writes"), [(2, 5, 2), (4, 3, 1)])
 def test_a_merge_cut_short_by_stock_says_so(client, admin_headers, shopper, guest, monkeypatch, taken, merged, writes):
     """Another buyer takes units the guest's hold gave back before the user's line takes them:
@@ -568,19 +587,7 @@ def test_a_merge_cut_short_by_stock_says_so(client, admin_headers, shopper, gues
     create(client, admin_headers, "mug", stock=7)
     version = add(client, shopper, "mug", 3).get_json()["version"]
     add(client, guest_headers, "mug", 4)
-    original_release = products.release_reservation
-
-    def release_then_another_buyer_takes_some(**arguments):
-        released = original_release(**arguments)
-        products.reserve_stock(
-            product_id="mug",
-            quantity=taken,
-            reservation_id="another-buyer",
-            expires_at=datetime.now(UTC) + timedelta(minutes=5),
-        )
-        return released
-
-    monkeypatch.setattr(products, "release_reservation", release_then_another_buyer_takes_some)
+    another_buyer_takes_after_each_release(monkeypatch, lambda released: taken)
     result = client.post("/v1/cart/merge", json={"guestToken": guest_token}, headers=shopper).get_json()
 
     assert result["adjustments"] == [
@@ -600,19 +607,7 @@ def test_a_line_short_of_stock_keeps_its_units_and_takes_all_there_is(
     create(client, admin_headers, "mug", stock=9)
     add(client, shopper, "mug", 3)
     add(client, guest_headers, "mug", 4)
-    original_release = products.release_reservation
-
-    def release_then_another_buyer_takes_all(**arguments):
-        released = original_release(**arguments)
-        products.reserve_stock(
-            product_id="mug",
-            quantity=released.product.available,
-            reservation_id="another-buyer",
-            expires_at=clock.now() + timedelta(minutes=5),
-        )
-        return released
-
-    monkeypatch.setattr(products, "release_reservation", release_then_another_buyer_takes_all)
+    another_buyer_takes_after_each_release(monkeypatch, lambda released: released.product.available)
     result = client.post("/v1/cart/merge", json={"guestToken": guest_token}, headers=shopper).get_json()
 
     assert result["adjustments"] == [{"productId": "mug", "requested": 7, "merged": 5, "reason": "insufficient_stock"}]
